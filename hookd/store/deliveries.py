@@ -1,0 +1,7 @@
+"""Store: deliveries. (Being built; see hookd/store/__init__.py.)"""
+
+from __future__ import annotations
+
+from hookd.store.db import Migration
+
+MIGRATIONS: list[Migration] = []
