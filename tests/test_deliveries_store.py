@@ -1,0 +1,134 @@
+"""The delivery store: record, dedup lookup, claim/finish, requeue after a crash, prune."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from hookd.store.db import open_db
+from hookd.store.deliveries import DeliveryStore, NewDelivery, new_id
+
+
+def _new(n: int = 0, *, flow: str = "f", dedup: str | None = None, at: float = 1000.0) -> NewDelivery:
+    return NewDelivery(
+        subscription_id="sub1",
+        flow=flow,
+        received_at=at + n,
+        headers={"x-github-event": "push"},
+        body=b'{"n": %d}' % n,
+        event="push",
+        dedup_key=dedup,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DeliveryStore:
+    return DeliveryStore(open_db(tmp_path))
+
+
+def test_record_many_returns_ids_and_rows_round_trip(store: DeliveryStore) -> None:
+    ids = store.record_many([_new(0), _new(1, dedup="sub1:abc")])
+    assert len(ids) == 2 and ids == sorted(ids)
+    d = store.get(ids[1])
+    assert d is not None
+    assert d.status == "queued" and d.attempts == 0
+    assert d.body == b'{"n": 1}' and d.json() == {"n": 1}
+    assert d.headers == {"x-github-event": "push"}
+    assert d.event == "push" and d.delivery_id == "abc"
+    assert store.get("nope") is None
+
+
+def test_ids_sort_in_generation_order_within_one_millisecond() -> None:
+    ids = [new_id(5.0) for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+
+
+def test_record_many_is_one_transaction(store: DeliveryStore) -> None:
+    bad = NewDelivery("sub1", "f", 1.0, {}, None)  # type: ignore[arg-type]  # NOT NULL body
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_many([_new(0), bad])
+    assert store.depth() == 0
+
+
+def test_rows_are_durable_across_connections(tmp_path: Path) -> None:
+    ids = DeliveryStore(open_db(tmp_path)).record_many([_new(0)])
+    assert DeliveryStore(open_db(tmp_path)).get(ids[0]) is not None
+
+
+def test_claim_oldest_first_and_finish(store: DeliveryStore) -> None:
+    ids = store.record_many([_new(i) for i in range(5)])
+    first = store.claim(2)
+    assert [d.id for d in first] == ids[:2]
+    assert all(d.status == "running" and d.attempts == 1 for d in first)
+    assert [d.id for d in store.claim(10)] == ids[2:]
+    assert store.claim(1) == []
+    store.finish(ids[0], "done")
+    store.finish(ids[1], "failed", error="step deploy: exit 1")
+    assert store.get(ids[1]).error == "step deploy: exit 1"  # type: ignore[union-attr]
+    assert store.counts() == {"queued": 0, "running": 3, "done": 1, "failed": 1}
+    assert store.depth() == 3
+    with pytest.raises(ValueError):
+        store.finish(ids[2], "running")
+
+
+def test_claim_by_flow(store: DeliveryStore) -> None:
+    store.record_many([_new(0, flow="a"), _new(1, flow="b")])
+    assert [d.flow for d in store.claim(5, flows=["b"])] == ["b"]
+    assert store.claim(5, flows=[]) == []
+
+
+def test_concurrent_claims_never_hand_out_a_delivery_twice(tmp_path: Path) -> None:
+    DeliveryStore(open_db(tmp_path)).record_many([_new(i) for i in range(200)])
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        s = DeliveryStore(open_db(tmp_path))
+        while batch := s.claim(3):
+            with lock:
+                got.extend(d.id for d in batch)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 200 and len(set(got)) == 200
+
+
+def test_requeue_running_after_crash(store: DeliveryStore) -> None:
+    ids = store.record_many([_new(i) for i in range(3)])
+    store.claim(2)
+    store.finish(ids[0], "done")
+    assert store.requeue_running() == 1
+    again = store.claim(5)
+    assert [d.id for d in again] == ids[1:]
+    assert again[0].attempts == 2  # the attempt the crash interrupted counts
+
+
+def test_seen_within_window(store: DeliveryStore) -> None:
+    ids = store.record_many([_new(0, dedup="sub1:x", at=1000.0), _new(1, dedup="sub1:x", at=1000.0)])
+    assert store.seen("sub1:x", since=900.0) == ids[0]
+    assert store.seen("sub1:x", since=2000.0) is None
+    assert store.seen("sub1:y", since=0.0) is None
+
+
+def test_prune_keeps_unfinished(store: DeliveryStore) -> None:
+    ids = store.record_many([_new(i, at=100.0) for i in range(3)])
+    store.claim(1)
+    store.finish(ids[0], "done")
+    assert store.prune(before=10_000.0) == 1
+    assert store.get(ids[0]) is None and store.depth() == 2
+
+
+def test_requeue_for_replay(store: DeliveryStore) -> None:
+    (i,) = store.record_many([_new(0)])
+    assert store.requeue(i) is False  # still queued
+    store.claim(1)
+    store.finish(i, "failed", "boom")
+    assert store.requeue(i) is True
+    assert store.get(i).status == "queued"  # type: ignore[union-attr]
+    assert [d.id for d in store.recent(flow="f")] == [i]
