@@ -1,0 +1,76 @@
+"""`hookd status`: ask the running daemon how it is doing (its admin listener).
+
+Exit codes: 0 running and healthy, 1 running but needing attention (the newest config was
+rejected, or subscriptions are failing), 2 the daemon cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show what the running daemon is doing",
+        description="Query the admin listener of a running hookd: config revision, last "
+        "reload, subscriptions by state, recent failures, inbox depth, runs in the last hour.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", "-c", type=Path, metavar="DIR",
+        default=Path(os.environ.get("HOOKD_CONFIG", ".")),
+        help="find the admin listener in DIR/hookd.yaml (default: $HOOKD_CONFIG, else .)",
+    )
+    where.add_argument("--admin", metavar="URL", help="admin listener URL, e.g. http://127.0.0.1:8081")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.set_defaults(func=run)
+
+
+def admin_url(args: argparse.Namespace) -> str | None:
+    if args.admin:
+        return str(args.admin).rstrip("/")
+    from hookd.config import load_config
+
+    config, diagnostics = load_config(args.config, resolve_secrets=False)
+    if config is None:
+        for d in diagnostics:
+            if d.is_error:
+                print(d.format(relative_to=args.config), file=sys.stderr)
+        return None
+    host, port = config.settings.admin.host, config.settings.admin.port
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from hookd import status
+
+    base = admin_url(args)
+    if base is None:
+        print("hookd status: cannot read the admin listener address; use --admin URL",
+              file=sys.stderr)
+        return 2
+    try:
+        response = httpx.get(f"{base}/api/status", timeout=args.timeout)
+        response.raise_for_status()
+        doc = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"hookd status: no hookd answering at {base}: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(status.format_text(doc))
+    return status.exit_code(doc)
