@@ -54,6 +54,8 @@ RECENT_FAILURES = 10
 # Failed subscriptions are retried after base * 2**n seconds (n = consecutive failures
 # seen by this process), capped; the periodic reconcile repairs the rest.
 RETRY_BASE, RETRY_MAX = 30.0, 1800.0
+# Returned by a seam whose part is not built (yet): the daemon skips that duty.
+NOT_AVAILABLE: Any = object()
 
 
 # --------------------------------------------------------------------------- loading
@@ -83,11 +85,13 @@ def load(
 
 
 def format_report(diagnostics: Sequence[Diagnostic], directory: Path) -> list[str]:
-    """The lines `hookd check` prints: every problem, sorted, then a count."""
-    lines = [d.format(relative_to=directory) for d in sorted(diagnostics)]
+    """The lines `hookd check` prints: every problem (the loader sorts them), then a count."""
+    base = Path(directory).absolute()
+    lines = [d.format(relative_to=base) for d in diagnostics]
     errors = sum(d.is_error for d in diagnostics)
     warnings = len(diagnostics) - errors
-    lines.append(f"{errors} error(s), {warnings} warning(s)")
+    summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    lines.append(f"{directory}: {'ok' if not errors else 'failed'} ({summary})")
     return lines
 
 
@@ -233,8 +237,9 @@ class Daemon:
         state_dir: Path | None = None,
         notifier: sdnotify.Notifier | None = None,
         env: dict[str, str] | None = None,
+        loaded_hash: str = "",
     ) -> None:
-        self.directory = Path(directory).resolve()
+        self.directory = Path(directory).absolute()
         self.config = config
         self.revision = revision_
         self.state_dir_override = state_dir
@@ -242,6 +247,8 @@ class Daemon:
         self.notifier = notifier or sdnotify.Notifier(self.env)
         self.started_at = time.time()
         self.last_reload = status.ReloadOutcome(self.started_at, "start", True, revision_)
+        # Content hash of the files behind the last load attempt (revision_ may be a commit).
+        self.loaded_hash = loaded_hash or revision.content_hash(self.directory)
         self.reloads = {"applied": 1, "rejected": 0}
         self.reconciles = {"ok": 0, "error": 0}
         self.draining = False
@@ -410,16 +417,23 @@ class Daemon:
 
     # ------------------------------------------------------------------ reload
 
+    def _exclude(self) -> list[Path]:
+        """Directories inside the config directory that are not config (the state)."""
+        exclude = [self.config.settings.state_dir]
+        if self.state_dir_override is not None:
+            exclude.append(self.state_dir_override)
+        return exclude
+
     def _spawn_reload(self, trigger: str) -> None:
         self._spawn(self.reload(trigger), "reload")
 
     async def _watch(self) -> None:
         import watchfiles
 
-        exclude = [self.config.settings.state_dir]
-        if self.state_dir_override is not None:
-            exclude.append(self.state_dir_override)
+        exclude = self._exclude()
         accept = reload.ConfigFilter(self.directory, exclude)
+        # Files changed between the first load and the watcher's start would go unseen.
+        self._spawn(self._catch_up(exclude), "catch-up")
         async for changes in watchfiles.awatch(
             self.directory, watch_filter=accept, step=reload.STEP_MS,
             debounce=reload.DEBOUNCE_MS, recursive=True, ignore_permission_denied=True,
@@ -428,11 +442,19 @@ class Daemon:
                      extra={"files": reload.changed_paths(changes, self.directory)})
             await self.reload("watch")
 
+    async def _catch_up(self, exclude: list[Path]) -> None:
+        await asyncio.sleep(reload.STEP_MS / 1000 * 2)
+        now = await asyncio.to_thread(revision.content_hash, self.directory, exclude)
+        if now != self.loaded_hash:
+            await self.reload("watch")
+
     async def reload(self, trigger: str) -> bool:
         """Load → validate → swap → reconcile. False when the new config was rejected."""
         assert self._reload_lock is not None
         async with self._reload_lock:
             self.notifier.reloading()
+            self.loaded_hash = await asyncio.to_thread(
+                revision.content_hash, self.directory, self._exclude())
             try:
                 config, diagnostics, rev = await asyncio.to_thread(
                     load, self.directory, self.state_dir_override
@@ -445,7 +467,7 @@ class Daemon:
             now = time.time()
             if config is None:
                 errors = tuple(d.format(relative_to=self.directory)
-                               for d in sorted(diagnostics) if d.is_error)
+                               for d in diagnostics if d.is_error)
                 self.last_reload = status.ReloadOutcome(now, trigger, False, rev, errors)
                 self.reloads["rejected"] += 1
                 for line in errors:
@@ -490,6 +512,8 @@ class Daemon:
                 started = time.monotonic()
                 try:
                     report = await reconcile_once(self, config)
+                    if report is NOT_AVAILABLE:
+                        return
                     self.reconciles["ok"] += 1
                     log.info("reconciled", extra={
                         "reason": reason, "revision": self.revision,
@@ -701,9 +725,31 @@ async def reconcile_once(daemon: Daemon, config: Config) -> Any:
         reconcile = importlib.import_module("hookd.reconcile")
     except ImportError:
         log.debug("reconciler not available; skipping reconcile")
-        return None
+        return NOT_AVAILABLE
+    from hookd.store.subscriptions import SubscriptionStore
+
     assert daemon.conn is not None
-    return await reconcile.reconcile(config, daemon.conn, daemon.server_secret)
+    report = await reconcile.reconcile_once(config, SubscriptionStore(daemon.conn),
+                                            daemon.server_secret)
+    return report_summary(report)
+
+
+def report_summary(report: Any) -> dict[str, Any]:
+    """A reconcile report as log fields: counts by action and result, and the failures."""
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    for o in getattr(report, "outcomes", []):
+        key = f"{o.action}:{o.result}"
+        counts[key] = counts.get(key, 0) + 1
+        if o.result in ("failed", "unmanageable", "blocked") or o.action == "blocked":
+            failures.append(f"{o.flow}: {o.action} {o.result}: {o.detail}")
+    summary: dict[str, Any] = {"outcomes": counts}
+    if failures:
+        summary["failures"] = failures[:RECENT_FAILURES]
+    warnings = list(getattr(getattr(report, "plan", None), "warnings", []) or [])
+    if warnings:
+        summary["warnings"] = warnings
+    return summary
 
 
 def requeue_running(conn: sqlite3.Connection) -> int:
@@ -813,6 +859,8 @@ def main(directory: Path, *, state_dir: Path | None = None) -> int:
     if not directory.is_dir():
         print(f"hookd run: {directory}: not a directory", file=sys.stderr)
         return EXIT_IO
+    # Hashed before loading, so an edit made while loading is caught up after start.
+    loaded = revision.content_hash(directory, [directory / "state", *([state_dir] if state_dir else [])])
     config, diagnostics, rev = load(directory, state_dir)
     if config is None:
         for line in format_report(diagnostics, directory):
@@ -822,5 +870,5 @@ def main(directory: Path, *, state_dir: Path | None = None) -> int:
     logs.configure(config.settings.log_format, config.settings.log_level)
     for d in diagnostics:
         log.warning("config warning: %s", d.format(relative_to=directory))
-    daemon = Daemon(directory, config, rev, state_dir=state_dir)
+    daemon = Daemon(directory, config, rev, state_dir=state_dir, loaded_hash=loaded)
     return asyncio.run(daemon.run())

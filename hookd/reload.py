@@ -45,8 +45,9 @@ class ConfigFilter:
     """A `watchfiles` filter: True for events that may change the loaded config."""
 
     def __init__(self, directory: Path, exclude: Iterable[Path] = ()) -> None:
-        self.directory = Path(directory).resolve()
-        self.exclude = tuple(Path(p).resolve() for p in exclude)
+        # absolute(), not resolve(): watchfiles reports paths under the path it was given.
+        self.directory = Path(directory).absolute()
+        self.exclude = tuple(Path(p).absolute() for p in exclude)
 
     def __call__(self, change: int, path: str) -> bool:
         p = Path(path)
