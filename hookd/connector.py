@@ -123,6 +123,12 @@ class WebhookTrigger:
     delete: DeleteStrategy = DeleteStrategy("location")
     list: ListStrategy | None = None
     batch: bool = False
+    # Effective x-hookd-verify/-delivery-id/-event for this trigger: the operation's own
+    # declaration, else the spec's top level (the same as the Connector's fields).
+    verification: Verification = Verification()
+    delivery_id_header: str | None = None
+    event_header: str | None = None
+    ping_event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,9 @@ class Auth:
     kind: Literal["none", "basic", "apikey", "oauth2"] = "none"
     name: str = ""  # apikey: header or query parameter name
     location: Literal["header", "query", ""] = ""
+    # The connection parameter holding the credential: apikey → the securestring one of
+    # apiProperties.json (else "api_key"), oauth2 → "token"; basic uses username/password.
+    parameter: str = ""
 
 
 @dataclass(frozen=True)

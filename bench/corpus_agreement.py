@@ -1,0 +1,134 @@
+"""How often hookd's connector loader agrees with the corpus manifest, and how fast it is.
+
+For every connector the manifest of ../shared/corpus/powerplatform lists with webhook
+triggers, compare the webhook trigger operationIds and notification-URL paths in
+`hookd connectors --format json` with the manifest's (an independent scan: a second
+opinion, not an oracle). Prints the agreement, every disagreement with the reason, and
+the loading time as a ratio against plain ``json.loads`` of the same files (the floor no
+loader can beat), measured in the same run.
+
+    python bench/corpus_agreement.py [CORPUS_DIR] [--min 98]
+
+Exit 1 when agreement is below --min percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hookd.commands import connectors as command
+
+DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "powerplatform"
+
+# Where hookd and the manifest's scan disagree and the file shows hookd is right.
+# corpus_dir → reason (checked against the file when this was written).
+KNOWN_REASONS: dict[str, str] = {}
+
+
+def expected(entry: dict[str, Any]) -> dict[str, str]:
+    """operationId → notification-URL path, as the manifest's scan found them."""
+    out: dict[str, str] = {}
+    for trigger in entry["summary"].get("webhook_triggers") or ():
+        urls = sorted(trigger.get("notification_url") or [])
+        out[trigger["operationId"]] = urls[0] if urls else ""
+    return out
+
+
+def found(connector: dict[str, Any] | None) -> dict[str, str]:
+    if connector is None:
+        return {}
+    return {t["operation_id"]: t["notification_url"] or "" for t in connector["triggers"]
+            if t["kind"] == "webhook"}
+
+
+def compare(manifest: list[dict[str, Any]], document: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """(connectors agreeing, connectors compared, lines describing each disagreement).
+
+    The manifest's ``webhook_triggers`` list also holds *webhook actions* (an operation
+    with an ``x-ms-notification-url`` property but no ``x-ms-trigger``); its
+    ``n_webhook_triggers`` counts only the triggers. So a connector agrees when hookd finds
+    exactly ``n_webhook_triggers`` webhook triggers and each one is in the manifest's list
+    with the same notification-URL path.
+    """
+    by_name = {c["name"]: c for c in document["connectors"]}
+    errors: dict[str, list[str]] = {}
+    for d in document["diagnostics"]:
+        if d["severity"] == "error":
+            errors.setdefault(Path(d["file"]).parent.name, []).append(d["message"])
+    agree, total, lines = 0, 0, []
+    for entry in manifest:
+        count = entry["summary"].get("n_webhook_triggers") or 0
+        if not count:
+            continue
+        total += 1
+        want = expected(entry)
+        name = entry["corpus_dir"]
+        got = found(by_name.get(name))
+        wrong = {k: v for k, v in got.items() if want.get(k) != v}
+        if len(got) == count and not wrong:
+            agree += 1
+            continue
+        if name not in by_name:
+            why = "; ".join(errors.get(name, ["not loaded"]))
+        else:
+            why = (f"manifest: {count} webhook triggers in {want}; hookd: {len(got)}, "
+                   f"differing: {wrong or '-'}")
+        reason = KNOWN_REASONS.get(name, "")
+        lines.append(f"  {name}: {why}" + (f"\n    why hookd is right: {reason}" if reason else ""))
+    return agree, total, lines
+
+
+def timed_load(corpus: Path, repeat: int) -> tuple[float, dict[str, Any]]:
+    best, document = float("inf"), {}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        connectors, diags, root = command.collect(corpus)
+        document = command.to_json(connectors, diags, root)
+        best = min(best, time.perf_counter() - start)
+    return best, document
+
+
+def baseline(corpus: Path, repeat: int) -> float:
+    """Reading and ``json.loads`` of every spec file, nothing else."""
+    files = sorted(corpus.glob("*/*.json"))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for f in files:
+            with contextlib.suppress(ValueError):
+                json.loads(f.read_bytes().decode("utf-8", "replace").lstrip("\ufeff"))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--min", type=float, default=98.0, help="required agreement, percent")
+    parser.add_argument("--repeat", type=int, default=3, help="timing runs (best is kept)")
+    args = parser.parse_args(argv)
+    manifest = json.loads((args.corpus / "manifest.json").read_text(encoding="utf-8"))
+    floor = baseline(args.corpus, args.repeat)
+    seconds, document = timed_load(args.corpus, args.repeat)
+    agree, total, lines = compare(manifest, document)
+    percent = 100.0 * agree / total if total else 100.0
+    loaded = len(document["connectors"])
+    errors = sum(d["severity"] == "error" for d in document["diagnostics"])
+    print(f"connectors loaded: {loaded}; error diagnostics: {errors}")
+    print(f"webhook connectors agreeing with the manifest: {agree}/{total} = {percent:.1f}%")
+    if lines:
+        print("disagreements:")
+        print("\n".join(lines))
+    print(f"load + JSON of the corpus: {seconds * 1000:.0f} ms; json.loads alone: "
+          f"{floor * 1000:.0f} ms; ratio {seconds / floor:.1f}x")
+    return 0 if percent >= args.min else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

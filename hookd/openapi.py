@@ -1,0 +1,939 @@
+"""Load connectors: Swagger 2.0 + Power Platform extensions → `hookd.connector.Connector`.
+
+A connector is either the Power Platform layout, unchanged
+(``<name>/apiDefinition.swagger.json`` + ``apiProperties.json``), or one OpenAPI file
+(``<name>.json|yaml|yml``). Built-in connectors (github, gitlab, gitea, http) ship in the
+package (`builtin_dir`); a connector of the same name in a config directory replaces one.
+
+Why this is more than ``json.load``: the facts hookd acts on sit deep and indirect in real
+specs. The callback-URL property (``x-ms-notification-url``) is found by walking the
+trigger's *own* request — its parameters and its body schema through ``$ref`` and
+``allOf`` — never by property name and never by scanning definitions no operation uses.
+The notification schema (``x-ms-notification-content``) sits on the path item in real
+files although the documentation says the operation; both are read. When the upstream's
+``Location`` header is missing, the DELETE to use comes from ``x-hookd-delete`` or a
+best match by path (`match_delete`, pure, table-tested), and the model says which.
+
+Bad input never raises: every problem becomes a `Diagnostic` with ``file:line:col``
+and the loader keeps going. A connector is dropped (None) only when its spec cannot be
+read at all or is not Swagger 2.0.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from hookd import connector_extensions as ext
+from hookd import lenientjson
+from hookd.connector import (
+    Auth,
+    ConnectionParameter,
+    Connector,
+    DeleteStrategy,
+    ListStrategy,
+    Operation,
+    Parameter,
+    RequestPath,
+    Schema,
+    Verification,
+    WebhookTrigger,
+)
+from hookd.diagnostics import Diagnostic, Severity, did_you_mean
+
+SPEC_FILE = "apiDefinition.swagger.json"
+PROPERTIES_FILE = "apiProperties.json"
+SINGLE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
+PARAMETER_LOCATIONS = ("path", "query", "header", "body", "formData")
+NOTIFICATION_URL = "x-ms-notification-url"
+NOTIFICATION_CONTENT = "x-ms-notification-content"
+
+KeyPath = tuple[str | int, ...]
+_Location = Literal["path", "query", "header", "body", "formData"]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def builtin_dir() -> Path:
+    """Where the built-in connectors are: in the installed package, else the repo checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "builtin_connectors"
+    return packaged if packaged.is_dir() else here.parent / "connectors"
+
+
+def load_connectors(config_dir: Path | None) -> tuple[dict[str, Connector], list[Diagnostic]]:
+    """Built-ins, then ``<config_dir>/connectors/`` (a same-named connector there wins)."""
+    connectors, diags = load_connector_dir(builtin_dir(), builtin=True)
+    if config_dir is not None and (config_dir / "connectors").is_dir():
+        own, more = load_connector_dir(config_dir / "connectors")
+        connectors.update(own)
+        diags.extend(more)
+    return connectors, diags
+
+
+def load_connector_dir(
+    directory: Path, *, builtin: bool = False
+) -> tuple[dict[str, Connector], list[Diagnostic]]:
+    """Every connector in `directory`: subdirectories (Power Platform layout) and files."""
+    connectors: dict[str, Connector] = {}
+    diags: list[Diagnostic] = []
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        return {}, [Diagnostic(directory, 0, 0, "error", f"cannot read directory: {exc.strerror}")]
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if find_file(entry, SPEC_FILE) is None:
+                diags.append(Diagnostic(entry, 0, 0, "warning",
+                                        f"no {SPEC_FILE} here: not a connector, skipped"))
+                continue
+            name = entry.name
+        elif entry.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            name = entry.stem
+        else:
+            continue
+        if name in connectors:
+            diags.append(Diagnostic(entry, 0, 0, "error",
+                                    f"a second connector named '{name}' (the first is "
+                                    f"{connectors[name].source}): this one is ignored"))
+            continue
+        connector, more = load_connector(entry, builtin=builtin)
+        diags.extend(more)
+        if connector is not None:
+            connectors[name] = connector
+    return connectors, diags
+
+
+def load_connector(path: Path, *, builtin: bool = False) -> tuple[Connector | None, list[Diagnostic]]:
+    """One connector from a Power Platform directory or a single OpenAPI file."""
+    if path.is_dir():
+        spec_path = find_file(path, SPEC_FILE)
+        if spec_path is None:
+            return None, [Diagnostic(path, 0, 0, "error", f"no {SPEC_FILE} in this directory")]
+        name = path.name
+    else:
+        spec_path, name = path, path.stem
+    spec = read_document(spec_path)
+    if spec.value is None:
+        return None, spec.diagnostics
+    properties: Document | None = None
+    diags = list(spec.diagnostics)
+    if path.is_dir():
+        properties, more = _read_properties(path)
+        diags.extend(more)
+    connector, more = build_connector(name, spec, properties, builtin=builtin)
+    return connector, diags + more
+
+
+def find_file(directory: Path, name: str) -> Path | None:
+    """`name` in `directory`, ignoring case (the upstream repo has ``apidefinition…``)."""
+    exact = directory / name
+    if exact.is_file():
+        return exact
+    lower = name.lower()
+    try:
+        return next((p for p in directory.iterdir() if p.name.lower() == lower and p.is_file()), None)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass
+class Document:
+    """A parsed JSON or YAML file and a way to turn a key path into ``line:col``."""
+
+    file: Path
+    value: Any
+    text: str
+    locate: Callable[[Sequence[str | int]], tuple[int, int]]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def find(self, needle: str) -> tuple[int, int]:
+        """``line:col`` of the first occurrence of `needle` in the text, else (0, 0)."""
+        offset = self.text.find(needle)
+        return lenientjson.position(self.text, offset) if offset >= 0 else (0, 0)
+
+
+def read_document(path: Path) -> Document:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return _read_yaml(path)
+    parsed = lenientjson.load(path)
+    return Document(path, parsed.value, parsed.text, parsed.locate, parsed.diagnostics)
+
+
+def _read_yaml(path: Path) -> Document:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Document(path, None, "", _no_position,
+                        [Diagnostic(path, 0, 0, "error", f"cannot read: {exc}")])
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        value = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        problem = getattr(exc, "problem", None) or str(exc)
+        return Document(path, None, text, _no_position,
+                        [Diagnostic(path, line, col, "error", f"invalid YAML: {problem}")])
+    return Document(path, value, text, _yaml_locator(text, loader))
+
+
+def _no_position(path: Sequence[str | int]) -> tuple[int, int]:
+    return 0, 0
+
+
+def _yaml_locator(text: str, loader: Any) -> Callable[[Sequence[str | int]], tuple[int, int]]:
+    """Compose the node tree only when a diagnostic needs a position."""
+    root: list[yaml.Node | None] = []
+
+    def locate(path: Sequence[str | int]) -> tuple[int, int]:
+        if not root:
+            try:
+                root.append(yaml.compose(text, Loader=loader))
+            except yaml.YAMLError:
+                root.append(None)
+        node = root[0]
+        if node is None:
+            return 0, 0
+        mark = node.start_mark
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+                if match is None:
+                    break
+                mark, node = match[0].start_mark, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                mark = node.start_mark
+            else:
+                break
+        return mark.line + 1, mark.column + 1
+
+    return locate
+
+
+def _read_properties(directory: Path) -> tuple[Document | None, list[Diagnostic]]:
+    """apiProperties.json, tolerated when missing or broken: it only names connection
+    parameters, which hookd can derive from ``securityDefinitions``."""
+    path = find_file(directory, PROPERTIES_FILE)
+    if path is None:
+        return None, [Diagnostic(directory / PROPERTIES_FILE, 0, 0, "warning",
+                                 f"no {PROPERTIES_FILE}: connection parameters are derived "
+                                 "from securityDefinitions")]
+    doc = read_document(path)
+    if doc.value is None:
+        # Demote: a broken apiProperties.json does not stop the connector from working.
+        demoted = [
+            Diagnostic(d.file, d.line, d.col, "warning",
+                       f"{d.message}; connection parameters are derived from securityDefinitions",
+                       d.key, d.hint)
+            for d in doc.diagnostics
+        ]
+        return None, demoted
+    return doc, list(doc.diagnostics)
+
+
+# --------------------------------------------------------------------------- delete matching
+
+
+def match_delete(
+    trigger_path: str, deletes: Sequence[tuple[str, str]]
+) -> tuple[str, str, str] | None:
+    """The DELETE operation most likely to remove a hook created by ``POST trigger_path``.
+
+    `deletes` are ``(operationId, path)``. Returns ``(operationId, source, id_param)``
+    where source is ``child-path`` (``/x`` ↔ ``/x/{id}``, or deeper with only parameters),
+    ``same-path`` (same path; the id goes in a parameter), ``sibling``
+    (``/x/subscribe`` ↔ ``/x/{id}``) or ``shared-prefix`` (the longest common meaningful
+    prefix), in that order of preference; None when nothing relates.
+
+    >>> match_delete("/repos/{owner}/{repo}/hooks", [("rm", "/repos/{owner}/{repo}/hooks/{hook_id}")])
+    ('rm', 'child-path', 'hook_id')
+    >>> match_delete("/webhooks/ticketcreated", [("del", "/webhooks/{webhookId}")])
+    ('del', 'sibling', 'webhookId')
+    >>> match_delete("/api/v1/hooks", [("u", "/api/v1/users/{id}")]) is None
+    True
+    """
+    trig = _segments(trigger_path)
+    trig_params = {s.lower() for s in trig if _is_param(s)}
+    best: tuple[int, int, int, str, str, str] | None = None  # (rank, -prefix, len, …)
+    for order, (op_id, path) in enumerate(deletes):
+        segs = _segments(path)
+        new = [s for s in segs if _is_param(s) and s.lower() not in trig_params]
+        id_param = new[-1][1:-1] if new else ""
+        common = _common_prefix(trig, segs)
+        kind = ""
+        if len(segs) > len(trig) and common == len(trig) and all(_is_param(s) for s in segs[common:]):
+            kind = "child-path"
+        elif common == len(segs) == len(trig):
+            kind = "same-path"
+        elif (
+            len(segs) == len(trig)
+            and common == len(trig) - 1
+            and _is_param(segs[-1])
+            and not _is_param(trig[-1])
+        ):
+            kind = "sibling"
+        elif id_param and any(not _is_param(s) and not _GENERIC.match(s) for s in trig[:common]):
+            kind = "shared-prefix"
+        if not kind or (not id_param and kind != "same-path"):
+            continue
+        rank = ("child-path", "same-path", "sibling", "shared-prefix").index(kind)
+        candidate = (rank, -common, len(segs), f"{order:06d}", op_id, kind)
+        if best is None or candidate < best:
+            best = candidate
+            best_param = id_param
+    if best is None:
+        return None
+    return best[4], best[5], best_param
+
+
+_GENERIC = re.compile(r"^(api|rest|v\d+(\.\d+)*|\d+(\.\d+)*|public|latest)$", re.IGNORECASE)
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.strip("/").split("/") if s]
+
+
+def _is_param(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}")
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        same = (_is_param(x) and _is_param(y)) or x.lower() == y.lower()
+        if not same:
+            break
+        n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_connector(
+    name: str, spec: Document, properties: Document | None = None, *, builtin: bool = False
+) -> tuple[Connector | None, list[Diagnostic]]:
+    """The `Connector` of a parsed spec (and apiProperties.json); pure apart from logging
+    nothing — all problems come back as diagnostics."""
+    return _Builder(name, spec, properties, builtin).build()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def key_path(path: Sequence[str | int]) -> str:
+    """A readable key path: ``paths["/hooks"].post.parameters[2]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_$][\w$-]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f'["{part}"]'
+    return out
+
+
+class _Resolver:
+    """Resolves local ``$ref``s once each (shared results), guarding against cycles.
+
+    A reference to a definition that is being resolved (a recursive schema) becomes
+    ``{"x-hookd-recursive": "#/definitions/Node"}`` so that resolved schemas stay finite
+    and JSON-serialisable.
+    """
+
+    def __init__(self, builder: _Builder) -> None:
+        self.builder = builder
+        self.spec = builder.spec.value
+        self.done: dict[str, Any] = {}
+        self.active: set[str] = set()
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                target = self.ref(ref)
+                if len(node) == 1:
+                    return target
+                # Siblings of $ref (x-ms-summary, x-ms-notification-url…) refine the target.
+                rest = {k: self.resolve(v) for k, v in node.items() if k != "$ref"}
+                return {**target, **rest} if isinstance(target, dict) else rest
+            out: dict[str, Any] | None = None
+            for key, value in node.items():
+                if not isinstance(value, (dict, list)):
+                    continue  # most leaves: skip the call (this loop is the loader's hot spot)
+                new = self.resolve(value)
+                if new is not value:
+                    if out is None:
+                        out = dict(node)
+                    out[key] = new
+            return node if out is None else out
+        if isinstance(node, list):
+            items = [self.resolve(v) for v in node]
+            return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+        return node
+
+    def ref(self, ref: str) -> Any:
+        if ref in self.done:
+            return self.done[ref]
+        if ref in self.active:
+            return {"x-hookd-recursive": ref}
+        target = self._lookup(ref)
+        if target is None:
+            self.done[ref] = {}
+            return {}
+        self.active.add(ref)
+        try:
+            resolved = self.resolve(target)
+        finally:
+            self.active.discard(ref)
+        self.done[ref] = resolved
+        return resolved
+
+    def _lookup(self, ref: str) -> Any:
+        builder = self.builder
+        if not ref.startswith("#/"):
+            line, col = builder.spec.find(f'"{ref}"')
+            builder.diags.append(Diagnostic(builder.file, line, col, "warning",
+                                            f"external $ref '{ref}' is not supported; treated as {{}}"))
+            return None
+        node: Any = self.spec
+        for raw in ref[2:].split("/"):
+            part = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part not in node:
+                part = urllib.parse.unquote(part)
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                line, col = builder.spec.find(f'"{ref}"')
+                section = ref[2:].split("/")[0]
+                names = list(self.spec.get(section) or {}) if isinstance(self.spec, dict) else []
+                last = ref.rsplit("/", 1)[-1]
+                builder.diags.append(Diagnostic(builder.file, line, col, "warning",
+                                                f"unresolved $ref '{ref}'; treated as {{}}",
+                                                hint=did_you_mean(last, names)))
+                return None
+        return node
+
+
+def marked_paths(schema: Any, marker: str, prefix: RequestPath = ("body",)) -> list[RequestPath]:
+    """Paths of the properties of a resolved schema that carry `marker` (walks
+    ``properties``, ``allOf`` and array ``items`` — an array item is index ``0``).
+
+    >>> marked_paths({"properties": {"config": {"properties": {"url": {"x-ms-notification-url": True}}}}},
+    ...              "x-ms-notification-url")
+    [('body', 'config', 'url')]
+    """
+    out: list[RequestPath] = []
+    _walk_marked(schema, marker, prefix, out, 0)
+    return out
+
+
+def _walk_marked(schema: Any, marker: str, path: RequestPath, out: list[RequestPath], depth: int) -> None:
+    if not isinstance(schema, Mapping) or depth > 32:
+        return
+    if _truthy(schema.get(marker)) and path not in out:
+        out.append(path)
+    props = schema.get("properties")
+    if isinstance(props, Mapping):
+        for key, sub in props.items():
+            _walk_marked(sub, marker, (*path, str(key)), out, depth + 1)
+    for sub in schema.get("allOf") or ():
+        _walk_marked(sub, marker, path, out, depth + 1)
+    items = schema.get("items")
+    if isinstance(items, Mapping):
+        _walk_marked(items, marker, (*path, "0"), out, depth + 1)
+
+
+class _Builder:
+    def __init__(self, name: str, spec: Document, properties: Document | None, builtin: bool) -> None:
+        self.name = name
+        self.spec = spec
+        self.file = spec.file
+        self.properties = properties
+        self.builtin = builtin
+        self.diags: list[Diagnostic] = []
+        self.resolver = _Resolver(self)
+        self.raw_ops: dict[str, tuple[KeyPath, dict[str, Any], dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ reporting
+
+    def diag(self, severity: Severity, message: str, path: KeyPath, hint: str = "",
+             doc: Document | None = None) -> None:
+        doc = doc or self.spec
+        line, col = doc.locate(path) if path else (0, 0)
+        self.diags.append(Diagnostic(doc.file, line, col, severity, message, key_path(path), hint))
+
+    def report(self, problems: ext.Problems, where: KeyPath) -> None:
+        for sub, message, hint in problems:
+            self.diag("error", message, (*where, *sub), hint)
+        problems.clear()
+
+    # ------------------------------------------------------------------ whole spec
+
+    def build(self) -> tuple[Connector | None, list[Diagnostic]]:
+        spec = self.spec.value
+        if not isinstance(spec, dict):
+            self.diag("error", "not an OpenAPI document (the top level is not an object)", ())
+            return None, self.diags
+        if "swagger" not in spec:
+            if "openapi" in spec:
+                self.diag("error", f"OpenAPI {spec['openapi']} is not supported: hookd reads "
+                          "Swagger 2.0 (the Power Platform connector format)", ("openapi",))
+            else:
+                self.diag("error", "not a Swagger 2.0 document (no 'swagger' key)", (),
+                          hint="a connector file starts with \"swagger\": \"2.0\"")
+            return None, self.diags
+        if str(spec["swagger"]) != "2.0":
+            self.diag("warning", f"swagger version '{spec['swagger']}', expected '2.0'", ("swagger",))
+
+        problems: ext.Problems = []
+        ext.unknown_extensions(spec, problems)
+        self.report(problems, ())
+        operations = self._operations(spec)
+        top = self._hookd_settings(spec, ())
+        webhooks: dict[str, WebhookTrigger] = {}
+        polling: list[str] = []
+        request_trigger = False
+        for op_id, op in operations.items():
+            if not op.is_trigger:
+                if ext.REQUEST_TRIGGER in self.raw_ops[op_id][1]:
+                    self.diag("error", f"{ext.REQUEST_TRIGGER} on an operation without x-ms-trigger",
+                              (*self.raw_ops[op_id][0], ext.REQUEST_TRIGGER))
+                continue
+            where, raw, path_item = self.raw_ops[op_id]
+            if ext.REQUEST_TRIGGER in raw and ext.parse_flag(raw[ext.REQUEST_TRIGGER], problems):
+                request_trigger = True
+                self.report(problems, (*where, ext.REQUEST_TRIGGER))
+                continue
+            self.report(problems, (*where, ext.REQUEST_TRIGGER))
+            webhook = self._webhook(op, where, raw, path_item, operations, top)
+            if webhook is None:
+                polling.append(op_id)
+            else:
+                webhooks[op_id] = webhook
+
+        auth = self._auth(spec)
+        connection_parameters = self._connection_parameters(auth)
+        schemes = _list(spec.get("schemes"))
+        scheme = "https" if not schemes or "https" in schemes else str(schemes[0])
+        info = _dict(spec.get("info"))
+        return Connector(
+            name=self.name,
+            title=str(info.get("title") or self.name),
+            source=self.file if self.file.name.lower() != SPEC_FILE.lower() else self.file.parent,
+            builtin=self.builtin,
+            scheme=scheme,
+            host=str(spec.get("host") or ""),
+            base_path=str(spec.get("basePath") or "/"),
+            operations=operations,
+            webhooks=webhooks,
+            polling=tuple(polling),
+            auth=auth,
+            connection_parameters=connection_parameters,
+            verification=top.verification or Verification(),
+            delivery_id_header=top.delivery_id,
+            event_header=top.event_header,
+            ping_event=top.ping_event,
+            request_trigger=request_trigger,
+        ), self.diags
+
+    # ------------------------------------------------------------------ operations
+
+    def _operations(self, spec: dict[str, Any]) -> dict[str, Operation]:
+        operations: dict[str, Operation] = {}
+        paths = spec.get("paths")
+        if not isinstance(paths, dict):
+            if paths is not None:
+                self.diag("error", "'paths' must be an object", ("paths",))
+            return operations
+        for path, item in paths.items():
+            if not isinstance(item, dict):
+                continue
+            common = _list(item.get("parameters"))
+            for method in METHODS:
+                raw = item.get(method)
+                if not isinstance(raw, dict):
+                    continue
+                where: KeyPath = ("paths", path, method)
+                op_id = raw.get("operationId")
+                if not isinstance(op_id, str) or not op_id:
+                    op_id = f"{method.upper()} {path}"
+                    self.diag("warning", "operation has no operationId; flows refer to it as "
+                              f"'{op_id}'", where)
+                if op_id in operations:
+                    self.diag("warning", f"duplicate operationId '{op_id}': this one is ignored",
+                              (*where, "operationId"))
+                    continue
+                problems: ext.Problems = []
+                ext.unknown_extensions(raw, problems)
+                self.report(problems, where)
+                operations[op_id] = self._operation(op_id, method, path, raw, common, where)
+                self.raw_ops[op_id] = (where, raw, item)
+        return operations
+
+    def _operation(self, op_id: str, method: str, path: str, raw: dict[str, Any],
+                   common: list[Any], where: KeyPath) -> Operation:
+        params: dict[tuple[str, str], Parameter] = {}
+        own = _list(raw.get("parameters"))
+        for index, node in [*((i, p) for i, p in enumerate(common)), *enumerate(own)]:
+            param = self._parameter(self.resolver.resolve(node), (*where, "parameters", index))
+            if param is not None:
+                params[(param.name, param.location)] = param
+        body = next((p.schema for p in params.values() if p.location == "body"), None)
+        trigger = raw.get("x-ms-trigger")
+        kind: Literal["single", "batch"] | None = None
+        if trigger is not None:
+            text = str(trigger).lower()
+            if text not in ("single", "batch"):
+                self.diag("warning", f"x-ms-trigger '{trigger}' is neither 'single' nor 'batch'; "
+                          "read as 'single'", (*where, "x-ms-trigger"))
+            kind = "batch" if text == "batch" else "single"
+        responses: dict[str, Schema] = {}
+        location_header = False
+        raw_responses = raw.get("responses")
+        if isinstance(raw_responses, dict):
+            for status, response in raw_responses.items():
+                # Only success responses matter to hookd (ids, step outputs); error
+                # schemas are skipped, which halves the loading time of big specs.
+                if not str(status).startswith("2"):
+                    continue
+                response = self.resolver.resolve(response)
+                if not isinstance(response, dict):
+                    continue
+                if isinstance(response.get("schema"), dict):
+                    responses[str(status)] = response["schema"]
+                headers = response.get("headers")
+                if isinstance(headers, dict) and any(str(h).lower() == "location" for h in headers):
+                    location_header = True
+        return Operation(
+            operation_id=op_id,
+            method=method.upper(),
+            path=path,
+            summary=str(raw.get("summary") or raw.get("description") or ""),
+            parameters=tuple(params.values()),
+            body_schema=body,
+            trigger=kind,
+            visibility=raw.get("x-ms-visibility") if isinstance(raw.get("x-ms-visibility"), str) else None,
+            responses=responses,
+            location_header=location_header,
+        )
+
+    def _parameter(self, node: Any, where: KeyPath) -> Parameter | None:
+        if not isinstance(node, dict):
+            return None
+        name, location = node.get("name"), node.get("in")
+        if not isinstance(name, str) or location not in PARAMETER_LOCATIONS:
+            self.diag("warning", "parameter without a valid 'name' and 'in'; ignored", where,
+                      hint=f"'in' is one of {', '.join(PARAMETER_LOCATIONS)}")
+            return None
+        schema = node.get("schema") if isinstance(node.get("schema"), dict) else None
+        visibility = node.get("x-ms-visibility")
+        return Parameter(
+            name=name,
+            location=cast(_Location, location),
+            required=_truthy(node.get("required")) or location == "path",
+            type=node.get("type") if isinstance(node.get("type"), str) else None,
+            default=node.get("default"),
+            schema=schema if location == "body" else node.get("schema"),
+            description=str(node.get("description") or node.get("x-ms-summary") or ""),
+            visibility=visibility if isinstance(visibility, str) else None,
+        )
+
+    # ------------------------------------------------------------------ triggers
+
+    def _hookd_settings(self, node: dict[str, Any], where: KeyPath) -> _Settings:
+        """The x-hookd-* keys of the top level or one operation, validated."""
+        settings = _Settings()
+        problems: ext.Problems = []
+        parsers: list[tuple[str, Callable[[Any], None]]] = [
+            (ext.VERIFY, lambda v: setattr(settings, "verification", ext.parse_verify(v, problems))),
+            (ext.DELIVERY_ID, lambda v: setattr(settings, "delivery_id", ext.parse_delivery_id(v, problems))),
+            (ext.EVENT, lambda v: settings.set_event(*ext.parse_event(v, problems))),
+            (ext.LIST, lambda v: setattr(settings, "list", ext.parse_list(v, problems))),
+            (ext.DELETE, lambda v: setattr(settings, "delete", ext.parse_delete(v, problems))),
+            (ext.SECRET, lambda v: setattr(settings, "secret", ext.parse_secret_path(v, problems))),
+        ]
+        for key, parse in parsers:
+            if key in node:
+                settings.present.add(key)
+                parse(node[key])
+                self.report(problems, (*where, key))
+        return settings
+
+    def _webhook(self, op: Operation, where: KeyPath, raw: dict[str, Any], path_item: dict[str, Any],
+                 operations: dict[str, Operation], top: _Settings) -> WebhookTrigger | None:
+        urls: list[RequestPath] = [
+            (p.location, p.name) for p in op.parameters
+            if p.location != "body" and _truthy(self._raw_param_flag(raw, path_item, p, NOTIFICATION_URL))
+        ]
+        urls += marked_paths(op.body_schema, NOTIFICATION_URL)
+        if not urls:
+            return None
+        if len(urls) > 1:
+            self.diag("warning", f"{len(urls)} properties are marked {NOTIFICATION_URL}; hookd "
+                      f"fills the first, {'.'.join(urls[0])}", where)
+        if any(part == "0" for part in urls[0][1:]):
+            self.diag("warning", f"the notification URL is inside an array "
+                      f"({'.'.join(urls[0])}): hookd puts it in the first item", where)
+        mine = self._hookd_settings(raw, where)
+        settings = mine.over(top)
+
+        secret = settings.secret
+        if secret is None:
+            marked = marked_paths(op.body_schema, ext.SECRET)
+            secret = marked[0] if marked else None
+
+        return WebhookTrigger(
+            operation_id=op.operation_id,
+            notification_url=urls[0],
+            notification_schema=self._notification_schema(raw, path_item, where),
+            secret_path=secret,
+            delete=self._delete(op, where, settings, operations),
+            list=self._list(where, settings, operations),
+            batch=op.trigger == "batch",
+            verification=settings.verification or Verification(),
+            delivery_id_header=settings.delivery_id,
+            event_header=settings.event_header,
+            ping_event=settings.ping_event,
+        )
+
+    def _raw_param_flag(self, raw: dict[str, Any], path_item: dict[str, Any], param: Parameter,
+                        flag: str) -> Any:
+        for node in [*(path_item.get("parameters") or ()), *(raw.get("parameters") or ())]:
+            node = self.resolver.resolve(node)
+            if isinstance(node, dict) and node.get("name") == param.name and node.get("in") == param.location:
+                return node.get(flag)
+        return None
+
+    def _notification_schema(self, raw: dict[str, Any], path_item: dict[str, Any],
+                             where: KeyPath) -> Schema | None:
+        content = raw.get(NOTIFICATION_CONTENT, path_item.get(NOTIFICATION_CONTENT))
+        if content is None:
+            return None
+        content = self.resolver.resolve(content)
+        if not isinstance(content, dict):
+            self.diag("warning", f"{NOTIFICATION_CONTENT} must be an object with 'schema'",
+                      (*where[:2], NOTIFICATION_CONTENT))
+            return None
+        schema = content.get("schema")
+        if isinstance(schema, dict):
+            return schema
+        # Some files put the schema itself there, without the {"schema": …} wrapper.
+        return content if ("type" in content or "properties" in content) else None
+
+    def _delete(self, op: Operation, where: KeyPath, settings: _Settings,
+                operations: dict[str, Operation]) -> DeleteStrategy:
+        spec = settings.delete
+        if spec is not None:
+            if spec.kind != "operation":
+                return DeleteStrategy(spec.kind, source=ext.DELETE)
+            target = operations.get(spec.operation or "")
+            if target is None:
+                self.diag("error", f"{ext.DELETE}: no operation '{spec.operation}'",
+                          settings.where(where, ext.DELETE),
+                          hint=did_you_mean(spec.operation or "", operations))
+                return DeleteStrategy("location")
+            if target.method != "DELETE":
+                self.diag("warning", f"{ext.DELETE}: '{spec.operation}' is a {target.method}, "
+                          "not a DELETE", settings.where(where, ext.DELETE))
+            id_param = spec.id_param or self._new_path_param(op, target)
+            if id_param and target.parameter(id_param) is None:
+                self.diag("error", f"{ext.DELETE}: '{spec.operation}' has no parameter '{id_param}'",
+                          settings.where(where, ext.DELETE),
+                          hint=did_you_mean(id_param, [p.name for p in target.parameters]))
+            return DeleteStrategy("operation", target.operation_id, id_param,
+                                  spec.id_field or self._id_field(op, id_param), ext.DELETE)
+        deletes = [(o.operation_id, o.path) for o in operations.values() if o.method == "DELETE"]
+        match = match_delete(op.path, deletes)
+        if match is None:
+            return DeleteStrategy("location")
+        op_id, source, id_param = match
+        if not id_param:  # same path: the id travels in a required non-path parameter
+            target = operations[op_id]
+            trigger_names = {p.name for p in op.parameters}
+            id_param = next((p.name for p in target.parameters if p.location != "path"
+                             and p.required and p.name not in trigger_names), "")
+            if not id_param:
+                return DeleteStrategy("location")
+        return DeleteStrategy("operation", op_id, id_param, self._id_field(op, id_param), source)
+
+    @staticmethod
+    def _new_path_param(op: Operation, target: Operation) -> str | None:
+        mine = {p.name.lower() for p in op.parameters}
+        fresh = [p.name for p in target.parameters if p.location == "path" and p.name.lower() not in mine]
+        return fresh[-1] if fresh else None
+
+    @staticmethod
+    def _id_field(op: Operation, id_param: str | None) -> str:
+        """Where the upstream id sits in the create response: the field named like the
+        DELETE's id parameter, else ``id``, else a field ending in ``id``."""
+        names: list[str] = []
+        for status in sorted(op.responses):
+            if status.startswith("2"):
+                props = op.responses[status].get("properties")
+                if isinstance(props, Mapping):
+                    names.extend(str(k) for k in props)
+        lowered = {n.lower(): n for n in names}
+        for wanted in (id_param or "", "id"):
+            if wanted.lower() in lowered:
+                return lowered[wanted.lower()]
+        return next((n for n in names if n.lower().endswith("id")), "id")
+
+    def _list(self, where: KeyPath, settings: _Settings,
+              operations: dict[str, Operation]) -> ListStrategy | None:
+        spec = settings.list
+        if spec is None:
+            return None
+        target = operations.get(spec.operation)
+        if target is None:
+            self.diag("error", f"{ext.LIST}: no operation '{spec.operation}'",
+                      settings.where(where, ext.LIST), hint=did_you_mean(spec.operation, operations))
+            return None
+        if target.method != "GET":
+            self.diag("warning", f"{ext.LIST}: '{spec.operation}' is a {target.method}, not a GET",
+                      settings.where(where, ext.LIST))
+        return ListStrategy(spec.operation, spec.url_field, spec.id_field, spec.items_field)
+
+    # ------------------------------------------------------------------ auth
+
+    def _auth(self, spec: dict[str, Any]) -> Auth:
+        definitions = spec.get("securityDefinitions")
+        if not isinstance(definitions, dict) or not definitions:
+            return Auth("none")
+        name, definition = next(iter(definitions.items()))
+        where: KeyPath = ("securityDefinitions", name)
+        kind = definition.get("type") if isinstance(definition, dict) else None
+        if kind == "basic":
+            return Auth("basic")
+        if kind == "oauth2":
+            return Auth("oauth2", parameter="token")
+        if kind == "apiKey":
+            location = definition.get("in")
+            header = definition.get("name")
+            if location not in ("header", "query") or not isinstance(header, str) or not header:
+                self.diag("warning", "apiKey needs 'name' and 'in' (header or query); "
+                          "requests will not authenticate", where)
+                return Auth("none")
+            return Auth("apikey", header, cast(Literal["header", "query"], location),
+                        parameter=self._secret_parameter() or "api_key")
+        self.diag("warning", f"security definition type '{kind}' is not supported; "
+                  "requests will not authenticate", (*where, "type"))
+        return Auth("none")
+
+    def _raw_connection_parameters(self) -> tuple[dict[str, Any], KeyPath]:
+        props = self.properties.value if self.properties is not None else None
+        inner = props.get("properties") if isinstance(props, dict) else None
+        if not isinstance(inner, dict):
+            return {}, ()
+        params = inner.get("connectionParameters")
+        if isinstance(params, dict):
+            return params, ("properties", "connectionParameters")
+        sets = inner.get("connectionParameterSets")
+        values = sets.get("values") if isinstance(sets, dict) else None
+        if isinstance(values, list) and values and isinstance(values[0], dict):
+            first = values[0].get("parameters")
+            if isinstance(first, dict):
+                return first, ("properties", "connectionParameterSets", "values", 0, "parameters")
+        return {}, ()
+
+    def _secret_parameter(self) -> str | None:
+        params, _ = self._raw_connection_parameters()
+        return next((n for n, p in params.items() if isinstance(p, dict)
+                     and str(p.get("type", "")).lower() == "securestring"), None)
+
+    def _connection_parameters(self, auth: Auth) -> dict[str, ConnectionParameter]:
+        params, _ = self._raw_connection_parameters()
+        out: dict[str, ConnectionParameter] = {}
+        for name, raw in params.items():
+            if not isinstance(raw, dict):
+                continue
+            ui = _dict(raw.get("uiDefinition"))
+            constraints = _dict(ui.get("constraints"))
+            kind = str(raw.get("type") or "string")
+            if kind.lower() == "oauthsetting":
+                kind = "oauthSetting"
+            out[name] = ConnectionParameter(
+                name=name,
+                type=kind,
+                required=_truthy(constraints.get("required")),
+                description=str(ui.get("description") or ui.get("displayName") or ""),
+            )
+        if out or self.properties is not None and auth.kind == "none":
+            return out
+        # No apiProperties.json (or no parameters in it): derive them from the auth.
+        if auth.kind == "basic":
+            return {"username": ConnectionParameter("username", "string", True, "User name"),
+                    "password": ConnectionParameter("password", "securestring", True, "Password")}
+        if auth.kind == "apikey":
+            return {auth.parameter: ConnectionParameter(auth.parameter, "securestring", True,
+                                                        f"API key, sent in {auth.location} {auth.name}")}
+        if auth.kind == "oauth2":
+            return {"token": ConnectionParameter("token", "securestring", True,
+                                                 "Access token, sent as a bearer token")}
+        return out
+
+
+@dataclass
+class _Settings:
+    """The x-hookd-* settings of one level (top level or operation)."""
+
+    verification: Verification | None = None
+    delivery_id: str | None = None
+    event_header: str | None = None
+    ping_event: str | None = None
+    list: ext.ListSpec | None = None
+    delete: ext.DeleteSpec | None = None
+    secret: RequestPath | None = None
+    present: set[str] = field(default_factory=set)
+    origin: dict[str, KeyPath] = field(default_factory=dict)
+
+    def set_event(self, header: str | None, ping: str | None) -> None:
+        self.event_header, self.ping_event = header, ping
+
+    def over(self, top: _Settings) -> _Settings:
+        """These settings, with `top`'s filling whatever this level does not declare."""
+        merged = _Settings()
+        for name in ("verification", "delivery_id", "event_header", "ping_event", "list",
+                     "delete", "secret"):
+            mine = getattr(self, name)
+            setattr(merged, name, mine if mine is not None else getattr(top, name))
+        merged.present = self.present | top.present
+        merged.origin = {k: () for k in top.present} | {k: ("op",) for k in self.present}
+        return merged
+
+    def where(self, op_where: KeyPath, key: str) -> KeyPath:
+        return (*op_where, key) if self.origin.get(key) == ("op",) else (key,)
+
+
+def iter_triggers(connector: Connector) -> Iterator[tuple[str, str]]:
+    """``(operationId, kind)`` of every trigger: webhook, polling or request."""
+    for op_id, op in connector.operations.items():
+        if op.is_trigger:
+            yield op_id, connector.trigger_kind(op_id) or "polling"
