@@ -225,7 +225,8 @@ def _check_trigger_connection(
         if kind == "webhook" and connector.auth.kind != "none":
             hint = (_known("connections for it", candidates) if candidates
                     else f"add connections/{connector.name}.yaml with 'connector: {connector.name}'")
-            return [flow.diag(("trigger",), f"trigger on '{connector.name}' needs a connection", hint=hint)]
+            return [flow.diag(("trigger",), f"trigger on '{connector.name}' needs a connection",
+                              hint=hint, at_key=True)]
         return []
     conn = connections.get(t.connection)
     if conn is None:
