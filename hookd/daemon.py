@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import importlib
 import logging
 import os
@@ -452,9 +453,12 @@ class Daemon:
         """Load → validate → swap → reconcile. False when the new config was rejected."""
         assert self._reload_lock is not None
         async with self._reload_lock:
-            self.notifier.reloading()
-            self.loaded_hash = await asyncio.to_thread(
+            content = await asyncio.to_thread(
                 revision.content_hash, self.directory, self._exclude())
+            if trigger == "watch" and content == self.loaded_hash:
+                return self.last_reload.ok  # touched or already loaded: nothing to do
+            self.loaded_hash = content
+            self.notifier.reloading()
             try:
                 config, diagnostics, rev = await asyncio.to_thread(
                     load, self.directory, self.state_dir_override
@@ -868,6 +872,8 @@ def main(directory: Path, *, state_dir: Path | None = None) -> int:
         print("hookd run: the config is invalid; not starting", file=sys.stderr)
         return EXIT_INVALID_CONFIG
     logs.configure(config.settings.log_format, config.settings.log_level)
+    # `kill -USR1` dumps every thread's stack to stderr: the tool for "hookd hangs".
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     for d in diagnostics:
         log.warning("config warning: %s", d.format(relative_to=directory))
     daemon = Daemon(directory, config, rev, state_dir=state_dir, loaded_hash=loaded)

@@ -99,8 +99,10 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(self.address)
-                sock.sendall(encode(**fields))
-        except OSError:
+                # Never block the event loop: if the receiver's queue is full (a stalled
+                # systemd, a test that stopped reading), this message is dropped.
+                sock.send(encode(**fields), socket.MSG_DONTWAIT)
+        except OSError:  # includes BlockingIOError
             return False
         return True
 

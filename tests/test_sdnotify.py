@@ -101,3 +101,12 @@ def test_watchdog_loop_pings_repeatedly(listener: tuple[socket.socket, str]) -> 
     asyncio.run(run_briefly())
     pings = [sock.recv(100), sock.recv(100), sock.recv(100)]
     assert pings == [b"WATCHDOG=1"] * 3
+
+
+def test_a_receiver_that_stopped_reading_never_blocks_the_sender(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "full.sock"))  # bound, never read
+        notifier = sdnotify.Notifier({"NOTIFY_SOCKET": str(tmp_path / "full.sock")})
+        sent = [notifier.ping() for _ in range(5000)]
+    assert sent[0] is True
+    assert sent[-1] is False  # the queue filled up; later messages were dropped

@@ -1,0 +1,440 @@
+"""The daemon as operators meet it: a real `hookd run` process, signals, sd_notify, reload.
+
+Two kinds of process tests:
+
+- lifecycle tests start the daemon with a tiny stand-in config loader (flows are just
+  names), so the daemon's own duties — listeners, sd_notify, SIGHUP, rejected configs,
+  graceful stop, `hookd status` — are tested whatever state the other parts are in;
+- end-to-end tests start the real `hookd run` on a real config directory against the
+  fake GitHub (tests/fakes/github.py) and skip, naming what is missing, until the config
+  loader, the reconciler and the callback server are all there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hookd import daemon, reload, status
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A stand-in for hookd.config.load_config: hookd.yaml holds the two ports, each
+# flows/*.yaml a `name:`; a YAML error rejects the config like the real loader does.
+STUB_RUNNER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from hookd import daemon, model, revision
+    from hookd.diagnostics import Diagnostic
+
+
+    def load(directory, state_dir=None):
+        directory = Path(directory)
+        flows = {}
+        try:
+            ports = yaml.safe_load((directory / "hookd.yaml").read_text())
+            for path in sorted((directory / "flows").glob("*.yaml")):
+                name = yaml.safe_load(path.read_text())["name"]
+                flows[name] = model.Flow(name, model.Trigger("http", "manual"))
+        except Exception as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", 0) + 1
+            where = path if "path" in locals() else directory / "hookd.yaml"
+            return None, [Diagnostic(where, line, 1, "error", type(exc).__name__)], "rejected"
+        state = Path(state_dir or directory / "state").resolve()
+        settings = model.Settings(
+            public_url="http://127.0.0.1",
+            public=model.Listener("127.0.0.1", ports["public"]),
+            admin=model.Listener("127.0.0.1", ports["admin"]),
+            state_dir=state, shutdown_timeout=5,
+        )
+        config = model.Config(directory, settings, {}, {}, flows)
+        return config, [], revision.config_revision(directory, [state])
+
+
+    daemon.load = load
+    sys.exit(daemon.main(Path(sys.argv[1])))
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Notifications:
+    """A NOTIFY_SOCKET the test listens on, as systemd would."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = str(directory / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(self, key: str, timeout: float = 10.0) -> dict[str, str]:
+        """The next message (after those already consumed) that sets `key`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            message = dict(line.split("=", 1) for line in data.splitlines())
+            self.messages.append(message)
+            if key in message:
+                return message
+        raise AssertionError(f"no {key}= within {timeout}s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Running:
+    def __init__(self, proc: subprocess.Popen[str], admin: str, public: str,
+                 notify: Notifications) -> None:
+        self.proc, self.admin, self.public, self.notify = proc, admin, public, notify
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.admin + path, timeout=5)
+
+    def stop(self, timeout: float = 15) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except Exception:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stub_daemon(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start `hookd run` (stand-in loader) on tmp_path/config; stopped at the end."""
+    started: list[Running] = []
+
+    def start(flows: tuple[str, ...] = ("a",), env: dict[str, str] | None = None) -> Running:
+        config = tmp_path / "config"
+        (config / "flows").mkdir(parents=True, exist_ok=True)
+        public, admin = free_port(), free_port()
+        (config / "hookd.yaml").write_text(f"public: {public}\nadmin: {admin}\n")
+        for name in flows:
+            (config / "flows" / f"{name}.yaml").write_text(f"name: {name}\n")
+        notify = Notifications(tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STUB_RUNNER, str(config)],
+            env={**os.environ, "NOTIFY_SOCKET": notify.path, **(env or {})},
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+        running = Running(proc, f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{public}", notify)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+        running.notify.close()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_sd_notify_lifecycle_and_clean_exit(stub_daemon: Callable[..., Running]) -> None:
+    hookd = stub_daemon(flows=("a", "b"), env={"WATCHDOG_USEC": "200000"})
+    ready = hookd.notify.wait_for("READY")
+    assert ready["STATUS"] == "2 flows, 0 subscriptions active, 0 failing"
+    assert hookd.get("/readyz").status_code == 200  # READY=1 means listening
+    hookd.notify.wait_for("WATCHDOG", timeout=2)
+
+    hookd.proc.send_signal(signal.SIGHUP)
+    reloading = hookd.notify.wait_for("RELOADING")
+    assert int(reloading["MONOTONIC_USEC"]) > 0
+    assert "STATUS" in hookd.notify.wait_for("READY")
+
+    hookd.proc.send_signal(signal.SIGTERM)
+    hookd.notify.wait_for("STOPPING")
+    assert hookd.proc.wait(15) == 0
+    assert '"msg": "stopped"' in hookd.log()
+
+
+def test_rejected_config_keeps_the_last_good_one(
+    stub_daemon: Callable[..., Running], tmp_path: Path
+) -> None:
+    hookd = stub_daemon(flows=("a",))
+    hookd.notify.wait_for("READY")
+    flows = tmp_path / "config" / "flows"
+
+    (flows / "b.yaml").write_text("name: b\n")  # picked up without a signal
+    wait_until(lambda: hookd.get("/api/status").json()["config"]["flows"] == 2, what="b")
+
+    (flows / "a.yaml").write_text("name: [a\n")  # broken YAML
+    rejected = wait_until(
+        lambda: (r := hookd.get("/readyz")).json().get("config") == "rejected" and r,
+        what="rejection on /readyz",
+    )
+    assert rejected.status_code == 200  # still serving the last good config
+    assert "flows/a.yaml" in rejected.json()["rejected"]["errors"][0]
+    doc = hookd.get("/api/status").json()
+    assert doc["config"]["flows"] == 2
+    assert doc["config"]["last_reload"]["outcome"] == "rejected"
+    assert "hookd_config_rejected 1" in hookd.get("/metrics").text
+    assert 'hookd_config_reloads_total{outcome="rejected"} 1' in hookd.get("/metrics").text
+
+    (flows / "a.yaml").write_text("name: a\n")
+    wait_until(lambda: hookd.get("/readyz").json()["config"] == "ok", what="fixed config")
+    assert hookd.stop() == 0
+    assert "config rejected" in hookd.log()
+
+
+def test_hookd_status_command(stub_daemon: Callable[..., Running]) -> None:
+    hookd = stub_daemon(flows=("a",))
+    hookd.notify.wait_for("READY")
+    cmd = [sys.executable, "-m", "hookd", "status", "--admin", hookd.admin]
+    as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True,
+                             timeout=30)
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["config"]["revision"].startswith("sha256:")
+    assert doc["inbox_depth"] == 0
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0
+    assert f"revision {doc['config']['revision']}" in text.stdout
+    assert "1 flows, 0 subscriptions active, 0 failing" in text.stdout
+    assert hookd.stop() == 0
+
+    down = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 2
+    assert "no hookd answering" in down.stderr
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_public_listener_answers_503_while_draining() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    draining = False
+    inner = Starlette(routes=[Route("/hooks/x/y", lambda r: PlainTextResponse("ok"),
+                                    methods=["POST"])])
+    app = daemon.Draining(inner, lambda: draining)
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post("/hooks/x/y")
+
+    assert asyncio.run(post()).status_code == 200
+    draining = True
+    response = asyncio.run(post())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "reload_"),
+    [
+        (reload.Change.modified, "/c/hookd.yaml", True),
+        (reload.Change.added, "/c/flows/new.yml", True),
+        (reload.Change.deleted, "/c/flows/old.yaml", True),
+        (reload.Change.added, "/c/connectors/acme/apiDefinition.swagger.json", True),
+        (reload.Change.deleted, "/c/connectors/acme", True),  # directory removed
+        (reload.Change.added, "/c/flows/4913", False),  # vim's write probe
+        (reload.Change.modified, "/c/flows/a.yaml~", False),
+        (reload.Change.added, "/c/flows/.a.yaml.swp", False),
+        (reload.Change.modified, "/c/.git/index", False),
+        (reload.Change.modified, "/c/state/hookd.db-wal", False),
+        (reload.Change.modified, "/c/state/x.json", False),
+        (reload.Change.modified, "/c/README.md", False),
+    ],
+)
+def test_which_file_events_reload(change: reload.Change, path: str, reload_: bool) -> None:
+    accept = reload.ConfigFilter(Path("/c"), exclude=[Path("/c/state")])
+    assert accept(change, path) is reload_
+
+
+def test_status_text_and_exit_code() -> None:
+    facts = status.StatusFacts(
+        version="0.1.0", started_at=1000.0, now=1130.0, revision="3f2a1c0d9e12",
+        flows=3, last_reload=status.ReloadOutcome(1100.0, "watch", False, "sha256:abc",
+                                                  ("flows/a.yaml:1:7: error: bad",)),
+        subscriptions={"active": 2, "failed": 1}, inbox_depth=4,
+        runs_last_hour={"succeeded": 10, "failed": 1},
+        failures=[status.Failure("subscription", "deploy", "deploy-1a", "401 bad credentials")],
+    )
+    doc = status.document(facts)
+    assert doc["summary"] == "3 flows, 2 subscriptions active, 1 failing"
+    text = status.format_text(doc, now=1130.0)
+    assert "revision 3f2a1c0d9e12, 3 flows" in text
+    assert "last reload:    rejected (watch, 30s ago, revision sha256:abc)" in text
+    assert "flows/a.yaml:1:7: error: bad" in text
+    assert "inbox depth:    4" in text
+    assert "runs (1 h):     1 failed, 10 succeeded" in text
+    assert "subscription deploy (deploy-1a): 401 bad credentials" in text
+    assert status.exit_code(doc) == 1
+    healthy = status.document(status.StatusFacts(
+        "0.1.0", 0, 1, "r", 1, None, {"active": 1}, 0, None))
+    assert status.exit_code(healthy) == 0
+
+
+# --------------------------------------------------------------------------- end to end
+
+E2E_PARTS = ("hookd.config", "hookd.reconcile", "tests.fakes.github")
+# The seed's GitHub connector, in the config directory: the test needs no built-ins.
+SEED_CONNECTORS = Path(__file__).resolve().parent / "data" / "daemon" / "connectors"
+
+
+def missing_parts() -> list[str]:
+    missing = []
+    for name in E2E_PARTS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+needs_all_parts = pytest.mark.skipif(
+    bool(missing_parts()), reason=f"not built yet: {', '.join(missing_parts())}"
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hookd.config") is None,
+                    reason="hookd.config (the config loader) is not built yet")
+def test_invalid_config_refuses_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    (config / "flows").mkdir(parents=True)
+    (config / "hookd.yaml").write_text("public_url: https://hooks.example.net\n")
+    (config / "flows" / "bad.yaml").write_text("name: bad\ntrigger: [unclosed\n")
+    done = subprocess.run([sys.executable, "-m", "hookd", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "flows/bad.yaml:" in done.stderr
+    assert "not starting" in done.stderr
+
+
+def write_config(config: Path, public: int, admin: int, state: Path, github: str) -> None:
+    (config / "flows").mkdir(parents=True)
+    (config / "connections").mkdir()
+    (config / "hookd.yaml").write_text(textwrap.dedent(f"""
+        public_url: http://127.0.0.1:{public}
+        listen:
+          public: {{host: 127.0.0.1, port: {public}}}
+          admin: {{host: 127.0.0.1, port: {admin}}}
+        state_dir: {state}
+        shutdown_timeout: 5s
+    """))
+    shutil.copytree(SEED_CONNECTORS, config / "connectors")
+    (config / "connections" / "github.yaml").write_text(textwrap.dedent(f"""
+        connector: github
+        base_url: {github}
+        parameters: {{token: "${{env:GITHUB_TOKEN}}"}}
+    """))
+
+
+def github_flow(name: str, repo: str) -> str:
+    return textwrap.dedent(f"""
+        name: {name}
+        trigger:
+          connector: github
+          operation: webhook-trigger
+          connection: github
+          parameters: {{owner: acme, repo: {repo}}}
+        steps:
+          - id: say
+            log: {{message: "push to {repo}"}}
+    """)
+
+
+@needs_all_parts
+def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
+    from tests.fakes.github import FakeGitHub, serve
+
+    token = "t0ken-for-tests"
+    with serve(FakeGitHub(token=token)) as github:
+        config = tmp_path / "config"
+        public, admin = free_port(), free_port()
+        write_config(config, public, admin, tmp_path / "state", github.base_url)
+        (config / "flows" / "one.yaml").write_text(github_flow("one", "one"))
+        notify = Notifications(tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hookd", "run", "--config", str(config)],
+            env={**os.environ, "NOTIFY_SOCKET": notify.path, "GITHUB_TOKEN": token},
+            stderr=subprocess.PIPE, text=True,
+        )
+        admin_url = f"http://127.0.0.1:{admin}"
+
+        def readyz() -> Any:
+            return httpx.get(admin_url + "/readyz", timeout=5).json()
+
+        try:
+            notify.wait_for("READY", timeout=15)
+            wait_until(lambda: len(github.hooks_of("acme", "one")) == 1, what="first hook")
+
+            (config / "flows" / "two.yaml").write_text(github_flow("two", "two"))
+            wait_until(lambda: len(github.hooks_of("acme", "two")) == 1, what="second hook")
+
+            (config / "flows" / "one.yaml").write_text("name: one\ntrigger: [broken\n")
+            wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
+            assert "flows/one.yaml" in readyz()["rejected"]["errors"][0]
+            time.sleep(1)
+            assert len(github.hooks_of("acme", "one")) == 1  # nothing deleted
+            assert len(github.hooks_of("acme", "two")) == 1
+
+            (config / "flows" / "one.yaml").write_text(github_flow("one", "one"))
+            wait_until(lambda: readyz()["config"] == "ok", what="fixed config")
+
+            (config / "flows" / "two.yaml").unlink()
+            wait_until(lambda: github.hooks_of("acme", "two") == [], what="hook deleted")
+            assert len(github.hooks_of("acme", "one")) == 1
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            assert len(github.hooks_of("acme", "one")) == 1  # not deleted on shutdown
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            notify.close()
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert "config rejected" in log
+        assert token not in log
