@@ -1,7 +1,459 @@
-"""Store: runs. (Being built; see hookd/store/__init__.py.)"""
+"""Run history: one row per run of a flow, one row per step of a run.
+
+This is what `hookd runs`, `hookd runs show` and ``GET /api/runs`` display, and also what
+makes runs resumable: the pipeline records a step's start *before* executing it and its
+end right after, so after a crash the worker knows which steps finished (their outputs
+are reloaded from here and they are not executed again) and which one to run next.
+
+A run belongs to one delivery; replaying a delivery creates another run with the next
+``attempt`` number, so the failed run (the dead letter) stays in the history.
+
+Statuses:
+
+- run: ``queued`` (created, or interrupted by a shutdown and waiting to resume) →
+  ``running`` → ``succeeded`` | ``failed`` | ``cancelled``
+- step: ``running`` → ``succeeded`` | ``failed`` | ``skipped`` (its ``if`` was false)
+
+Inputs are stored as rendered, after the pipeline replaced every secret value by
+``***``; outputs are capped (`OUTPUT_CAP`) so one chatty command cannot bloat the file.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
 from hookd.store.db import Migration
 
-MIGRATIONS: list[Migration] = []
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StepStatus = Literal["running", "succeeded", "failed", "skipped"]
+RUN_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+OUTPUT_CAP = 256 * 1024  # bytes of JSON kept per step output
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        "runs",
+        1,
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            delivery_id TEXT NOT NULL,
+            flow TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            config_revision TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            error TEXT
+        );
+        CREATE INDEX runs_delivery ON runs (delivery_id, attempt);
+        CREATE INDEX runs_flow ON runs (flow, id);
+        CREATE INDEX runs_status ON runs (status, id);
+        CREATE INDEX runs_created ON runs (created_at);
+        CREATE TABLE run_steps (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            kind TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            input TEXT,
+            output TEXT,
+            error TEXT,
+            PRIMARY KEY (run_id, step_id)
+        )
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step_id: str
+    index: int
+    kind: str
+    status: StepStatus
+    attempt: int
+    started_at: float
+    ended_at: float | None
+    input: Any
+    output: Any
+    error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.step_id,
+            "index": self.index,
+            "kind": self.kind,
+            "status": self.status,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration": self.duration,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    delivery_id: str
+    flow: str
+    status: RunStatus
+    attempt: int
+    config_revision: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    steps: tuple[StepResult, ...] = field(default=())
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def to_json(self, *, steps: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "delivery": self.delivery_id,
+            "flow": self.flow,
+            "status": self.status,
+            "attempt": self.attempt,
+            "config_revision": self.config_revision,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": self.duration,
+            "error": self.error,
+        }
+        if steps:
+            out["steps"] = [s.to_json() for s in self.steps]
+        return out
+
+
+class _Ids:
+    """Time-ordered run ids (12 hex ms, 4 hex sequence, 8 hex random): sorting by id is
+    sorting by creation, and ids from two processes do not collide."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+        self._seq = 0
+
+    def __call__(self, now: float) -> str:
+        ms = int(now * 1000)
+        with self._lock:
+            if ms <= self._last:
+                ms = self._last
+                self._seq += 1
+                if self._seq > 0xFFFF:
+                    ms, self._seq = ms + 1, 0
+            else:
+                self._seq = 0
+            self._last = ms
+            seq = self._seq
+        return f"{ms:012x}{seq:04x}{os.urandom(4).hex()}"
+
+
+new_run_id = _Ids()
+
+_RUN_COLUMNS = (
+    "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
+    " finished_at, error"
+)
+_STEP_COLUMNS = (
+    "step_id, idx, kind, status, attempt, started_at, ended_at, input, output, error"
+)
+
+
+def encode(value: Any, cap: int | None = None) -> str:
+    """JSON for a stored input/output; over `cap` bytes becomes a truncation marker that
+    keeps the beginning, so the history still shows what the value looked like."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if cap is not None and len(text) > cap:
+        marker = {"truncated": True, "size": len(text), "preview": text[: max(cap - 100, 0)]}
+        return json.dumps(marker, ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _run(r: sqlite3.Row, steps: tuple[StepResult, ...] = ()) -> Run:
+    return Run(
+        id=r["id"],
+        delivery_id=r["delivery_id"],
+        flow=r["flow"],
+        status=r["status"],
+        attempt=r["attempt"],
+        config_revision=r["config_revision"],
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        error=r["error"],
+        steps=steps,
+    )
+
+
+def _step(r: sqlite3.Row) -> StepResult:
+    return StepResult(
+        step_id=r["step_id"],
+        index=r["idx"],
+        kind=r["kind"],
+        status=r["status"],
+        attempt=r["attempt"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        input=_decode(r["input"]),
+        output=_decode(r["output"]),
+        error=r["error"],
+    )
+
+
+class RunStore:
+    """Runs and step results over one SQLite connection (autocommit, see `hookd.store.db`).
+
+    Every write is its own short transaction, committed when the method returns: the
+    history is written as things happen, not at the end of a run. Not thread-safe: use
+    one connection per thread.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, *, clock: Any = time.time, output_cap: int = OUTPUT_CAP
+    ) -> None:
+        self.conn = conn
+        self._clock = clock
+        self.output_cap = output_cap
+
+    # ------------------------------------------------------------------ runs
+
+    def create(
+        self, delivery_id: str, flow: str, *, config_revision: str = "", status: RunStatus = "queued",
+        error: str | None = None,
+    ) -> Run:
+        """A new run of `delivery_id`, with the next attempt number for that delivery."""
+        now = self._clock()
+        with _transaction(self.conn):
+            r = self.conn.execute(
+                "SELECT coalesce(max(attempt), 0) FROM runs WHERE delivery_id = ?",
+                (delivery_id,),
+            ).fetchone()
+            attempt = int(r[0]) + 1
+            run_id = new_run_id(now)
+            finished = now if status in FINISHED else None
+            self.conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, delivery_id, flow, status, attempt, config_revision, now,
+                 finished, finished, error),
+            )
+        return Run(run_id, delivery_id, flow, status, attempt, config_revision, now,
+                   finished, finished, error)
+
+    def start(self, run_id: str) -> None:
+        """queued → running (keeps the first start time when resuming)."""
+        self.conn.execute(
+            "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?)"
+            " WHERE id = ?",
+            (self._clock(), run_id),
+        )
+
+    def finish(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        """Record the run's outcome; ``queued`` means interrupted, to be resumed."""
+        finished = self._clock() if status in FINISHED else None
+        self.conn.execute(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, error, finished, run_id),
+        )
+
+    def latest_for_delivery(self, delivery_id: str) -> Run | None:
+        r = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE delivery_id = ?"
+            " ORDER BY attempt DESC LIMIT 1",
+            (delivery_id,),
+        ).fetchone()
+        return _run(r) if r is not None else None
+
+    def get(self, run_id: str, *, steps: bool = True) -> Run | None:
+        """The run with its steps in flow order; a unique id prefix is accepted too."""
+        r = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if r is None and run_id and len(run_id) >= 4:
+            matches = self.conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? LIMIT 2",
+                (run_id, run_id + "\U0010ffff"),
+            ).fetchall()
+            r = matches[0] if len(matches) == 1 else None
+        if r is None:
+            return None
+        return _run(r, self.steps(r["id"]) if steps else ())
+
+    def list(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        delivery_id: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Newest first, without steps; `before` (a run id) pages further back."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("flow", flow), ("status", status), ("delivery_id", delivery_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            clauses.append("id < ?")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",
+            (*args, max(0, limit)),
+        ).fetchall()
+        return [_run(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(RUN_STATUSES, 0)
+        for status, n in self.conn.execute("SELECT status, count(*) FROM runs GROUP BY status"):
+            out[status] = n
+        return out
+
+    # ------------------------------------------------------------------ steps
+
+    def steps(self, run_id: str) -> tuple[StepResult, ...]:
+        rows = self.conn.execute(
+            f"SELECT {_STEP_COLUMNS} FROM run_steps WHERE run_id = ? ORDER BY idx, started_at",
+            (run_id,),
+        ).fetchall()
+        return tuple(_step(r) for r in rows)
+
+    def step_started(
+        self, run_id: str, step_id: str, index: int, kind: str, attempt: int, input: Any
+    ) -> float:
+        """Record that an attempt of a step starts (before it executes); returns the time."""
+        now = self._clock()
+        self.conn.execute(
+            "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
+            " input) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)"
+            " ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'running',"
+            " attempt = excluded.attempt, input = excluded.input, ended_at = NULL,"
+            " output = NULL, error = NULL, idx = excluded.idx, kind = excluded.kind",
+            (run_id, step_id, index, kind, attempt, now, encode(input, self.output_cap)),
+        )
+        return now
+
+    def step_retrying(self, run_id: str, step_id: str, error: str, output: Any = None) -> None:
+        """A failed attempt that will be retried: the step stays ``running`` (a crash now
+        resumes it), with the attempt's error and output visible meanwhile."""
+        self.conn.execute(
+            "UPDATE run_steps SET error = ?, output = ? WHERE run_id = ? AND step_id = ?",
+            (error, encode(output, self.output_cap), run_id, step_id),
+        )
+
+    def step_finished(
+        self,
+        run_id: str,
+        step_id: str,
+        status: StepStatus,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        index: int = 0,
+        kind: str = "",
+        input: Any = None,
+    ) -> float:
+        """Record a step's outcome. A step that never started (skipped) gets its row here."""
+        now = self._clock()
+        out = encode(output, self.output_cap)
+        cur = self.conn.execute(
+            "UPDATE run_steps SET status = ?, ended_at = ?, output = ?, error = ?"
+            " WHERE run_id = ? AND step_id = ?",
+            (status, now, out, error, run_id, step_id),
+        )
+        if cur.rowcount == 0:
+            self.conn.execute(
+                "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
+                " ended_at, input, output, error) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                (run_id, step_id, index, kind, status, now, now,
+                 encode(input, self.output_cap), out, error),
+            )
+        return now
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, *, max_age: float | None = None, max_runs: int | None = None) -> int:
+        """Delete finished runs older than `max_age` seconds, then the oldest finished runs
+        beyond `max_runs`; unfinished runs are never pruned. Returns how many went."""
+        removed = 0
+        with _transaction(self.conn):
+            if max_age is not None:
+                cur = self.conn.execute(
+                    "DELETE FROM runs WHERE created_at < ? AND status IN"
+                    " ('succeeded', 'failed', 'cancelled')",
+                    (self._clock() - max_age,),
+                )
+                removed += max(cur.rowcount, 0)
+            if max_runs is not None:
+                r = self.conn.execute(
+                    "SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", (max(max_runs, 0),)
+                ).fetchone()
+                if r is not None:
+                    cur = self.conn.execute(
+                        "DELETE FROM runs WHERE id <= ? AND status IN"
+                        " ('succeeded', 'failed', 'cancelled')",
+                        (r[0],),
+                    )
+                    removed += max(cur.rowcount, 0)
+        return removed
+
+
+def prune(conn: sqlite3.Connection, *, max_age: float, max_runs: int) -> dict[str, int]:
+    """Retention for the daemon's scheduler: prune runs by age and count, then finished
+    deliveries older than `max_age` that no kept run refers to."""
+    runs = RunStore(conn).prune(max_age=max_age, max_runs=max_runs)
+    cutoff = time.time() - max_age
+    with _transaction(conn):
+        cur = conn.execute(
+            "DELETE FROM deliveries WHERE received_at < ? AND status IN ('done', 'failed')"
+            " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.delivery_id = deliveries.id)",
+            (cutoff,),
+        )
+    return {"runs": runs, "deliveries": max(cur.rowcount, 0)}
+
+
+def steps_done(results: Sequence[StepResult]) -> dict[str, StepResult]:
+    """The steps of a run that finished (any status but running), by step id."""
+    return {s.step_id: s for s in results if s.status != "running"}
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection (ROLLBACK on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")

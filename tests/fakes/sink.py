@@ -1,0 +1,86 @@
+"""A real HTTP server on 127.0.0.1 that records what it receives (a notification target).
+
+Each request is kept with its method, path, headers, body and the time it arrived and
+was answered, so tests can assert the exact text a step sent and that steps of a
+serialised flow never overlapped. `responses` scripts the statuses to answer with (then
+`default_status`); `delay` holds each request that long before answering.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    started: float
+    ended: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Sink:
+    responses: list[int] = field(default_factory=list)
+    default_status: int = 200
+    delay: float = 0.0
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                started = time.time()
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if sink.delay:
+                    time.sleep(sink.delay)
+                with sink._lock:
+                    status = sink.responses.pop(0) if sink.responses else sink.default_status
+                    rec = Received(self.command, self.path, {k.lower(): v for k, v in
+                                                             self.headers.items()}, body, started)
+                    sink.received.append(rec)
+                payload = json.dumps({"ok": status < 400, "n": len(sink.received)}).encode()
+                rec.ended = time.time()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
