@@ -344,7 +344,10 @@ class _DroppingApp:
         try:
             await self.app(scope, receive, send)
         except _Drop:
-            # uvicorn closes the connection when the app raises before starting a response.
+            # Promise a body, send none, and fail: uvicorn closes the connection mid-response,
+            # which the client sees as a dropped connection (not as an HTTP error status).
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"1000")]})
             raise RuntimeError("fake: dropped connection") from None
 
 

@@ -1,0 +1,246 @@
+"""Reconcile against the fake GitHub (a real server on 127.0.0.1) with a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookd import tokens
+from hookd.connector import Connector, DeleteStrategy, Operation, WebhookTrigger
+from hookd.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
+from hookd.reconcile import Reconciler, Report
+from hookd.store.db import open_db
+from hookd.store.subscriptions import SubscriptionStore
+from hookd.upstream import RetryPolicy, Upstream
+from tests.fakes.github import FakeGitHub, Faults, github_connector, serve
+
+SECRET = b"r" * 32
+PUBLIC = "https://hooks.example.net"
+
+
+async def _no_sleep(delay: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def gh() -> Iterator[FakeGitHub]:
+    with serve(FakeGitHub(token="ghp_test")) as fake:
+        yield fake
+
+
+def make_config(fake: FakeGitHub, flows: dict[str, dict[str, Any]], *, max_deletes: int = 5,
+                extra_connectors: dict[str, Connector] | None = None) -> Config:
+    def flow(name: str, spec: dict[str, Any]) -> Flow:
+        return Flow(name, Trigger(spec.get("connector", "github"), "webhook-trigger", "gh",
+                                  parameters={"owner": "o", "repo": spec.get("repo", "r")},
+                                  body={"events": spec.get("events", ["push"])}))
+
+    return Config(
+        directory=Path("."),
+        settings=Settings(public_url=PUBLIC, reconcile=ReconcilePolicy(max_deletes=max_deletes)),
+        connectors={"github": github_connector(), **(extra_connectors or {})},
+        connections={"gh": Connection("gh", "github", {"token": "ghp_test"},
+                                      base_url=fake.base_url)},
+        flows={n: flow(n, s) for n, s in flows.items()},
+    )
+
+
+def reconcile(config: Config, store: SubscriptionStore, *, timeout: float = 5.0,
+              allow_deletes: int | None = None, plan_only: bool = False,
+              retries: int = 2) -> Any:
+    async def go() -> Any:
+        async with Upstream(timeout=timeout, retry=RetryPolicy(retries=retries, base_delay=0.001),
+                            sleep=_no_sleep) as up:
+            r = Reconciler(config, store, up, SECRET)
+            if plan_only:
+                return await r.plan(allow_deletes=allow_deletes)
+            return await r.reconcile(allow_deletes=allow_deletes)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SubscriptionStore:
+    return SubscriptionStore(open_db(tmp_path))
+
+
+def actions(report: Report) -> list[tuple[str, str, str]]:
+    return sorted((o.flow, o.action, o.result) for o in report.outcomes)
+
+
+def test_create_keep_delete_replace(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    flows = {"a": {}, "b": {"events": ["issues"]}, "c": {"repo": "other"}}
+    report = reconcile(make_config(gh, flows), store)
+    assert actions(report) == [("a", "create", "ok"), ("b", "create", "ok"), ("c", "create", "ok")]
+    assert len(gh.hooks) == 3
+    rows = {r.flow: r for r in store.all()}
+    for hook in gh.hooks.values():
+        url = hook.config["url"]
+        sub_id = url.split("/")[-2]
+        row = store.get(sub_id)
+        assert row is not None and row.status == "active"
+        assert hook.config["secret"] == row.secret == tokens.signing_secret(SECRET, sub_id)
+        assert row.location == f"{gh.base_url}/repos/{hook.owner}/{hook.repo}/hooks/{hook.id}"
+    assert gh.hooks_of("o", "r")[1].events == ["issues"]
+
+    gh.reset_counters()
+    report = reconcile(make_config(gh, flows), store)
+    assert report.outcomes == [] and gh.write_requests == 0
+    assert gh.list_requests == 2  # one per repository
+
+    del flows["c"]
+    report = reconcile(make_config(gh, flows), store)
+    assert actions(report) == [("c", "delete", "ok")]
+    assert gh.hooks_of("o", "other") == [] and len(gh.hooks) == 2
+    assert rows["c"].id not in {r.id for r in store.all()}
+
+    flows["a"] = {"events": ["release"]}
+    gh.reset_counters()
+    report = reconcile(make_config(gh, flows), store)
+    assert actions(report) == [("a", "replace", "ok")]
+    assert gh.write_requests == 2  # create the new, then delete the old
+    assert sorted(h.events for h in gh.hooks.values()) == [["issues"], ["release"]]
+    assert len(store.all()) == 2
+
+
+def test_vanished_hook_is_recreated_and_others_hooks_untouched(
+        gh: FakeGitHub, store: SubscriptionStore) -> None:
+    foreign = gh.add_hook("o", "r", "https://ci.example.com/hook")
+    reconcile(make_config(gh, {"a": {}}), store)
+    ours = next(h for h in gh.hooks.values() if h.id != foreign.id)
+    del gh.hooks[ours.id]  # someone deleted it in GitHub's UI
+    p = reconcile(make_config(gh, {"a": {}}), store, plan_only=True)
+    assert [(i.action, i.reason) for i in p.changes] == [
+        ("create", "vanished upstream (deleted outside hookd)")]
+    reconcile(make_config(gh, {"a": {}}), store)
+    assert len(gh.hooks) == 2 and foreign.id in gh.hooks
+    reconcile(make_config(gh, {}), store)
+    assert list(gh.hooks) == [foreign.id]
+
+
+def test_unrecorded_hook_with_our_url_is_adopted_or_deleted(
+        gh: FakeGitHub, store: SubscriptionStore) -> None:
+    config = make_config(gh, {"a": {}, "b": {}})
+    reconcile(config, store)
+    for row in store.all():
+        store.remove(row.id)  # as if the state directory had been lost (but not the secret)
+    gh.reset_counters()
+    report = reconcile(make_config(gh, {"a": {}}), store)
+    assert actions(report) == [("", "delete", "ok"), ("a", "adopt", "ok")]
+    assert gh.write_requests == 1 and len(gh.hooks) == 1
+    assert [r.status for r in store.all()] == ["active"]
+
+
+def test_plan_writes_nothing(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    p = reconcile(make_config(gh, {"a": {}}), store, plan_only=True)
+    assert [i.action for i in p.changes] == ["create"]
+    assert gh.write_requests == 0 and store.all() == []
+
+
+def test_max_deletes_blocks_a_mass_delete(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    flows = {f"f{n}": {} for n in range(8)}
+    reconcile(make_config(gh, flows, max_deletes=3), store)
+    report = reconcile(make_config(gh, {}, max_deletes=3), store)
+    results = [o.result for o in report.outcomes]
+    assert results.count("ok") == 3 and results.count("blocked") == 5
+    assert len(gh.hooks) == 5
+    report = reconcile(make_config(gh, {}, max_deletes=3), store, allow_deletes=10)
+    assert len(gh.hooks) == 0 and store.all() == []
+
+
+def test_permanent_failure_is_recorded_and_reported(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    config = make_config(gh, {"a": {}})
+    bad = replace(config, connections={"gh": replace(config.connections["gh"],
+                                                     parameters={"token": "wrong"})})
+    report = reconcile(bad, store)
+    assert [o.result for o in report.outcomes] == ["failed"]
+    assert "bad credentials" in report.outcomes[0].detail
+    (row,) = store.all()
+    assert row.status == "failed" and "401" in (row.last_error or "")
+    report = reconcile(config, store)  # credentials fixed: retried and created
+    assert [o.result for o in report.outcomes] == ["ok"] and store.all()[0].status == "active"
+
+
+def test_create_that_timed_out_but_happened_is_adopted_not_duplicated(
+        gh: FakeGitHub, store: SubscriptionStore) -> None:
+    gh.faults = Faults(slow=1.0, slow_seconds=0.5)  # every write is applied, then answers late
+    report = reconcile(make_config(gh, {"a": {}}), store, timeout=0.2)
+    gh.faults = Faults()
+    # First attempt timed out after GitHub created the hook; the retry got 422 and the
+    # reconciler found the hook by listing.
+    assert [o.result for o in report.outcomes] == ["ok"]
+    assert len(gh.hooks) == 1 and store.all()[0].status == "active"
+    assert store.all()[0].upstream_id == str(next(iter(gh.hooks)))
+
+
+def test_converges_with_20_percent_faults(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    foreign = [gh.add_hook("o", "r", f"https://ci.example.com/{n}") for n in range(3)]
+    flows: dict[str, dict[str, Any]] = {
+        f"f{n}": {"repo": f"r{n % 3}", "events": [f"e{n}"]} for n in range(12)}
+    gh.faults = Faults.mixed(0.2, slow_seconds=0.3, retry_after=0)
+    stages = [flows, {k: v for k, v in flows.items() if k not in ("f1", "f2")},
+              {**flows, "f0": {"repo": "r0", "events": ["changed"]}}]
+    for wanted in stages:
+        config = make_config(gh, wanted, max_deletes=20)
+        for _ in range(10):
+            # No retries within a pass: failures must be repaired by the next passes.
+            reconcile(config, store, timeout=0.2, retries=0)
+            gh.faults, saved = Faults(), gh.faults
+            pending = reconcile(config, store, plan_only=True)
+            gh.faults = saved
+            if not pending.has_changes:
+                break
+        gh.faults, saved = Faults(), gh.faults
+        final = reconcile(config, store, plan_only=True)
+        gh.faults = saved
+        assert not final.has_changes, [(i.action, i.reason) for i in final.changes]
+        urls = sorted(h.config["url"] for h in gh.hooks.values() if h not in foreign)
+        assert len(urls) == len(set(urls)) == len(wanted)  # no duplicates, no orphans
+        assert {r.flow for r in store.all()} == set(wanted)
+        assert all(r.status == "active" for r in store.all())
+        assert all(h.id in gh.hooks for h in foreign)  # nothing of another owner touched
+
+
+def test_connector_that_cannot_delete_is_reported_unmanageable(
+        gh: FakeGitHub, store: SubscriptionStore) -> None:
+    # A connector whose create answers without Location and declares no delete operation.
+    base = github_connector("nodelete")
+    blind = replace(base, operations={"webhook-trigger": base.operations["webhook-trigger"]},
+                    webhooks={"webhook-trigger": WebhookTrigger(
+                        "webhook-trigger", ("body", "config", "url"),
+                        delete=DeleteStrategy("none"))})
+    config = make_config(gh, {"a": {"connector": "nodelete"}}, extra_connectors={"nodelete": blind})
+    reconcile(config, store)
+    store.set(store.all()[0].id, location=None)  # as if the upstream sent no Location
+    report = reconcile(replace(config, flows={}), store)
+    assert [(o.result, o.detail[:36]) for o in report.outcomes] == [
+        ("unmanageable", "unmanageable: cannot delete (no Loca")]
+    assert store.all()[0].status == "orphaned"
+
+
+def test_relative_location_is_resolved_against_the_request(store: SubscriptionStore) -> None:
+    import httpx
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.method == "POST":
+            return httpx.Response(201, json={"id": 5}, headers={"Location": "/api/subs/5"})
+        return httpx.Response(204)
+
+    op = Operation("sub", "POST", "/v1/subscriptions")
+    conn = Connector("rel", host="svc.example", operations={"sub": op},
+                     webhooks={"sub": WebhookTrigger("sub", ("body", "url"))})
+    config = Config(Path("."), Settings(public_url=PUBLIC), {"rel": conn}, {},
+                    {"x": Flow("x", Trigger("rel", "sub"))})
+
+    async def go() -> None:
+        async with Upstream(httpx.MockTransport(handler)) as up:
+            await Reconciler(config, store, up, SECRET).reconcile()
+
+    asyncio.run(go())
+    assert store.all()[0].location == "https://svc.example/api/subs/5"
+    assert store.all()[0].upstream_id == "5"
