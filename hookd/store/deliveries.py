@@ -189,6 +189,11 @@ class DeliveryStore:
         """
         if not deliveries:
             return []
+        with _transaction(self.conn):
+            return self.insert(deliveries)
+
+    def insert(self, deliveries: Sequence[NewDelivery]) -> list[str]:
+        """Insert without managing a transaction (the caller's, e.g. the inbox writer's)."""
         now = self._clock()
         ids = [new_id(d.received_at) for d in deliveries]
         rows = [
@@ -207,13 +212,12 @@ class DeliveryStore:
             )
             for i, d in zip(ids, deliveries, strict=True)
         ]
-        with _transaction(self.conn):
-            self.conn.executemany(
-                "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers, body,"
-                " event, dedup_key, item, flags, updated_at, status, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)",
-                rows,
-            )
+        self.conn.executemany(
+            "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers, body,"
+            " event, dedup_key, item, flags, updated_at, status, attempts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)",
+            rows,
+        )
         return ids
 
     def claim(self, limit: int = 1, *, flows: Sequence[str] | None = None) -> list[Delivery]:
