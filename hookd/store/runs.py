@@ -457,3 +457,40 @@ class _transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class ReplayError(Exception):
+    """Replay impossible; `status` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def replay(conn: sqlite3.Connection, ident: str, *, kind: str | None = None) -> str:
+    """Put the delivery of run `ident` (or delivery `ident`) back in the queue; the worker
+    then creates a new run for it (the next attempt), keeping the earlier runs in the
+    history. `kind` restricts `ident` to ``"run"`` or ``"delivery"``. Returns the
+    delivery id. Raises `ReplayError` (404 unknown, 409 still queued or running, 410 the
+    delivery was pruned)."""
+    from hookd.store.deliveries import DeliveryStore
+
+    deliveries = DeliveryStore(conn)
+    delivery_id: str | None = None
+    if kind in (None, "delivery") and deliveries.get(ident) is not None:
+        delivery_id = ident
+    if delivery_id is None and kind in (None, "run"):
+        run = RunStore(conn).get(ident, steps=False)
+        if run is not None:
+            delivery_id = run.delivery_id
+            if deliveries.get(delivery_id) is None:
+                raise ReplayError(f"delivery {delivery_id} of run {run.id} was pruned; "
+                                  "it cannot be replayed", 410)
+    if delivery_id is None:
+        what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
+        raise ReplayError(f"no {what} {ident!r}", 404)
+    if not deliveries.requeue(delivery_id):
+        current = deliveries.get(delivery_id)
+        status = current.status if current is not None else "gone"
+        raise ReplayError(f"delivery {delivery_id} is {status}; it will run anyway", 409)
+    return delivery_id

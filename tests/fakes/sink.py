@@ -46,6 +46,7 @@ class Sink:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body leave in separate writes
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -1,0 +1,220 @@
+"""hookd.worker: claiming, per-flow concurrency, global limit, stop/resume, replay, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookd import cli, model
+from hookd.store import db as dbmod
+from hookd.store.deliveries import DeliveryStore
+from hookd.store.runs import RunStore
+from hookd.worker import Worker
+from tests.fakes.sink import Received, Sink
+from tests.pipeline_util import config, flow, record, step
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def post(url: str, body: str = "{{ trigger.body.n }}") -> model.HttpAction:
+    return model.HttpAction(method="POST", url=url, body=body)
+
+
+def max_overlap(received: list[Received]) -> int:
+    events = sorted([(r.started, 1) for r in received] + [(r.ended, -1) for r in received],
+                    key=lambda e: (e[0], e[1]))
+    cur = best = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+async def process(cfg: model.Config, *, limit: int | None = None, timeout: float = 20) -> Worker:
+    worker = Worker(lambda: cfg, limit=limit, poll_interval=0.05)
+    await worker.start()
+    try:
+        await worker.idle(timeout)
+    finally:
+        await worker.stop(5)
+    return worker
+
+
+def test_concurrency_one_serialises_a_flow(tmp_path: Path, sink: Sink) -> None:
+    sink.delay = 0.02
+    state = tmp_path / "state"
+    cfg = config(state, [flow("serial", [step("p", post(sink.url))], concurrency=1)])
+    record(state, "serial", [{"n": i} for i in range(20)])
+    asyncio.run(process(cfg, limit=8))
+    assert len(sink.received) == 20
+    ordered = sorted(sink.received, key=lambda r: r.started)
+    for prev, nxt in zip(ordered, ordered[1:], strict=False):
+        assert nxt.started >= prev.ended, "steps of a concurrency-1 flow overlapped"
+    assert [r.text for r in ordered] == [str(i) for i in range(20)]  # and in arrival order
+
+
+def test_unlimited_flow_runs_in_parallel_up_to_the_global_limit(tmp_path: Path, sink: Sink) -> None:
+    sink.delay = 0.1
+    state = tmp_path / "state"
+    cfg = config(state, [flow("par", [step("p", post(sink.url))])])
+    record(state, "par", [{"n": i} for i in range(9)])
+    asyncio.run(process(cfg, limit=3))
+    assert len(sink.received) == 9
+    assert max_overlap(sink.received) == 3
+
+
+def test_poke_wakes_the_worker_before_the_poll(tmp_path: Path, sink: Sink) -> None:
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("p", post(sink.url))])])
+
+    async def go() -> float:
+        worker = Worker(lambda: cfg, poll_interval=30)
+        await worker.start()
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        record(state, "f", [{"n": 1}])
+        worker.poke()
+        while not sink.received:
+            await asyncio.sleep(0.005)
+        took = time.monotonic() - t0
+        await worker.stop(5)
+        return took
+
+    assert asyncio.run(go()) < 2
+
+
+def test_graceful_stop_finishes_the_step_and_resumes_later(tmp_path: Path, sink: Sink) -> None:
+    sink.delay = 0.5
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("one", post(sink.url + "/one")),
+                                    step("two", post(sink.url + "/two"))])])
+    [did] = record(state, "f", [{"n": 1}])
+
+    async def first() -> None:
+        worker = Worker(lambda: cfg, poll_interval=0.05)
+        await worker.start()
+        while worker.active == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # step one is in flight
+        await worker.stop(5)
+
+    asyncio.run(first())
+    assert [r.path for r in sink.received] == ["/one"]
+    conn = dbmod.open_db(state)
+    assert DeliveryStore(conn).get(did).status == "queued"  # type: ignore[union-attr]
+    [run] = RunStore(conn).list()
+    assert run.status == "queued"
+    sink.delay = 0
+    asyncio.run(process(cfg))
+    assert [r.path for r in sink.received] == ["/one", "/two"]  # one not repeated
+    run2 = RunStore(conn).get(run.id)
+    assert run2 is not None and run2.status == "succeeded" and len(RunStore(conn).list()) == 1
+
+
+def test_stop_timeout_cancels_and_kills_the_command(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("slow", model.RunAction(argv=("sleep", "30")))])])
+    [did] = record(state, "f", [{}])
+
+    async def go() -> float:
+        worker = Worker(lambda: cfg, poll_interval=0.05)
+        await worker.start()
+        while worker.active == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        await worker.stop(0.3)
+        return time.monotonic() - t0
+
+    assert asyncio.run(go()) < 3
+    conn = dbmod.open_db(state)
+    assert DeliveryStore(conn).get(did).status == "queued"  # type: ignore[union-attr]
+    assert RunStore(conn).list()[0].status == "queued"
+
+
+def test_delivery_of_an_unknown_flow_fails_visibly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("s", model.SetAction(values={"a": 1}))])])
+    [did] = record(state, "gone", [{}])
+
+    async def go() -> None:
+        worker = Worker(lambda: cfg, poll_interval=0.02, sweep_interval=0.05)
+        await worker.start()
+        await worker.idle(5)
+        await worker.stop(1)
+
+    asyncio.run(go())
+    [run] = RunStore(dbmod.open_db(state)).list(status="failed")
+    assert run.delivery_id == did and "not in the current config" in (run.error or "")
+
+
+def test_failed_run_is_listed_and_replay_reruns_it(tmp_path: Path, sink: Sink,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    sink.default_status = 500
+    cfg = config(state, [flow("deploy", [step("hit", post(sink.url),
+                                               retry=model.RetryPolicy(attempts=2, delay=0.01))])])
+    record(state, "deploy", [{"n": 7}])
+    asyncio.run(process(cfg))
+    assert len(sink.received) == 2
+
+    assert cli.main(["runs", "--state", str(state), "--status", "failed", "--format", "json"]) == 0
+    [failed] = json.loads(capsys.readouterr().out)
+    assert failed["flow"] == "deploy" and failed["status"] == "failed"
+    assert "status 500" in failed["error"]
+
+    sink.default_status = 200  # the target is fixed
+    assert cli.main(["replay", failed["id"][:10], "--state", str(state)]) == 0
+    assert "queued delivery" in capsys.readouterr().out
+    asyncio.run(process(cfg))
+    assert len(sink.received) == 3
+
+    assert cli.main(["runs", "--state", str(state), "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 2), ("failed", 1)]
+    assert cli.main(["runs", "--state", str(state), "--status", "failed"]) == 0
+    assert failed["id"] in capsys.readouterr().out
+    # replaying something still queued is refused
+    assert cli.main(["replay", "nope", "--state", str(state)]) == 1
+
+
+def test_runs_show_displays_steps(tmp_path: Path, sink: Sink,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    (tmp_path / "hookd.yaml").write_text("public_url: http://x\nstate_dir: state\n")
+    cfg = config(state, [flow("f", [step("a", model.SetAction(values={"v": "{{ trigger.body.n }}"})),
+                                    step("b", post(sink.url), if_="false")])])
+    record(state, "f", [{"n": 5}])
+    asyncio.run(process(cfg))
+    assert cli.main(["runs", "--config", str(tmp_path), "--format", "json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert cli.main(["runs", "--config", str(tmp_path), "show", run["id"]]) == 0
+    out = capsys.readouterr().out
+    assert "status    succeeded" in out
+    assert "[0] a (set)  succeeded" in out and '{"v": 5}' in out
+    assert "[1] b (http)  skipped" in out
+    assert cli.main(["runs", "show", run["id"], "--config", str(tmp_path), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in doc["steps"]] == ["a", "b"]
+    assert cli.main(["runs", "--config", str(tmp_path), "show", "ffffffff"]) == 1
+    assert cli.main(["runs", "--config", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups")
+def test_worker_exposes_counts(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("s", model.RunAction(argv=("false",)))])])
+    record(state, "f", [{}, {}])
+    worker = asyncio.run(process(cfg))
+    assert worker.counts["failed"] == 2
