@@ -6,7 +6,9 @@ The schemas in ``hookd/schemas/`` serve two readers: editors (through a
 line nor the fix; here every error becomes a `Diagnostic` at the line:col of the value (or
 of the key, for an unknown key), with the key path and a hint ("did you mean 'timeout'?").
 
-Validators are compiled once per process: `hookd check` validates a thousand flows.
+Validators are compiled once per process, and most items are valid: `hookd check` on a
+thousand flows first asks a fastjsonschema validator (generated Python, ~10x faster) and
+only runs jsonschema, which reports every error with its path, on the items that fail.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+import fastjsonschema
 
 from hookd.diagnostics import Diagnostic, did_you_mean
 from hookd.yamlpos import Document, KeyPath
+
+if TYPE_CHECKING:  # jsonschema takes 0.1 s to import: only needed when a file is invalid
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 # File kind → (schema file, the $defs entry one item of the file is checked against).
 KINDS = {
@@ -48,14 +53,38 @@ def validator(kind: str) -> Draft202012Validator:
     Files may hold one item or a list; the loader splits lists and validates each item
     so that errors are about that item, not about "not valid under any of oneOf".
     """
+    from jsonschema import Draft202012Validator
+
     full = schema(kind)
     _, item = KINDS[kind]
     target = full if item is None else {"$ref": f"#/$defs/{item}", "$defs": full["$defs"]}
     return Draft202012Validator(target)
 
 
+@functools.cache
+def fast_validator(kind: str) -> Any:
+    """A fastjsonschema validator for one item: a yes/no answer, no error list.
+
+    fastjsonschema knows drafts 4 to 7; our schemas use nothing of 2020-12 that draft 7
+    lacks (``$defs`` is only the place the JSON pointers point into).
+    """
+    full = schema(kind)
+    _, item = KINDS[kind]
+    target = {k: v for k, v in full.items() if k != "$schema"}
+    if item is not None:
+        target = {"$ref": f"#/$defs/{item}", "$defs": full["$defs"]}
+    target["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(target)
+
+
 def validate(kind: str, data: Any, doc: Document, prefix: KeyPath = ()) -> list[Diagnostic]:
     """Diagnostics for `data` (found at `prefix` in `doc`) against the kind's schema."""
+    try:
+        fast_validator(kind)(data)
+    except fastjsonschema.JsonSchemaException:
+        pass  # invalid: let jsonschema say exactly why and where
+    else:
+        return []
     out: list[Diagnostic] = []
     for error in validator(kind).iter_errors(data):
         out.extend(explain(error, doc, prefix))
@@ -111,8 +140,11 @@ def _explain_branches(error: ValidationError, doc: Document, prefix: KeyPath) ->
     branches = error.validator_value if isinstance(error.validator_value, list) else []
     wanted = [_type_words(b) for b in branches if isinstance(b, Mapping)]
     path: KeyPath = (*prefix, *error.absolute_path)
+    hint = ""
+    if path and path[-1] == "run" and isinstance(error.instance, str):
+        hint = "run takes an argv list, never a shell string: [\"/usr/bin/prog\", \"arg\"]"
     yield doc.diagnostic(path, f"should be {' or '.join(w for w in wanted if w) or 'something else'}, "
-                               f"not {_describe(error.instance)}")
+                               f"not {_describe(error.instance)}", hint=hint)
 
 
 def _type_words(schema: Mapping[str, Any]) -> str:

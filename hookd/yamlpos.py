@@ -166,6 +166,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
 
 
 class _Builder:
@@ -184,9 +185,11 @@ class _Builder:
         self.active: set[int] = set()  # node ids on the current branch: recursive aliases
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
-        self.doc.values[path] = _mark(node)
+        mark = node.start_mark
+        self.doc.values[path] = (mark.line + 1, mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node)
+            # Most scalars are strings: skip the constructor's generic bookkeeping.
+            return node.value if node.tag == _STR else self.loader.construct_object(node)
         if id(node) in self.active:
             raise yaml.MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)
         self.active.add(id(node))
