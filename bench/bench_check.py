@@ -12,6 +12,7 @@ can beat.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -84,10 +85,8 @@ def baseline(root: Path) -> float:
         if path.suffix in (".yaml", ".yml"):
             yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=loader)
         elif path.suffix == ".json":
-            try:
+            with contextlib.suppress(ValueError):  # the dirty corpus files
                 json.loads(path.read_bytes().decode("utf-8-sig", errors="replace"))
-            except ValueError:
-                pass  # the dirty corpus files
     return time.perf_counter() - start
 
 
@@ -135,6 +134,7 @@ def main() -> int:
               f"  [{errors} errors, {warnings} warnings]")
         print(f"hookd check (CLI, new process): {wall:.3f} s  ({wall / base:.1f}x baseline)"
               f"  exit {clis[0][1]}  target < 2 s: {'PASS' if wall < 2 else 'FAIL'}")
+        print("(exit 1 is expected: the corpus deliberately holds 3 unparseable connector files)")
     return 0
 
 
