@@ -46,8 +46,18 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def is_config_dir(directory: Path) -> bool:
-    return (directory / "hookd.yaml").is_file() or (directory / "connectors").is_dir()
+def is_config_dir(directory: Path, *, explicit: bool = True) -> bool:
+    """A config directory has hookd.yaml; a DIR given explicitly may also be one that only
+    holds ``connectors/`` (a config in the making)."""
+    if (directory / "hookd.yaml").is_file():
+        return True
+    return explicit and (directory / "connectors").is_dir() and find_spec(directory) is None
+
+
+def find_spec(directory: Path) -> Path | None:
+    from hookd import openapi
+
+    return openapi.find_file(directory, openapi.SPEC_FILE)
 
 
 def collect(directory: Path | None) -> tuple[dict[str, Connector], list[Diagnostic], Path | None]:
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     else:
         candidate = Path(os.environ.get("HOOKD_CONFIG") or ".")
-        directory = candidate if is_config_dir(candidate) else None
+        directory = candidate if is_config_dir(candidate, explicit=False) else None
     connectors, diags, root = collect(directory)
     diags.sort()
     base = directory.absolute() if directory is not None else None
@@ -204,7 +214,9 @@ def to_text(connectors: dict[str, Connector], root: Path | None) -> str:
         c = connectors[name]
         origin = "builtin" if c.builtin else "config"
         lines.append(f"{name}  [{origin}]  {c.title}  ({_source(c, root)})")
-        lines.append(f"  auth: {c.auth.kind}" + (f" ({c.auth.location} {c.auth.name})" if c.auth.name else ""))
+        auth = c.auth
+        where = f" ({auth.location} {auth.name})" if auth.name else ""
+        lines.append(f"  auth: {auth.kind}{where}" + (f", credential from '{auth.parameter}'" if auth.parameter else ""))
         ops = sorted(c.operations.values(), key=lambda o: o.operation_id)
         triggers = [op for op in ops if op.is_trigger]
         if not triggers:
