@@ -155,6 +155,7 @@ class FakeGitHub:
     list_requests: int = 0
     requests: int = 0
     pings: list[tuple[int, int]] = field(default_factory=list)  # (hook id, status)
+    log: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     base_url: str = ""
 
     def __post_init__(self) -> None:
@@ -180,6 +181,7 @@ class FakeGitHub:
 
     def reset_counters(self) -> None:
         self.write_requests = self.list_requests = self.requests = 0
+        self.log.clear()
 
     def deliver(self, hook_id: int, event: str, payload: Any) -> httpx.Response:
         """POST a signed delivery to the hook's URL, as GitHub does."""
@@ -199,6 +201,7 @@ class FakeGitHub:
     async def _gate(self, request: Request) -> Response | None:
         """Latency, credentials, repository, then injected faults (before the write)."""
         self.requests += 1
+        self.log.append((request.method, request.url.path))
         if request.method in ("POST", "PATCH", "DELETE"):
             self.write_requests += 1
         if self.latency:

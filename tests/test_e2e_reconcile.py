@@ -1,0 +1,222 @@
+"""End to end: the `hookd plan/apply/subscriptions/teardown` commands, as processes, against
+the fake GitHub on 127.0.0.1 with a real config directory and a real SQLite state."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hookd.reconcile import PAUSE_ENV
+from hookd.store.db import open_db
+from hookd.store.subscriptions import SubscriptionStore
+from tests.fakes.github import FakeGitHub, serve, serve_app
+
+REPO = Path(__file__).resolve().parent.parent
+CONNECTOR = Path(__file__).resolve().parent / "data" / "reconcile" / "connectors" / "github"
+TOKEN = "ghp_e2e_token_value"
+
+
+class Receiver:
+    """Stands in for hookd's public listener: records what upstreams deliver."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            self.received.append((request.url.path, dict(request.headers), await request.body()))
+            return Response(status_code=202)
+
+        return Starlette(routes=[Route("/hooks/{sub}/{token}", hook, methods=["POST"])])
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    receiver = Receiver()
+    with serve(FakeGitHub(token=TOKEN, ping=True)) as gh, serve_app(receiver.app()) as public:
+        cfg = tmp_path / "config"
+        (cfg / "flows").mkdir(parents=True)
+        (cfg / "connections").mkdir()
+        shutil.copytree(CONNECTOR, cfg / "connectors" / "github")
+        (cfg / "hookd.yaml").write_text(
+            f"public_url: {public}\nstate_dir: {tmp_path / 'state'}\n"
+            "reconcile:\n  max_deletes: 2\n  retries: 1\n")
+        (cfg / "connections" / "gh.yaml").write_text(
+            f"connector: github\nbase_url: {gh.base_url}\nparameters:\n  token: ${{env:GH_TOKEN}}\n")
+        yield {"gh": gh, "cfg": cfg, "state": tmp_path / "state", "receiver": receiver,
+               "public": public}
+
+
+def write_flow(cfg: Path, name: str, events: list[str], repo: str = "r") -> None:
+    (cfg / "flows" / f"{name}.yaml").write_text(
+        f"name: {name}\ntrigger:\n  connector: github\n  operation: webhook-trigger\n"
+        f"  connection: gh\n  parameters: {{owner: o, repo: {repo}}}\n"
+        f"  body: {{events: {json.dumps(events)}}}\n"
+        "steps:\n  - id: note\n    log: {message: hello}\n")
+
+
+def hookd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "GH_TOKEN": TOKEN, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hookd", *args], capture_output=True,
+                          text=True, env=full_env, timeout=60, cwd=REPO)
+
+
+def rows(state: Path) -> list[Any]:
+    conn = open_db(state)
+    try:
+        return SubscriptionStore(conn).all()
+    finally:
+        conn.close()
+
+
+def test_apply_lifecycle_with_plan_before_each_step(world: dict[str, Any]) -> None:
+    gh, cfg, state = world["gh"], world["cfg"], world["state"]
+    for name, events in (("alpha", ["push"]), ("beta", ["issues"]), ("gamma", ["release"])):
+        write_flow(cfg, name, events)
+
+    # 1. plan shows three creates and changes nothing; apply creates three hooks.
+    plan = hookd("plan", str(cfg))
+    assert plan.returncode == 3, plan.stderr
+    assert plan.stdout.count("  + ") == 3 and "Plan: 3 to create" in plan.stdout
+    assert gh.write_requests == 0 and not (state / "hookd.db").exists()
+    applied = hookd("apply", str(cfg))
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert applied.stdout.count("created") == 3
+    assert len(gh.hooks) == 3
+    recorded = {r.flow: r for r in rows(state)}
+    for hook in gh.hooks.values():
+        sub_id = hook.config["url"].split("/")[-2]
+        row = next(r for r in recorded.values() if r.id == sub_id)
+        assert hook.config["url"].startswith(world["public"] + f"/hooks/{sub_id}/hkd1_")
+        assert hook.config["secret"] == row.secret and row.status == "active"
+        assert hook.config["content_type"] == "json" and hook.active
+    # Secrets never in output.
+    for out in (plan.stdout, plan.stderr, applied.stdout, applied.stderr):
+        assert TOKEN not in out and "hkd1_" not in out
+        assert all(r.secret not in out for r in recorded.values())
+    # The fake pinged each new hook, signed with the secret hookd gave it.
+    deadline = time.monotonic() + 5
+    while len(world["receiver"].received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for path, headers, body in world["receiver"].received:
+        row = next(r for r in recorded.values() if path.split("/")[2] == r.id)
+        expected = "sha256=" + hmac.new(row.secret.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-github-event"] == "ping"
+        assert headers["x-hub-signature-256"] == expected
+
+    # 2. Nothing changed: plan says so (exit 0), apply sends no write request.
+    gh.reset_counters()
+    assert hookd("plan", str(cfg)).returncode == 0
+    again = hookd("apply", str(cfg))
+    assert again.returncode == 0 and "No changes" in again.stdout
+    assert gh.write_requests == 0
+
+    # 3. Remove one flow: plan shows the delete; apply deletes exactly that hook via Location.
+    (cfg / "flows" / "beta.yaml").unlink()
+    plan = hookd("plan", str(cfg))
+    assert plan.returncode == 3 and "  - beta" in plan.stdout and "flow removed" in plan.stdout
+    gh.reset_counters()
+    assert hookd("apply", str(cfg)).returncode == 0
+    beta = recorded["beta"]
+    assert [m for m in gh.log if m[0] != "GET"] == [
+        ("DELETE", beta.location.removeprefix(gh.base_url))]  # type: ignore[union-attr]
+    assert sorted(h.events[0] for h in gh.hooks.values()) == ["push", "release"]
+
+    # 4. Change a flow's events: plan shows a replace; apply creates the new, deletes the old.
+    write_flow(cfg, "alpha", ["push", "pull_request"])
+    plan = hookd("plan", str(cfg), "--format", "json")
+    data = json.loads(plan.stdout)
+    assert plan.returncode == 3
+    assert [(i["action"], i["flow"], i["replaces"]) for i in data["items"] if i["action"] != "keep"] \
+        == [("replace", "alpha", recorded["alpha"].id)]
+    gh.reset_counters()
+    assert hookd("apply", str(cfg)).returncode == 0
+    assert [m[0] for m in gh.log if m[0] != "GET"] == ["POST", "DELETE"]
+    assert sorted(tuple(h.events) for h in gh.hooks.values()) == [("push", "pull_request"),
+                                                                  ("release",)]
+
+    # 5. `hookd subscriptions` lists them without secrets.
+    listing = hookd("subscriptions", str(cfg))
+    assert listing.returncode == 0 and "alpha" in listing.stdout and "active" in listing.stdout
+    assert all(r.secret not in listing.stdout for r in rows(state))
+
+    # 6. teardown refuses without confirmation, then deletes everything hookd owns.
+    other = gh.add_hook("o", "r", "https://ci.example.com/hook")
+    refused = hookd("teardown", str(cfg))
+    assert refused.returncode == 2 and len(gh.hooks) == 3
+    done = hookd("teardown", str(cfg), "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(gh.hooks) == [other.id] and rows(state) == []
+
+
+def test_kill_between_upstream_201_and_local_write_then_apply_adopts(
+        world: dict[str, Any], tmp_path: Path) -> None:
+    gh, cfg, state = world["gh"], world["cfg"], world["state"]
+    write_flow(cfg, "alpha", ["push"])
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hookd", "apply", str(cfg)], cwd=REPO,
+        env={**os.environ, "GH_TOKEN": TOKEN, PAUSE_ENV: str(marker)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # after GitHub's 201, before the row says active
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(gh.hooks) == 1
+    assert [r.status for r in rows(state)] == ["pending"]
+
+    plan = hookd("plan", str(cfg))
+    assert plan.returncode == 3 and "to adopt" in plan.stdout
+    gh.reset_counters()
+    applied = hookd("apply", str(cfg))
+    assert applied.returncode == 0 and "adopted" in applied.stdout
+    assert gh.write_requests == 0 and len(gh.hooks) == 1
+    (row,) = rows(state)
+    assert row.status == "active" and row.upstream_id == str(next(iter(gh.hooks)))
+
+
+def test_broken_config_deletes_nothing_and_max_deletes_blocks(world: dict[str, Any]) -> None:
+    gh, cfg = world["gh"], world["cfg"]
+    for n in range(4):
+        write_flow(cfg, f"f{n}", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 0 and len(gh.hooks) == 4
+
+    # A YAML syntax error in one file: nothing is planned, nothing deleted.
+    for n in range(1, 4):
+        (cfg / "flows" / f"f{n}.yaml").unlink()
+    (cfg / "flows" / "f0.yaml").write_text("name: f0\ntrigger: {connector: github\n")
+    gh.reset_counters()
+    for command in ("plan", "apply"):
+        result = hookd(command, str(cfg))
+        assert result.returncode == 1
+        assert "f0.yaml:" in result.stderr and "nothing was planned or changed" in result.stderr
+    assert gh.requests == 0 and len(gh.hooks) == 4
+
+    # Fixed, but three flows really removed: max_deletes (2) blocks the third delete.
+    write_flow(cfg, "f0", ["push"])
+    result = hookd("apply", str(cfg))
+    assert result.returncode == 3 and "--allow-deletes" in result.stdout
+    assert len(gh.hooks) == 2
+    result = hookd("apply", str(cfg), "--allow-deletes", "5")
+    assert result.returncode == 0 and len(gh.hooks) == 1
