@@ -1,0 +1,105 @@
+"""`hookd connectors`: text and stable JSON, diagnostics on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hookd.cli import main
+
+DATA = Path(__file__).parent / "data" / "connectors"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["connectors", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_of_the_builtins_is_stable_and_documented(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not a config directory: the built-ins alone
+    monkeypatch.delenv("HOOKD_CONFIG", raising=False)
+    code, out, err = run(capsys, "--format", "json")
+    assert (code, err) == (0, "")
+    document = json.loads(out)
+    assert out == json.dumps(document, indent=2, sort_keys=True) + "\n"
+    assert document["version"] == 1 and document["diagnostics"] == []
+    assert [c["name"] for c in document["connectors"]] == ["gitea", "github", "gitlab", "http"]
+    github = document["connectors"][1]
+    assert set(github) == {
+        "actions", "auth", "base_url", "connection_parameters", "delivery_id_header",
+        "event_header", "name", "origin", "ping_event", "source", "title", "triggers",
+        "verification"}
+    assert (github["origin"], github["source"]) == ("builtin", "<builtin>/github")
+    [trigger] = github["triggers"]
+    assert trigger == {
+        "batch": False,
+        "delete": {"id_field": "id", "id_param": "hook_id", "kind": "operation",
+                   "operation_id": "deleteHook", "source": "x-hookd-delete"},
+        "kind": "webhook",
+        "list": {"id_field": "id", "items_field": "", "operation_id": "listHooks",
+                 "url_field": "config.url"},
+        "location_header": True,
+        "method": "POST",
+        "notification_schema": True,
+        "notification_url": "body.config.url",
+        "operation_id": "webhook-trigger",
+        "path": "/repos/{owner}/{repo}/hooks",
+        "secret": "body.config.secret",
+        "summary": "When something happens in a repository (push by default)",
+        "supported": True,
+    }
+    http = document["connectors"][3]
+    assert [(t["kind"], t["supported"]) for t in http["triggers"]] == [("request", True)]
+
+
+def test_directory_of_connectors_with_a_broken_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(DATA))
+    assert code == 1
+    assert "XSOAR/apiDefinition.swagger.json:10:7: error: invalid JSON: Expecting ',' delimiter" in err
+    assert "_flow-docs-github-sample  [config]  GitHub" in out
+    assert "    callback URL: body.config.url" in out
+    assert "    delete: Location header, else DeleteTrigger (child-path) with hook_Id = response.id" in out
+    assert "gitlab" not in out  # a plain directory of connectors: no built-ins added
+
+
+def test_json_carries_diagnostics_and_polling_triggers(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    (tmp_path / "hookd.yaml").write_text("public_url: https://hooks.example.net\n")
+    (tmp_path / "connectors").mkdir()
+    (tmp_path / "connectors" / "poller.yaml").write_text(
+        "swagger: '2.0'\ninfo: {title: Poller, version: '1'}\npaths:\n"
+        "  /items:\n    get: {operationId: poll, x-ms-trigger: batch, responses: {}}\n"
+        "x-hookd-delivery-id: 'Bad Header'\n")
+    code, out, err = run(capsys, str(tmp_path), "--format", "json")
+    assert code == 1
+    assert "connectors/poller.yaml:6:1: error: must be an HTTP header name" in err
+    document = json.loads(out)
+    names = [c["name"] for c in document["connectors"]]
+    assert names == ["gitea", "github", "gitlab", "http", "poller"]
+    poller = document["connectors"][-1]
+    assert (poller["origin"], poller["source"]) == ("config", "poller.yaml")
+    assert [(t["kind"], t["supported"], t["batch"]) for t in poller["triggers"]] == [
+        ("polling", False, True)]
+    [diag] = document["diagnostics"]
+    assert (diag["line"], diag["col"], diag["severity"], diag["key"]) == (6, 1, "error", "x-hookd-delivery-id")
+
+
+def test_config_connector_overrides_a_builtin(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "connectors").mkdir()
+    shutil.copytree(DATA / "_flow-docs-github-sample", tmp_path / "connectors" / "github")
+    code, out, _ = run(capsys, str(tmp_path))
+    assert code == 0
+    assert "github  [config]  GitHub  (github)" in out
+    assert "DeleteTrigger (child-path)" in out
+
+
+def test_missing_directory_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, str(tmp_path / "nope"))
+    assert (code, out) == (2, "")
+    assert "does not exist" in err
