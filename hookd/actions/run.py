@@ -9,7 +9,7 @@ to the base environment), ``cwd``, ``stdin`` (text; a mapping or list is sent as
 ``max_output`` (bytes kept of stdout and of stderr each; the rest is read and dropped so
 the command never blocks on a full pipe). The command gets its own process group; on the
 step's timeout, or when hookd stops, the whole group is killed with SIGKILL, so children
-it forked do not outlive it. Output: ``exit_code``, ``stdout``, ``stderr`` (and
+it forked do not outlive it (on Linux it also dies with hookd). Output: ``exit_code``, ``stdout``, ``stderr`` (and
 ``truncated`` when a cap was hit). A nonzero exit fails the step (retryable).
 
 The base environment is deliberately small: ``PATH``, ``HOME``, ``LANG``, ``LC_ALL``,
@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,7 @@ async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
             env=env,
             cwd=cwd,
             start_new_session=True,  # own process group, killed as a whole
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError:
         raise ActionError(f"run: {argv[0]}: no such program (or cwd {cwd!r} missing)",
@@ -103,6 +105,29 @@ async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     if proc.returncode != 0:
         raise ActionError(f"run: {argv[0]} exited with {_exit(proc.returncode)}", output=output)
     return output
+
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # In the child, between fork and exec: if hookd is killed (kill -9, OOM), the command
+    # gets SIGKILL instead of living on as an orphan while the resumed run starts the same
+    # step again. (Under systemd, KillMode=control-group does the same for the service.)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 async def _communicate(
