@@ -211,8 +211,9 @@ def _check_trigger(
     if webhook is not None:
         schema = webhook.notification_schema
     elif kind == "request":
+        # As hookd.routing.trigger_schema: the flow's own schema, else the operation body.
         declared = t.parameters.get("schema")
-        schema = declared if isinstance(declared, Mapping) else None
+        schema = declared if isinstance(declared, Mapping) else op.body_schema
     return out, schema
 
 
