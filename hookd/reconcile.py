@@ -350,7 +350,7 @@ class Reconciler:
             connection = self._connection(connection_name)
             request = self._delete_request(connector, operation, connection, row, hook)
         except (PermanentError, KeyError) as exc:
-            return self._fail_delete(sub_id, writer, str(exc))
+            return self._unmanageable(sub_id, writer, str(exc))
         if request is None:
             return self._unmanageable(
                 sub_id, writer, "no Location was returned and the connector declares no "
@@ -389,6 +389,10 @@ class Reconciler:
             if hook is not None and not params:
                 params = dict(json.loads(hook.scope)[2])
             params[strategy.id_param] = upstream_id
+            create_op = connector.operations.get(operation or "")
+            delete_op = connector.operations[strategy.operation_id]
+            if create_op is not None:
+                params = align_path_params(create_op.path, delete_op.path, params)
             return self.upstream.build_request(connector, strategy.operation_id, connection,
                                                params)
         if hook is not None and hook.location:
@@ -417,6 +421,35 @@ class Reconciler:
         if connection is None:
             raise PermanentError(f"connection '{name}' is not configured")
         return connection
+
+
+def align_path_params(create_path: str, delete_path: str,
+                      params: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill the delete path's parameters that the create path names differently.
+
+    Real specs rename them: Survey123 creates under ``/api/survey/{surveyId}/webhook/add``
+    and deletes ``/api/survey/{surveyItemId}/webhook/{webhookId}``; TrueDialog has
+    ``{AccountId}`` and ``{accountId}``. A parameter missing by name is taken from the
+    create path's parameter in the same segment, else one equal ignoring case.
+
+    >>> align_path_params("/s/{surveyId}/webhook/add", "/s/{surveyItemId}/webhook/{id}",
+    ...                   {"surveyId": "S1", "id": "7"})
+    {'surveyId': 'S1', 'id': '7', 'surveyItemId': 'S1'}
+    """
+    out = dict(params)
+    create = create_path.strip("/").split("/")
+    lower = {k.lower(): k for k in params}
+    for i, segment in enumerate(delete_path.strip("/").split("/")):
+        if not (segment.startswith("{") and segment.endswith("}")):
+            continue
+        name = segment[1:-1]
+        if name in out:
+            continue
+        if i < len(create) and create[i].startswith("{") and create[i][1:-1] in params:
+            out[name] = params[create[i][1:-1]]
+        elif name.lower() in lower:
+            out[name] = params[lower[name.lower()]]
+    return out
 
 
 def _pending_row(d: DesiredSubscription) -> SubscriptionRow:

@@ -244,3 +244,78 @@ def test_relative_location_is_resolved_against_the_request(store: SubscriptionSt
     asyncio.run(go())
     assert store.all()[0].location == "https://svc.example/api/subs/5"
     assert store.all()[0].upstream_id == "5"
+
+
+# ----------------------------------------------------------------------------- corpus connectors
+
+CORPUS = [
+    # (corpus directory, what deleting it does); shapes noted for the reader
+    ("_flow-docs-github-sample", "ok"),   # nested body.config.url, child-path delete, bearer
+    ("Alvao", "ok"),                      # 201 Location, basic auth, basePath
+    ("Microsoft Bookings", "ok"),         # body.webhook.notification_url, sibling delete, id field webhookId
+    ("Calendly", "ok"),                   # apiKey in Authorization header, child delete
+    ("WooCommerce", "ok"),                # basic auth, deep basePath
+    ("Oodrive Sign", "ok"),               # body.endpoint.url, sibling delete, header params
+    ("FORCAM FORCE Bridge", "ok"),        # 201 Location, apiKey header
+    ("Kanbanize", "ok"),                  # apiKey, required header parameters
+    ("WorkSpan", "ok"),                   # body.webhook_settings.callback_url
+    ("Entersoft", "ok"),                  # Location header, oauth2
+    ("Survey123", "ok"),                  # delete path parameter renamed (surveyId → surveyItemId)
+    ("TrueDialog SMS", "ok"),             # renamed by case (AccountId → accountId)
+    ("Cloud BOT", "ok"),                  # path parameters needed again for the delete
+    ("365Training", "unmanageable"),      # no Location, no delete operation
+    ("CyberProof", "unmanageable"),       # delete needs a parameter hookd never had
+]
+
+
+def _trigger_params(connector: Connector, op_id: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for p in connector.operations[op_id].parameters:
+        if p.location == "body" or not p.required:
+            continue
+        if p.location == "header":
+            params[p.name] = "application/json"
+        else:
+            params[p.name] = f"v-{p.name}"
+    return params
+
+
+@pytest.mark.parametrize("name, on_delete", CORPUS, ids=[c[0] for c in CORPUS])
+def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
+                                    on_delete: str) -> None:
+    from hookd import openapi
+    from tests.fakes.github import serve_app
+    from tests.fakes.specfake import CREDENTIALS, SpecFake
+
+    connector, _ = openapi.load_connector(shared_dir / "corpus" / "powerplatform" / name)
+    assert connector is not None and connector.webhooks
+    op_id = next(iter(connector.webhooks))
+    fake = SpecFake(connector, relative_location=len(name) % 2 == 0)
+    store = SubscriptionStore(open_db(tmp_path))
+    with serve_app(fake.app()) as base:
+        fake.base_url = base
+        conn = Connection("c", connector.name, dict(CREDENTIALS),
+                          base_url=base + "/" + connector.base_path.strip("/"))
+        flow = Flow("f", Trigger(connector.name, op_id, "c",
+                                 parameters=_trigger_params(connector, op_id)))
+        config = Config(Path("."), Settings(public_url=PUBLIC), {connector.name: connector},
+                        {"c": conn}, {"f": flow})
+
+        report = reconcile(config, store)
+        assert [(o.action, o.result) for o in report.outcomes] == [("create", "ok")], report
+        (sub,) = fake.subscriptions.values()
+        (row,) = store.all()
+        assert sub.callback_url == tokens.callback_url(
+            PUBLIC, row.id, tokens.callback_token(SECRET, row.id))
+        assert row.upstream_id == sub.id or (row.location or "").endswith("/" + sub.id)
+
+        assert reconcile(config, store).outcomes == []  # nothing to do, nothing sent
+        assert [m for m, *_ in fake.log] == ["POST"]
+
+        report = reconcile(replace(config, flows={}), store)
+        assert [o.result for o in report.outcomes] == [on_delete], report.outcomes
+        if on_delete == "ok":
+            assert fake.subscriptions == {} and store.all() == []
+        else:
+            assert "unmanageable: cannot delete" in report.outcomes[0].detail
+            assert store.all()[0].status == "orphaned"
