@@ -3,8 +3,10 @@ the fake GitHub on 127.0.0.1 with a real config directory and a real SQLite stat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import shutil
@@ -22,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hookd import cli
 from hookd.reconcile import PAUSE_ENV
 from hookd.store.db import open_db
 from hookd.store.subscriptions import SubscriptionStore
@@ -71,10 +74,20 @@ def write_flow(cfg: Path, name: str, events: list[str], repo: str = "r") -> None
         "steps:\n  - id: note\n    log: {message: hello}\n")
 
 
-def hookd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "GH_TOKEN": TOKEN, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "hookd", *args], capture_output=True,
-                          text=True, env=full_env, timeout=60, cwd=REPO)
+def hookd(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `hookd` command line in this process (the same `cli.main` the console
+    script calls; a subprocess per step would cost a second each on a busy machine — the
+    crash test below does use a real process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(["hookd", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GH_TOKEN", TOKEN)
+    monkeypatch.setenv("NO_COLOR", "1")
 
 
 def rows(state: Path) -> list[Any]:
