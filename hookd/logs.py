@@ -39,6 +39,7 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
 }
 
 
@@ -208,6 +209,7 @@ def configure(
     root.setLevel(parse_level(level))
     # Chatty libraries stay at warning unless hookd itself is at debug.
     quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
-    for name in ("httpx", "httpcore", "apscheduler", "watchfiles"):
+    # uvicorn.error logs each listener's start and stop at info; hookd logs its own.
+    for name in ("httpx", "httpcore", "apscheduler", "watchfiles", "uvicorn.error"):
         logging.getLogger(name).setLevel(quiet)
     return handler

@@ -12,7 +12,6 @@ Two kinds of process tests:
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
@@ -30,51 +29,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hookd import daemon, reload, status
+from hookd import reload, status
 
 REPO = Path(__file__).resolve().parent.parent
-
-# A stand-in for hookd.config.load_config: hookd.yaml holds the two ports, each
-# flows/*.yaml a `name:`; a YAML error rejects the config like the real loader does.
-STUB_RUNNER = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    from hookd import daemon, model, revision
-    from hookd.diagnostics import Diagnostic
-
-
-    def load(directory, state_dir=None):
-        directory = Path(directory)
-        flows = {}
-        try:
-            ports = yaml.safe_load((directory / "hookd.yaml").read_text())
-            for path in sorted((directory / "flows").glob("*.yaml")):
-                name = yaml.safe_load(path.read_text())["name"]
-                flows[name] = model.Flow(name, model.Trigger("http", "manual"))
-        except Exception as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", 0) + 1
-            where = path if "path" in locals() else directory / "hookd.yaml"
-            return None, [Diagnostic(where, line, 1, "error", type(exc).__name__)], "rejected"
-        state = Path(state_dir or directory / "state").resolve()
-        settings = model.Settings(
-            public_url="http://127.0.0.1",
-            public=model.Listener("127.0.0.1", ports["public"]),
-            admin=model.Listener("127.0.0.1", ports["admin"]),
-            state_dir=state, shutdown_timeout=5,
-        )
-        config = model.Config(directory, settings, {}, {}, flows)
-        return config, [], revision.config_revision(directory, [state])
-
-
-    daemon.load = load
-    sys.exit(daemon.main(Path(sys.argv[1])))
-    """
-)
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -141,21 +98,41 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") 
         time.sleep(0.05)
 
 
+def http_flow(name: str, steps: str = "") -> str:
+    """A flow on the built-in `http` request trigger (no upstream to register with)."""
+    return f"name: {name}\ntrigger: {{connector: http}}\nsteps:\n" + (
+        steps or f"  - id: say\n    log: {{message: 'hello from {name}'}}\n")
+
+
+def write_http_config(config: Path, state: Path, flows: dict[str, str]) -> tuple[int, int]:
+    public, admin = free_port(), free_port()
+    (config / "flows").mkdir(parents=True, exist_ok=True)
+    (config / "hookd.yaml").write_text(textwrap.dedent(f"""
+        public_url: http://127.0.0.1:{public}
+        listen:
+          public: {{host: 127.0.0.1, port: {public}}}
+          admin: {{host: 127.0.0.1, port: {admin}}}
+        state_dir: {state}
+        shutdown_timeout: 10s
+    """))
+    for name, text in flows.items():
+        (config / "flows" / f"{name}.yaml").write_text(text)
+    return public, admin
+
+
 @pytest.fixture
-def stub_daemon(tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    """Start `hookd run` (stand-in loader) on tmp_path/config; stopped at the end."""
+def daemon_on(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start `hookd run` on tmp_path/config with `http` flows; killed at the end if alive."""
     started: list[Running] = []
 
-    def start(flows: tuple[str, ...] = ("a",), env: dict[str, str] | None = None) -> Running:
+    def start(flows: tuple[str, ...] = ("a",), env: dict[str, str] | None = None,
+              texts: dict[str, str] | None = None) -> Running:
         config = tmp_path / "config"
-        (config / "flows").mkdir(parents=True, exist_ok=True)
-        public, admin = free_port(), free_port()
-        (config / "hookd.yaml").write_text(f"public: {public}\nadmin: {admin}\n")
-        for name in flows:
-            (config / "flows" / f"{name}.yaml").write_text(f"name: {name}\n")
+        public, admin = write_http_config(
+            config, tmp_path / "state", texts or {name: http_flow(name) for name in flows})
         notify = Notifications(tmp_path)
         proc = subprocess.Popen(
-            [sys.executable, "-c", STUB_RUNNER, str(config)],
+            [sys.executable, "-m", "hookd", "run", "--config", str(config)],
             env={**os.environ, "NOTIFY_SOCKET": notify.path, **(env or {})},
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         )
@@ -174,8 +151,8 @@ def stub_daemon(tmp_path: Path) -> Iterator[Callable[..., Running]]:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def test_sd_notify_lifecycle_and_clean_exit(stub_daemon: Callable[..., Running]) -> None:
-    hookd = stub_daemon(flows=("a", "b"), env={"WATCHDOG_USEC": "200000"})
+def test_sd_notify_lifecycle_and_clean_exit(daemon_on: Callable[..., Running]) -> None:
+    hookd = daemon_on(flows=("a", "b"), env={"WATCHDOG_USEC": "200000"})
     ready = hookd.notify.wait_for("READY")
     assert ready["STATUS"] == "2 flows, 0 subscriptions active, 0 failing"
     assert hookd.get("/readyz").status_code == 200  # READY=1 means listening
@@ -186,20 +163,43 @@ def test_sd_notify_lifecycle_and_clean_exit(stub_daemon: Callable[..., Running])
     assert int(reloading["MONOTONIC_USEC"]) > 0
     assert "STATUS" in hookd.notify.wait_for("READY")
 
+    check_status_command(hookd, flows=2)
+
     hookd.proc.send_signal(signal.SIGTERM)
     hookd.notify.wait_for("STOPPING")
     assert hookd.proc.wait(15) == 0
     assert '"msg": "stopped"' in hookd.log()
 
+    down = subprocess.run([sys.executable, "-m", "hookd", "status", "--admin", hookd.admin],
+                          capture_output=True, text=True, timeout=30)
+    assert down.returncode == 2
+    assert "no hookd answering" in down.stderr
+
+
+def check_status_command(hookd: Running, flows: int) -> None:
+    """`hookd status` against the running daemon, as JSON and as text."""
+    cmd = [sys.executable, "-m", "hookd", "status", "--admin", hookd.admin]
+    as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True,
+                             timeout=30)
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["config"]["revision"]
+    assert doc["config"]["last_reload"]["outcome"] == "applied"
+    assert doc["inbox_depth"] == 0
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0, text.stderr
+    assert f"revision {doc['config']['revision']}" in text.stdout
+    assert f"{flows} flows, 0 subscriptions active, 0 failing" in text.stdout
+
 
 def test_rejected_config_keeps_the_last_good_one(
-    stub_daemon: Callable[..., Running], tmp_path: Path
+    daemon_on: Callable[..., Running], tmp_path: Path
 ) -> None:
-    hookd = stub_daemon(flows=("a",))
+    hookd = daemon_on(flows=("a",))
     hookd.notify.wait_for("READY")
     flows = tmp_path / "config" / "flows"
 
-    (flows / "b.yaml").write_text("name: b\n")  # picked up without a signal
+    (flows / "b.yaml").write_text(http_flow("b"))  # picked up without a signal
     wait_until(lambda: hookd.get("/api/status").json()["config"]["flows"] == 2, what="b")
 
     (flows / "a.yaml").write_text("name: [a\n")  # broken YAML
@@ -208,63 +208,60 @@ def test_rejected_config_keeps_the_last_good_one(
         what="rejection on /readyz",
     )
     assert rejected.status_code == 200  # still serving the last good config
-    assert "flows/a.yaml" in rejected.json()["rejected"]["errors"][0]
+    assert "flows/a.yaml:" in rejected.json()["rejected"]
     doc = hookd.get("/api/status").json()
     assert doc["config"]["flows"] == 2
     assert doc["config"]["last_reload"]["outcome"] == "rejected"
     assert "hookd_config_rejected 1" in hookd.get("/metrics").text
     assert 'hookd_config_reloads_total{outcome="rejected"} 1' in hookd.get("/metrics").text
 
-    (flows / "a.yaml").write_text("name: a\n")
+    (flows / "a.yaml").write_text(http_flow("a"))
     wait_until(lambda: hookd.get("/readyz").json()["config"] == "ok", what="fixed config")
     assert hookd.stop() == 0
     assert "config rejected" in hookd.log()
 
 
-def test_hookd_status_command(stub_daemon: Callable[..., Running]) -> None:
-    hookd = stub_daemon(flows=("a",))
-    hookd.notify.wait_for("READY")
-    cmd = [sys.executable, "-m", "hookd", "status", "--admin", hookd.admin]
-    as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True,
-                             timeout=30)
-    assert as_json.returncode == 0, as_json.stderr
-    doc = json.loads(as_json.stdout)
-    assert doc["config"]["revision"].startswith("sha256:")
-    assert doc["inbox_depth"] == 0
-    text = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert text.returncode == 0
-    assert f"revision {doc['config']['revision']}" in text.stdout
-    assert "1 flows, 0 subscriptions active, 0 failing" in text.stdout
-    assert hookd.stop() == 0
-
-    down = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert down.returncode == 2
-    assert "no hookd answering" in down.stderr
-
-
 # --------------------------------------------------------------------------- pieces
 
 
-def test_public_listener_answers_503_while_draining() -> None:
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
+def callback_url(tmp_path: Path) -> str:
+    """The callback URL of the only flow in tmp_path/config, as the daemon derives it."""
+    from hookd.config import load_config
+    from hookd.desired import desired_subscriptions
 
-    draining = False
-    inner = Starlette(routes=[Route("/hooks/x/y", lambda r: PlainTextResponse("ok"),
-                                    methods=["POST"])])
-    app = daemon.Draining(inner, lambda: draining)
+    config, diagnostics = load_config(tmp_path / "config")
+    assert config is not None, diagnostics
+    secret = (tmp_path / "state" / "server.secret").read_bytes()
+    (subscription,) = desired_subscriptions(config, secret)
+    return subscription.callback_url
 
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.post("/hooks/x/y")
 
-    assert asyncio.run(post()).status_code == 200
-    draining = True
-    response = asyncio.run(post())
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
+def test_stop_drains_running_steps_and_refuses_new_deliveries(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    marker = tmp_path / "finished"
+    script = f"import pathlib, time; time.sleep(1.5); pathlib.Path({str(marker)!r}).write_text('ok')"
+    steps = f"  - id: slow\n    run: {json.dumps([sys.executable, '-c', script])}\n"
+    hookd = daemon_on(texts={"slow": http_flow("slow", steps)})
+    hookd.notify.wait_for("READY")
+    url = callback_url(tmp_path)
+    assert httpx.post(url, json={"n": 1}, timeout=5).status_code == 202
+    wait_until(lambda: hookd.get("/api/runs?status=running").json()["runs"], what="run started")
+
+    hookd.proc.send_signal(signal.SIGTERM)
+    hookd.notify.wait_for("STOPPING")
+    refused = httpx.post(url, json={"n": 2}, timeout=5)
+    assert refused.status_code == 503  # not recorded: the upstream keeps it and retries
+    assert hookd.get("/readyz").status_code == 503
+    assert hookd.proc.wait(15) == 0
+    assert marker.read_text() == "ok"  # the running step was allowed to finish
+
+    from hookd.store import db
+    from hookd.store.runs import RunStore
+
+    conn = db.open_db(tmp_path / "state")
+    assert [r.status for r in RunStore(conn).list()] == ["succeeded"]
+    conn.close()
 
 
 @pytest.mark.parametrize(
@@ -414,7 +411,7 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
 
             (config / "flows" / "one.yaml").write_text("name: one\ntrigger: [broken\n")
             wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
-            assert "flows/one.yaml" in readyz()["rejected"]["errors"][0]
+            assert "flows/one.yaml:" in readyz()["rejected"]
             time.sleep(1)
             assert len(github.hooks_of("acme", "one")) == 1  # nothing deleted
             assert len(github.hooks_of("acme", "two")) == 1
