@@ -85,7 +85,7 @@ def run_hookd(config: Path, state: Path, hold: float = 0.0) -> tuple[float, floa
                 pass
         except TimeoutError:
             proc.kill()
-            raise SystemExit(f"hookd did not become ready:\n{proc.communicate()[1].decode()}")
+            raise SystemExit(f"hookd did not become ready:\n{proc.communicate()[1].decode()}") from None
         ready = time.perf_counter() - start
         while True:
             try:
