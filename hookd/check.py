@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from hookd import secrets as secrets_mod
 from hookd.connector import Connector, Operation, Schema
@@ -109,7 +109,8 @@ def check_config(
                                  hint=f"also defined at {first_flow.where}"))
         else:
             seen_flows[flow.item.name] = flow
-        out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()}))
+        out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()},
+                              env_allow=settings.env_allow))
     if secrets is not None:
         out.extend(check_secrets(by_name, flows, secrets))
     return out
@@ -151,7 +152,11 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
 
 
 def check_flow(
-    flow: Located[Flow], connectors: Mapping[str, Connector], connections: Mapping[str, Connection]
+    flow: Located[Flow],
+    connectors: Mapping[str, Connector],
+    connections: Mapping[str, Connection],
+    *,
+    env_allow: Collection[str] | None = None,
 ) -> list[Diagnostic]:
     f = flow.item
     out: list[Diagnostic] = []
@@ -163,7 +168,8 @@ def check_flow(
     else:
         problems, trigger_schema = _check_trigger(flow, connector, connections)
         out.extend(problems)
-    out.extend(_check_steps(flow, connectors, connections, trigger_schema))
+    allow = None if env_allow is None else frozenset(env_allow)
+    out.extend(_check_steps(flow, connectors, connections, trigger_schema, allow))
     return out
 
 
@@ -365,15 +371,16 @@ def _check_steps(
     connectors: Mapping[str, Connector],
     connections: Mapping[str, Connection],
     trigger_schema: Schema | None,
+    env_allow: frozenset[str] | None,
 ) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     ids: dict[str, int] = {}
     # Templates in the trigger are rendered when subscribing: they must parse.
+    trigger_scope = _Scope(env_allow)
     for sub in ("parameters", "body"):
         for path, text in _strings(flow.raw(("trigger", sub)), ("trigger", sub)):
-            error = _template_error(text, False)
-            if error:
-                out.append(flow.diag(path, f"bad template: {error}"))
+            out.extend(_check_template(flow, path, text, False, None, trigger_scope))
+    all_ids = frozenset(s.id for s in flow.item.steps)
     for i, step in enumerate(flow.item.steps):
         base: KeyPath = ("steps", i)
         if step.id in ids:
@@ -390,8 +397,9 @@ def _check_steps(
         for key, value in raw.items():
             if key in _STEP_SETTINGS and key not in ("if", "foreach"):
                 continue
+            scope = _Scope(env_allow, i, frozenset(s.id for s in flow.item.steps[:i]), all_ids)
             for path, text in _strings(value, (*base, key)):
-                out.extend(_check_template(flow, path, text, key == "if", trigger_schema, flow.item.trigger))
+                out.extend(_check_template(flow, path, text, key == "if", trigger_schema, scope))
     return out
 
 
@@ -423,39 +431,67 @@ def _check_call(
 
 def _check_template(
     flow: Located[Flow], path: KeyPath, text: str, condition: bool,
-    schema: Schema | None, trigger: Any,
+    schema: Schema | None, scope: _Scope,
 ) -> list[Diagnostic]:
-    error = _template_error(text, condition)
-    if error:
-        return [flow.diag(path, f"bad template: {error}")]
-    if schema is None or "trigger" not in text or "body" not in text:
-        return []
+    analysis = _analyse(text, condition)
+    if analysis.error:
+        return [flow.diag(path, f"bad template: {analysis.error}")]
     out: list[Diagnostic] = []
-    for body_path in _body_paths(text, condition):
-        problem = schema_path_problem(schema, body_path)
-        if problem is not None:
-            index, hint = problem
-            shown = ".".join(("trigger", "body", *body_path[: index + 1]))
-            out.append(flow.diag(
-                path, f"{shown} is not in the notification schema of {trigger.connector}/{trigger.operation}",
-                severity="warning", hint=hint))
+    trigger = flow.item.trigger
+    if schema is not None:
+        for body_path in analysis.body_paths:
+            problem = schema_path_problem(schema, body_path)
+            if problem is not None:
+                index, hint = problem
+                shown = ".".join(("trigger", "body", *body_path[: index + 1]))
+                out.append(flow.diag(
+                    path, f"{shown} is not in the notification schema of {trigger.connector}/{trigger.operation}",
+                    severity="warning", hint=hint))
+    for root, name in analysis.names:
+        if root == "env" and scope.env_allow is not None and name not in scope.env_allow:
+            out.append(flow.diag(path, f"env.{name} is not in the env allow-list of hookd.yaml: templates cannot read it",
+                                 severity="warning", hint=f"add it to hookd.yaml: env: [{name}]"))
+        elif root == "steps" and scope.step is not None and name not in scope.earlier:
+            if name in scope.all_ids:
+                message = f"steps.{name} is read before step '{name}' has run"
+                hint = "a step can only read the output of the steps before it"
+            else:
+                message = f"no step '{name}' in this flow (steps.{name})"
+                hint = _suggest(name, scope.all_ids)
+            out.append(flow.diag(path, message, severity="warning", hint=hint))
     return out
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a template may read besides the trigger: allow-listed env, earlier steps."""
+
+    env_allow: frozenset[str] | None = None  # None = unknown (no settings): not checked
+    step: int | None = None  # index of the step the template is in; None in the trigger
+    earlier: frozenset[str] = frozenset()
+    all_ids: frozenset[str] = frozenset()
+
+
+class _Analysis(NamedTuple):
+    error: str  # "" when the template is valid
+    body_paths: tuple[tuple[str, ...], ...] = ()  # trigger.body.… paths read
+    names: tuple[tuple[str, str], ...] = ()  # ("env", NAME) and ("steps", ID) read
 
 
 def _template_error(text: str, condition: bool) -> str:
     """"" when `text` is a valid template (see `_analyse`)."""
-    return _analyse(text, condition)[0]
+    return _analyse(text, condition).error
 
 
 def _body_paths(text: str, condition: bool) -> tuple[tuple[str, ...], ...]:
     """The ``trigger.body.…`` paths `text` reads (see `hookd.templating.body_paths`)."""
-    return _analyse(text, condition)[1]
+    return _analyse(text, condition).body_paths
 
 
 @functools.lru_cache(maxsize=8192)
-def _analyse(text: str, condition: bool) -> tuple[str, tuple[tuple[str, ...], ...]]:
-    """(error or "", body paths) of one template, parsed once; cached because flows
-    repeat templates.
+def _analyse(text: str, condition: bool) -> _Analysis:
+    """What one template reads, and whether it is valid; parsed once and cached because
+    flows repeat templates.
 
     Parsing and checking filter/test names finds what compiling finds (syntax errors,
     unknown filters) at a seventh of the cost: `hookd check` sees thousands of templates.
@@ -473,27 +509,37 @@ def _analyse(text: str, condition: bool) -> tuple[str, tuple[tuple[str, ...], ..
         try:
             (templating.compile_condition if condition else templating.compile_value)(text)
         except templating.TemplateError as exc:
-            return str(exc), ()
-        return "", tuple(templating.body_paths(text, condition=condition))
+            return _Analysis(str(exc))
+        return _Analysis("", tuple(templating.body_paths(text, condition=condition)))
     source = text
     if condition and not templating.is_template(text):
         source = "{{ " + text + " }}"
     elif not templating.is_template(text):
-        return "", ()
+        return _Analysis("")
     try:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         where = f" (line {exc.lineno} of the template)" if (exc.lineno or 0) > 1 else ""
-        return f"syntax error: {exc.message} in `{_shorten(text)}`{where}", ()
+        return _Analysis(f"syntax error: {exc.message} in `{_shorten(text)}`{where}")
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         table, what = (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
         if node.name not in table:
             hint = _suggest(node.name, table)
-            return f"unknown {what} '{node.name}' in `{_shorten(text)}`" + (f"; {hint}" if hint else ""), ()
+            return _Analysis(f"unknown {what} '{node.name}' in `{_shorten(text)}`" + (f"; {hint}" if hint else ""))
     found: list[tuple[str, ...]] = []
     if "body" in text:
         walk(tree, found)
-    return "", tuple(dict.fromkeys(p for p in found if p))
+    names: list[tuple[str, str]] = []
+    if "env" in text or "steps" in text:
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            base = node.node
+            if not (isinstance(base, nodes.Name) and base.name in ("env", "steps")):
+                continue
+            if isinstance(node, nodes.Getattr):
+                names.append((base.name, node.attr))
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                names.append((base.name, node.arg.value))
+    return _Analysis("", tuple(dict.fromkeys(p for p in found if p)), tuple(dict.fromkeys(names)))
 
 
 def _shorten(text: str, limit: int = 120) -> str:

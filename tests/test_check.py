@@ -134,7 +134,7 @@ def test_templates_must_parse_in_steps_and_trigger(tmp_path: Path) -> None:
     diags = problems(tmp_path, flow)
     assert [(d.line, d.key) for d in diags] == [
         (6, "trigger.parameters.repo"), (8, "steps[0].if"), (10, "steps[1].http.url")]
-    assert all(d.message.startswith("template does not parse: syntax error") for d in diags)
+    assert all(d.message.startswith("bad template: syntax error") for d in diags)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +229,20 @@ def test_schema_path_follows_allof_branches() -> None:
 )
 def test_type_problem(value: object, schema: dict[str, object], problem: str) -> None:
     assert type_problem(value, schema) == problem
+
+
+def test_templates_may_read_only_allow_listed_env_and_earlier_steps(tmp_path: Path) -> None:
+    flow = GITHUB_TRIGGER.replace("repo: r", "repo: '{{ env.REPO }}'") + "\n".join([
+        "steps:",
+        "  - {id: first, log: \"{{ env.TOPIC }} {{ env['HOME'] }}\"}",
+        "  - {id: second, log: \"{{ steps.first.output }} {{ steps.third.output }}\"}",
+        "  - {id: third, log: \"{{ steps.frist.output }}\"}",
+    ]) + "\n"
+    diags = problems(tmp_path, flow, settings="public_url: https://x\nenv: [TOPIC, REPO]\n")
+    assert [(d.line, d.severity, d.message, d.hint) for d in diags] == [
+        (8, "warning", "env.HOME is not in the env allow-list of hookd.yaml: templates cannot read it",
+         "add it to hookd.yaml: env: [HOME]"),
+        (9, "warning", "steps.third is read before step 'third' has run",
+         "a step can only read the output of the steps before it"),
+        (10, "warning", "no step 'frist' in this flow (steps.frist)", "did you mean 'first'?"),
+    ]
