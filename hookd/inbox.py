@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hookd.store import db
-from hookd.store.deliveries import DeliveryStore, NewDelivery
+from hookd.store.deliveries import DeliveryStore, NewDelivery, PreparedRow, prepare
 from hookd.store.subscriptions import SubscriptionStore
 
 log = logging.getLogger("hookd.inbox")
@@ -53,7 +53,7 @@ class Recorded:
 @dataclass
 class _Job:
     kind: str  # "record" | "verify"
-    deliveries: Sequence[NewDelivery] = ()
+    rows: Sequence[PreparedRow] = ()
     dedup_key: str | None = None
     subscription_id: str = ""
     when: float = 0.0
@@ -135,7 +135,10 @@ class Inbox:
         When `dedup_key` was recorded within `dedup_window`, nothing is written and the
         result carries the original delivery id with ``duplicate=True``.
         """
-        return await self._submit(_Job("record", deliveries=deliveries, dedup_key=dedup_key))
+        # Ids and JSON are made here, on the event loop, so the writer holds the GIL as
+        # briefly as possible between its SQLite calls.
+        rows = [prepare(d) for d in deliveries]
+        return await self._submit(_Job("record", rows=rows, dedup_key=dedup_key))
 
     async def mark_verified(self, subscription_id: str, when: float) -> bool:
         """Stamp a subscription's ``verified_at`` (a ping arrived); False when unknown."""
@@ -259,26 +262,31 @@ class Inbox:
     def _write(
         self, batch: list[_Job], deliveries: DeliveryStore, subscriptions: SubscriptionStore
     ) -> list[tuple[_Job, Any]]:
+        """One transaction for the whole batch, in as few SQLite statements as possible:
+        BEGIN, one dedup lookup, one multi-row INSERT, COMMIT (+ rare ping stamps)."""
         conn = deliveries.conn
         results: list[tuple[_Job, Any]] = []
-        seen_now: dict[str, str] = {}
-        since = self.clock() - self.dedup_window
+        keys = {job.dedup_key for job in batch if job.dedup_key is not None}
+        rows: list[PreparedRow] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            known = deliveries.seen_many(sorted(keys), self.clock() - self.dedup_window) if keys else {}
             for job in batch:
                 if job.kind == "verify":
                     results.append((job, subscriptions.mark_verified(job.subscription_id, job.when)))
                     continue
                 key = job.dedup_key
-                if key is not None:
-                    original = seen_now.get(key) or deliveries.seen(key, since)
-                    if original is not None:
-                        results.append((job, Recorded([original], duplicate=True)))
-                        continue
-                ids = deliveries.insert(job.deliveries)
+                original = known.get(key) if key is not None else None
+                if original is not None:
+                    results.append((job, Recorded([original], duplicate=True)))
+                    continue
+                ids = [row[0] for row in job.rows]
                 if key is not None and ids:
-                    seen_now[key] = ids[0]
+                    known[key] = ids[0]  # a second copy in this same batch is a repeat too
+                rows.extend(job.rows)
                 results.append((job, Recorded(ids)))
+            if rows:
+                deliveries.insert_prepared(rows)
             conn.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
         except BaseException:
             with contextlib.suppress(Exception):

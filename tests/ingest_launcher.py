@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir: Path = args.state
     config = make_config(state_dir, f"http://127.0.0.1:{args.port}")
     app: Any
+    state: Any = None
     if args.mode == "bare":
         app = bare_app(subscription(config, state_dir, "push").secret)
     else:
@@ -232,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         loop=args.loop, http=args.http, lifespan="off",
     )
     stop.set()
+    if state is not None:
+        state.inbox.close()
+        st = state.inbox.stats
+        print(
+            f"inbox: {st.commits} commits, {st.jobs} requests, {st.deliveries} deliveries, "
+            f"mean batch {st.jobs / max(st.commits, 1):.1f}, max batch {st.max_batch}, "
+            f"mean commit {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms",
+            file=sys.stderr, flush=True,
+        )
     return 0
 
 

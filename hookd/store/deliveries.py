@@ -149,6 +149,28 @@ _COLUMNS = (
 )
 
 
+# id, subscription_id, flow, received_at, headers (JSON), body, event, dedup_key, item, flags
+PreparedRow = tuple[str, str, str, float, str, bytes, str | None, str | None, int | None, str]
+_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)"
+_ROWS_PER_INSERT = 500  # 11 variables each: well under SQLite's 32766
+
+
+def prepare(d: NewDelivery) -> PreparedRow:
+    """The row for `d`, with a fresh id (done outside the writer to keep it short)."""
+    return (
+        new_id(d.received_at),
+        d.subscription_id,
+        d.flow,
+        d.received_at,
+        json.dumps(dict(d.headers), separators=(",", ":")),
+        d.body,
+        d.event,
+        d.dedup_key,
+        d.item,
+        json.dumps(list(d.flags)),
+    )
+
+
 def _row(r: sqlite3.Row) -> Delivery:
     return Delivery(
         id=r["id"],
@@ -194,31 +216,30 @@ class DeliveryStore:
 
     def insert(self, deliveries: Sequence[NewDelivery]) -> list[str]:
         """Insert without managing a transaction (the caller's, e.g. the inbox writer's)."""
+        rows = [prepare(d) for d in deliveries]
+        self.insert_prepared(rows)
+        return [r[0] for r in rows]
+
+    def insert_prepared(self, rows: Sequence[PreparedRow]) -> None:
+        """Insert rows made by `prepare`, several per statement, in the caller's transaction.
+
+        Multi-row INSERTs rather than `executemany`: each SQLite step releases and
+        re-takes the GIL, and the inbox writer wants as few of those as possible while
+        the event loop is busy.
+        """
         now = self._clock()
-        ids = [new_id(d.received_at) for d in deliveries]
-        rows = [
-            (
-                i,
-                d.subscription_id,
-                d.flow,
-                d.received_at,
-                json.dumps(dict(d.headers), separators=(",", ":")),
-                d.body,
-                d.event,
-                d.dedup_key,
-                d.item,
-                json.dumps(list(d.flags)),
-                now,
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            values = ",".join([_ROW_PLACEHOLDERS] * len(chunk))
+            args: list[object] = []
+            for row in chunk:
+                args.extend(row)
+                args.append(now)
+            self.conn.execute(
+                "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers, body,"
+                f" event, dedup_key, item, flags, updated_at, status, attempts) VALUES {values}",
+                args,
             )
-            for i, d in zip(ids, deliveries, strict=True)
-        ]
-        self.conn.executemany(
-            "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers, body,"
-            " event, dedup_key, item, flags, updated_at, status, attempts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)",
-            rows,
-        )
-        return ids
 
     def claim(self, limit: int = 1, *, flows: Sequence[str] | None = None) -> list[Delivery]:
         """Move up to `limit` queued deliveries to running, oldest first, and return them.
@@ -298,6 +319,20 @@ class DeliveryStore:
             (dedup_key, since),
         ).fetchone()
         return r[0] if r is not None else None
+
+    def seen_many(self, dedup_keys: Sequence[str], since: float) -> dict[str, str]:
+        """`seen` for several keys in one statement: key → first delivery id."""
+        out: dict[str, str] = {}
+        for start in range(0, len(dedup_keys), 500):
+            chunk = list(dedup_keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, first in self.conn.execute(
+                f"SELECT dedup_key, min(id) FROM deliveries WHERE dedup_key IN ({marks})"
+                " AND received_at >= ? GROUP BY dedup_key",
+                (*chunk, since),
+            ):
+                out[key] = first
+        return out
 
     def depth(self) -> int:
         """Deliveries not finished yet (queued or running)."""

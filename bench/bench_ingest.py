@@ -1,0 +1,232 @@
+"""Ingest throughput: hookd's durable callback path against a bare HMAC-checking app.
+
+    python bench/bench_ingest.py [--duration 10] [--connections 32] [--window 0]
+                                 [--profile py-spy|cprofile]
+
+Both servers are real uvicorn processes on 127.0.0.1 (tests/ingest_launcher.py), driven by
+wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
+``X-Hub-Signature-256`` and a unique ``X-GitHub-Delivery`` per request:
+
+- baseline: a starlette app that reads the body, checks the HMAC and answers 202;
+- hookd:    `hookd.server` — route + token check, HMAC, JSON parse, schema validation,
+            dedup lookup, durable record through the group-commit inbox (SQLite WAL,
+            synchronous=FULL: fsync before the answer), 202 with the delivery id.
+
+Prints both requests/s, the ratio (goal ≥ 0.6), p50/p99 latency (goal p99 < 50 ms),
+non-2xx answers, the inbox's commits and batch sizes, and checks that every 2xx answer
+is in the store. Without wrk (Debian package ``wrk``) a Python load generator is used;
+its numbers are lower for both, the ratio is still meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hookd.verify import sign  # noqa: E402
+from tests.ingest_launcher import DATA, make_config, subscription, wait_listening  # noqa: E402
+
+PAYLOAD = DATA / "github" / "push.0.json"
+
+LUA = r"""
+local counter = 0
+local thread_id = 0
+local threads = {}
+function setup(thread)
+  thread_id = thread_id + 1
+  thread:set("tid", thread_id)
+end
+function init(args)
+  local f = io.open("%(payload)s", "rb")
+  body = f:read("*all")
+  f:close()
+end
+function request()
+  counter = counter + 1
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["X-GitHub-Event"] = "push"
+  headers["X-Hub-Signature-256"] = "%(signature)s"
+  headers["X-GitHub-Delivery"] = "bench-" .. tid .. "-" .. counter .. "-%(run)s"
+  return wrk.format("POST", "%(path)s", headers, body)
+end
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(mode: str, state: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, str(REPO / "tests" / "ingest_launcher.py"), "--state", str(state),
+           "--port", str(port), "--mode", mode, *extra]
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state.parent / f"{mode}.log", "wb") as log:  # a file: a pipe could fill and block
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    wait_listening(port)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_wrk(port: int, path: str, signature: str, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LUA % {"payload": PAYLOAD, "signature": signature, "path": path, "run": tag})
+        script = f.name
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s",
+             "--latency", "-s", script, f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        os.unlink(script)
+    return parse_wrk(out)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "requests": total, "p50": p50, "p99": p99,
+            "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+async def _py_load(port: int, path: str, signature: str, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    """Fallback load generator (httpx), used only when wrk is not installed."""
+    import httpx
+
+    body = PAYLOAD.read_bytes()
+    latencies: list[float] = []
+    bad = 0
+    deadline = time.monotonic() + args.duration
+
+    async def worker(n: int, client: httpx.AsyncClient) -> None:
+        nonlocal bad
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            headers = {"content-type": "application/json", "x-github-event": "push",
+                       "x-hub-signature-256": signature, "x-github-delivery": f"py-{n}-{i}-{tag}"}
+            t = time.perf_counter()
+            r = await client.post(path, content=body, headers=headers)
+            latencies.append(time.perf_counter() - t)
+            bad += not (200 <= r.status_code < 300)
+
+    limits = httpx.Limits(max_connections=args.connections)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(worker(n, client) for n in range(args.connections)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "requests": len(latencies),
+            "p50": latencies[len(latencies) // 2] * 1000, "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+            "non2xx": bad, "socket_errors": ""}
+
+
+def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    state = root / mode
+    port = _free_port()
+    config = make_config(state, f"http://127.0.0.1:{port}")
+    target = subscription(config, state, "push")
+    signature = sign(target.verification, target.secret, PAYLOAD.read_bytes(), now=0)["X-Hub-Signature-256"]
+    proc = start(mode, state, port, extra)
+    profiler = None
+    try:
+        if args.profile == "py-spy" and mode == "hookd" and shutil.which("py-spy"):
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "-p", str(proc.pid), "-d", str(args.duration), "-f", "speedscope",
+                 "-o", str(root / "hookd.speedscope.json"), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tag = str(int(time.time()))
+        if shutil.which("wrk"):
+            result = run_wrk(port, target.path, signature, args, tag)
+        else:
+            result = asyncio.run(_py_load(port, target.path, signature, args, tag))
+    finally:
+        if profiler is not None:
+            profiler.wait()
+        stop(proc)
+    stats = re.search(r"inbox: .*", (root / f"{mode}.log").read_text())
+    result["inbox"] = stats.group(0) if stats else ""
+    if mode == "hookd":
+        conn = sqlite3.connect(state / "hookd.db")
+        result["recorded"] = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        conn.close()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="hookd durable ingest vs a bare HMAC app")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--window", type=float, default=None, help="inbox group-commit window (s)")
+    parser.add_argument("--loop", default="auto", help="uvicorn --loop for both servers")
+    parser.add_argument("--http", default="auto", help="uvicorn --http for both servers")
+    parser.add_argument("--profile", choices=["py-spy", "cprofile", "none"], default="none")
+    args = parser.parse_args()
+
+    common = ["--loop", args.loop, "--http", args.http]
+    hookd_extra = [*common, *(["--window", str(args.window)] if args.window is not None else [])]
+    with tempfile.TemporaryDirectory(prefix="hookd-bench-") as tmp:
+        root = Path(tmp)
+        bare = measure("bare", root, args, common)
+        hookd = measure("hookd", root, args, hookd_extra)
+        if args.profile == "py-spy" and (root / "hookd.speedscope.json").exists():
+            dest = REPO / "bench" / "out"
+            dest.mkdir(exist_ok=True)
+            shutil.copy(root / "hookd.speedscope.json", dest / "ingest.speedscope.json")
+            print(f"profile: {dest / 'ingest.speedscope.json'} (open in speedscope.app)")
+
+    ok = hookd["requests"] - hookd["non2xx"]
+    load = "wrk" if shutil.which("wrk") else "python (httpx)"
+    print(f"load: {load}, {args.connections} connections, {args.duration}s, "
+          f"payload {PAYLOAD.stat().st_size} bytes, signed")
+    for name, r in (("bare starlette + HMAC", bare), ("hookd durable ingest", hookd)):
+        print(f"{name:24s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+              f"  non-2xx {r['non2xx']}  {r['socket_errors']}")
+    print(hookd["inbox"])
+    ratio = hookd["rps"] / bare["rps"] if bare["rps"] else 0.0
+    print(f"ratio hookd/bare: {ratio:.2f} (goal >= 0.60)   hookd p99: {hookd['p99']:.1f} ms (goal < 50)")
+    print(f"2xx answers {ok}, deliveries recorded {hookd['recorded']} "
+          f"({'OK: every 2xx is recorded' if hookd['recorded'] >= ok else 'LOST DELIVERIES'})")
+    return 0 if hookd["recorded"] >= ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
