@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import queue
 import sqlite3
@@ -137,7 +138,10 @@ class Inbox:
         """
         # Ids and JSON are made here, on the event loop, so the writer holds the GIL as
         # briefly as possible between its SQLite calls.
-        rows = [prepare(d) for d in deliveries]
+        rows = [
+            prepare(d if d.dedup_key == dedup_key else dataclasses.replace(d, dedup_key=dedup_key))
+            for d in deliveries
+        ]
         return await self._submit(_Job("record", rows=rows, dedup_key=dedup_key))
 
     async def mark_verified(self, subscription_id: str, when: float) -> bool:

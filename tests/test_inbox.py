@@ -1,0 +1,153 @@
+"""The group-commit inbox: durable before it answers, batched, deduplicating, isolating failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookd.inbox import Inbox, InboxError, Recorded
+from hookd.store.db import DB_NAME, open_db
+from hookd.store.deliveries import DeliveryStore, NewDelivery
+from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
+
+
+def _d(n: int, **kw: object) -> NewDelivery:
+    return NewDelivery("sub", "flow", 1000.0 + n, {"h": str(n)}, b'{"n": %d}' % n, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Iterator[Inbox]:
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, dedup_window=3600.0)
+    yield box
+    box.close()
+
+
+def test_recorded_deliveries_are_committed_when_record_returns(inbox: Inbox, tmp_path: Path) -> None:
+    async def go() -> Recorded:
+        return await inbox.record([_d(1)])
+
+    result = asyncio.run(go())
+    # A separate connection sees the row: it is committed, not just written.
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    assert other.execute("SELECT count(*) FROM deliveries WHERE id = ?", result.ids).fetchone()[0] == 1
+    assert inbox.db_path.exists()
+
+
+def test_concurrent_requests_share_commits(inbox: Inbox, tmp_path: Path) -> None:
+    inbox.window = 0.005  # make batching deterministic enough for a test
+
+    async def go() -> list[Recorded]:
+        return await asyncio.gather(*(inbox.record([_d(i)]) for i in range(300)))
+
+    results = asyncio.run(go())
+    ids = [r.ids[0] for r in results]
+    assert len(set(ids)) == 300
+    assert DeliveryStore(open_db(tmp_path)).depth() == 300
+    assert inbox.stats.commits < 100  # far fewer fsyncs than requests
+    assert inbox.stats.max_batch > 1
+
+
+def test_dedup_across_and_within_batches(inbox: Inbox) -> None:
+    inbox.window = 0.005
+
+    async def go() -> tuple[list[Recorded], Recorded]:
+        together = await asyncio.gather(
+            *(inbox.record([_d(i, dedup_key="sub:x")], dedup_key="sub:x") for i in range(5))
+        )
+        later = await inbox.record([_d(9, dedup_key="sub:x")], dedup_key="sub:x")
+        return together, later
+
+    together, later = asyncio.run(go())
+    originals = [r for r in together if not r.duplicate]
+    assert len(originals) == 1
+    first = originals[0].ids[0]
+    assert all(r.ids == [first] for r in together)
+    assert later == Recorded([first], duplicate=True)
+
+
+def test_dedup_window_expires(tmp_path: Path) -> None:
+    now = [1000.0]
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0)
+
+    async def go() -> tuple[Recorded, Recorded]:
+        a = await box.record([_d(0, dedup_key="k")], dedup_key="k")
+        now[0] += 61.0
+        b = await box.record([_d(61, dedup_key="k")], dedup_key="k")
+        return a, b
+
+    try:
+        a, b = asyncio.run(go())
+    finally:
+        box.close()
+    assert not b.duplicate and a.ids != b.ids
+
+
+def test_one_bad_request_does_not_fail_its_batch(inbox: Inbox, tmp_path: Path) -> None:
+    inbox.window = 0.01
+    bad = NewDelivery("sub", "flow", 1.0, {}, None)  # type: ignore[arg-type]  # body NOT NULL
+
+    async def go() -> tuple[object, ...]:
+        return await asyncio.gather(
+            inbox.record([_d(1)]), inbox.record([bad]), inbox.record([_d(2)]), return_exceptions=True
+        )
+
+    good1, failed, good2 = asyncio.run(go())
+    assert isinstance(failed, InboxError)
+    assert isinstance(good1, Recorded) and isinstance(good2, Recorded)
+    assert DeliveryStore(open_db(tmp_path)).depth() == 2
+
+
+def test_closed_inbox_refuses(inbox: Inbox) -> None:
+    inbox.close()
+
+    async def go() -> Recorded:
+        return await inbox.record([_d(1)])
+
+    with pytest.raises(InboxError):
+        asyncio.run(go())
+    assert not inbox.healthy
+
+
+def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / DB_NAME)
+
+    async def go() -> list[Recorded]:
+        tasks = [asyncio.ensure_future(box.record([_d(i)])) for i in range(50)]
+        await asyncio.sleep(0)
+        results = await asyncio.gather(*tasks)
+        await box.aclose()
+        return results
+
+    results = asyncio.run(go())
+    assert len(results) == 50
+    assert DeliveryStore(open_db(tmp_path)).depth() == 50
+
+
+def test_listeners_hear_of_new_deliveries_only(inbox: Inbox) -> None:
+    pokes: list[int] = []
+    inbox.add_listener(lambda: pokes.append(1))
+
+    async def go() -> None:
+        await inbox.record([_d(1)], dedup_key="k")
+        await inbox.record([_d(2)], dedup_key="k")  # a repeat: nothing new to run
+
+    asyncio.run(go())
+    assert len(pokes) == 1
+
+
+def test_mark_verified(inbox: Inbox, tmp_path: Path) -> None:
+    SubscriptionStore(open_db(tmp_path)).upsert(SubscriptionRow(
+        id="sub", flow="flow", fingerprint="f", connector="github", operation="op",
+        connection=None, scope=None, parameters={}, location=None, upstream_id=None, secret="s",
+    ))
+
+    async def go() -> tuple[bool, bool]:
+        return await inbox.mark_verified("sub", 1234.0), await inbox.mark_verified("nope", 1.0)
+
+    assert asyncio.run(go()) == (True, False)
+    row = SubscriptionStore(open_db(tmp_path)).get("sub")
+    assert row is not None and row.verified_at == 1234.0

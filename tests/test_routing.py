@@ -1,0 +1,160 @@
+"""Routing decisions, as a table: which subscription ids and tokens reach which flow."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hookd import routing, tokens
+from hookd.connector import Verification
+from hookd.model import SecretRef
+from hookd.secrets import SecretError
+from hookd.store.subscriptions import SubscriptionRow
+from tests.ingest_launcher import make_config
+
+SECRET = bytes(range(32))
+CONFIG = make_config(Path("/nonexistent/state"))
+
+
+def _row(sub_id: str, flow: str, status: str = "active", connector: str = "github") -> SubscriptionRow:
+    return SubscriptionRow(
+        id=sub_id, flow=flow, fingerprint="f", connector=connector, operation="webhook-trigger",
+        connection=None, scope=None, parameters={}, location=None, upstream_id="7",
+        secret="row-secret", status=status,  # type: ignore[arg-type]
+    )
+
+
+ROWS = {
+    r.id: r
+    for r in (
+        _row("push-old0000001", "push"),
+        _row("push-dying00001", "push", status="deleting"),
+        _row("removed-0000001", "no-such-flow"),
+        _row("paused-old00001", "paused"),
+    )
+}
+
+
+def _table(rows: dict[str, SubscriptionRow] | None = None) -> routing.RouteTable:
+    return routing.build(CONFIG, SECRET, rows=rows or {}, resolve=lambda v: str(v))
+
+
+def _sub_of(table: routing.RouteTable, flow: str) -> str:
+    return next(r.subscription_id for r in table.routes.values() if r.flow == flow)
+
+
+def _lookup(table: routing.RouteTable, sub_id: str, token: str | None = None) -> routing.Route:
+    token = tokens.callback_token(SECRET, sub_id) if token is None else token
+    return routing.lookup(table, sub_id, token, ROWS.get)
+
+
+def test_every_flow_has_a_route_disabled_ones_too() -> None:
+    table = _table()
+    assert sorted(r.flow for r in table.routes.values()) == sorted(CONFIG.flows)
+    assert table.routes[_sub_of(table, "paused")].state == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("case", "sub", "token", "outcome"),
+    [
+        ("current subscription", "flow:push", None, "push"),
+        ("wrong token", "flow:push", "hkd1_" + "A" * 43, routing.NotFound),
+        ("empty token", "flow:push", "", routing.NotFound),
+        ("token of another subscription", "flow:push", "token-of:gitea", routing.NotFound),
+        ("unknown id, correctly minted token", "nobody-00000001", None, routing.NotFound),
+        ("disabled flow", "flow:paused", None, routing.Unavailable),
+        ("superseded hook of a live flow", "push-old0000001", None, "push"),
+        ("superseded hook, wrong token", "push-old0000001", "hkd1_x", routing.NotFound),
+        ("being deleted", "push-dying00001", None, routing.Gone),
+        ("flow removed from the config", "removed-0000001", None, routing.Gone),
+        ("old hook of a disabled flow", "paused-old00001", None, routing.Unavailable),
+    ],
+)
+def test_lookup(case: str, sub: str, token: str | None, outcome: object) -> None:
+    table = _table()
+    if sub.startswith("flow:"):
+        sub = _sub_of(table, sub[5:])
+    if token is not None and token.startswith("token-of:"):
+        token = tokens.callback_token(SECRET, _sub_of(table, token[9:]))
+    if isinstance(outcome, str):
+        route = _lookup(table, sub, token)
+        assert route.flow == outcome and route.subscription_id == sub
+    else:
+        with pytest.raises(outcome):  # type: ignore[call-overload]
+            _lookup(table, sub, token)
+
+
+def test_unknown_ids_with_bad_tokens_never_reach_the_store() -> None:
+    asked: list[str] = []
+
+    def find(sub_id: str) -> SubscriptionRow | None:
+        asked.append(sub_id)
+        return ROWS.get(sub_id)
+
+    with pytest.raises(routing.NotFound):
+        routing.lookup(_table(), "push-old0000001", "hkd1_guess", find)
+    assert asked == []
+
+
+def test_route_carries_what_the_request_needs() -> None:
+    table = _table()
+    push = table.routes[_sub_of(table, "push")]
+    assert push.verification.kind == "hmac-sha256" and push.verification.prefix == "sha256="
+    assert push.delivery_id_header == "x-github-delivery" and push.event_header == "x-github-event"
+    assert push.ping_event == "ping" and push.validation == "warn" and push.validator is not None
+    assert push.secret == tokens.signing_secret(SECRET, push.subscription_id)
+    assert "secret" not in repr(push) or push.secret not in repr(push)
+    gitlab = table.routes[_sub_of(table, "gitlab")]
+    assert "x-gitlab-token" in gitlab.drop_headers  # the token header is the secret itself
+    items = table.routes[_sub_of(table, "items")]
+    assert items.batch and items.validation == "reject"
+    gitea = table.routes[_sub_of(table, "gitea")]
+    assert gitea.validation == "off" and gitea.validator is None  # no schema: nothing to check
+
+
+def test_store_secret_wins_and_deleting_row_is_gone() -> None:
+    table = _table()
+    sub = _sub_of(table, "push")
+    with_rows = _table({sub: replace(_row(sub, "push"), secret="recorded")})
+    assert with_rows.routes[sub].secret == "recorded"
+    dying = _table({sub: _row(sub, "push", status="deleting")})
+    with pytest.raises(routing.Gone):
+        _lookup(dying, sub)
+
+
+def test_flow_verify_secret_on_an_unsigned_connector_means_standard_webhooks() -> None:
+    table = _table()
+    signed = table.routes[_sub_of(table, "signed")]
+    assert signed.verification == Verification("standard-webhooks")
+    assert signed.secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert table.routes[_sub_of(table, "open")].verification.kind == "none"
+
+
+def test_unresolvable_verify_secret_disables_the_route_instead_of_accepting_anything() -> None:
+    flows = dict(CONFIG.flows)
+    flows["signed"] = replace(flows["signed"], verify_secret=SecretRef("env", "MISSING"))
+
+    def resolve(value: object) -> str:
+        raise SecretError(str(value), "not set")
+
+    table = routing.build(replace(CONFIG, flows=flows), SECRET, resolve=resolve)
+    with pytest.raises(routing.Unavailable):
+        _lookup(table, _sub_of(table, "signed"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"ref": "refs/heads/main", "after": "abc", "repository": {"full_name": "o/r"}}, []),
+        ({"ref": "r", "after": "a", "repository": {"full_name": "o/r"}, "extra": 1}, []),
+        ({"after": "a", "repository": {"full_name": "o/r"}}, ["(root): 'ref' is a required property"]),
+        ({"ref": 5, "after": "a", "repository": {}}, ["ref: 5 is not of type 'string'",
+                                                      "repository: 'full_name' is a required property"]),
+        ([1, 2], ["(root): [1, 2] is not of type 'object'"]),
+    ],
+)
+def test_violations(payload: object, expected: list[str]) -> None:
+    table = _table()
+    assert sorted(routing.violations(table.routes[_sub_of(table, "push")], payload)) == sorted(expected)
