@@ -12,6 +12,7 @@ or as JSON. Loaders never raise on bad input: they append diagnostics and go on.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -38,10 +39,8 @@ class Diagnostic:
     def format(self, relative_to: Path | None = None) -> str:
         path = self.file
         if relative_to is not None:
-            try:
+            with contextlib.suppress(ValueError):  # outside the directory: keep as is
                 path = self.file.relative_to(relative_to)
-            except ValueError:
-                pass
         where = f"{path}:{self.line}:{self.col}" if self.line else str(path)
         text = f"{where}: {self.severity}: {self.message}"
         if self.key:
