@@ -103,3 +103,27 @@ def test_missing_directory_is_a_usage_error(capsys: pytest.CaptureFixture[str], 
     code, out, err = run(capsys, str(tmp_path / "nope"))
     assert (code, out) == (2, "")
     assert "does not exist" in err
+
+
+def test_every_json_key_and_extension_is_documented(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hookd import connector_extensions
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "connectors.md").read_text()
+    reference = docs[docs.index("### JSON output"):]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOOKD_CONFIG", raising=False)
+    _, out, _ = run(capsys, "--format", "json")
+    document = json.loads(out)
+    github = document["connectors"][1]
+    keys = {f"`{k}`" for k in document}
+    keys |= {f"`connectors[].{k}" for k in github if k not in ("triggers", "actions")}
+    keys |= {f"connectors[].triggers[].{k}" for k in github["triggers"][0]}
+    for key in sorted(keys):
+        bare = key.strip("`").rsplit(".", 1)[-1]
+        documented = (key in reference or f".{bare}`" in reference
+                      or f"{key.rstrip('`')}[]" in reference)
+        assert documented, f"{key} is not documented"
+    for extension in connector_extensions.KNOWN:
+        assert f"### `{extension}`" in docs, f"{extension} has no section in docs/connectors.md"
