@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -522,20 +522,23 @@ class _Builder:
         polling: list[str] = []
         request_trigger = False
         for op_id, op in operations.items():
-            if not op.is_trigger:
-                if ext.REQUEST_TRIGGER in self.raw_ops[op_id][1]:
-                    self.diag("error", f"{ext.REQUEST_TRIGGER} on an operation without x-ms-trigger",
-                              (*self.raw_ops[op_id][0], ext.REQUEST_TRIGGER))
-                continue
             where, raw, path_item = self.raw_ops[op_id]
+            if not op.is_trigger:
+                if ext.REQUEST_TRIGGER in raw:
+                    self.diag("error", f"{ext.REQUEST_TRIGGER} on an operation without x-ms-trigger",
+                              (*where, ext.REQUEST_TRIGGER))
+                self._unused_settings(raw, where, "it is not a trigger")
+                continue
             if ext.REQUEST_TRIGGER in raw and ext.parse_flag(raw[ext.REQUEST_TRIGGER], problems):
                 request_trigger = True
                 self.report(problems, (*where, ext.REQUEST_TRIGGER))
+                self._unused_settings(raw, where, "a request trigger registers nothing upstream")
                 continue
             self.report(problems, (*where, ext.REQUEST_TRIGGER))
             webhook = self._webhook(op, where, raw, path_item, operations, top)
             if webhook is None:
                 polling.append(op_id)
+                self._unused_settings(raw, where, "it is a polling trigger")
             else:
                 webhooks[op_id] = webhook
 
@@ -682,10 +685,15 @@ class _Builder:
         ]
         for key, parse in parsers:
             if key in node:
-                settings.present.add(key)
+                settings.origin[key] = (*where, key)
                 parse(node[key])
                 self.report(problems, (*where, key))
         return settings
+
+    def _unused_settings(self, raw: dict[str, Any], where: KeyPath, why: str) -> None:
+        for key in ext.KNOWN:
+            if key in raw and key != ext.REQUEST_TRIGGER:
+                self.diag("warning", f"{key} has no effect on this operation: {why}", (*where, key))
 
     def _webhook(self, op: Operation, where: KeyPath, raw: dict[str, Any], path_item: dict[str, Any],
                  operations: dict[str, Operation], top: _Settings) -> WebhookTrigger | None:
@@ -757,16 +765,16 @@ class _Builder:
             target = operations.get(spec.operation or "")
             if target is None:
                 self.diag("error", f"{ext.DELETE}: no operation '{spec.operation}'",
-                          settings.where(where, ext.DELETE),
+                          settings.where(ext.DELETE),
                           hint=did_you_mean(spec.operation or "", operations))
                 return DeleteStrategy("location")
             if target.method != "DELETE":
                 self.diag("warning", f"{ext.DELETE}: '{spec.operation}' is a {target.method}, "
-                          "not a DELETE", settings.where(where, ext.DELETE))
+                          "not a DELETE", settings.where(ext.DELETE))
             id_param = spec.id_param or self._new_path_param(op, target)
             if id_param and target.parameter(id_param) is None:
                 self.diag("error", f"{ext.DELETE}: '{spec.operation}' has no parameter '{id_param}'",
-                          settings.where(where, ext.DELETE),
+                          settings.where(ext.DELETE),
                           hint=did_you_mean(id_param, [p.name for p in target.parameters]))
             return DeleteStrategy("operation", target.operation_id, id_param,
                                   spec.id_field or self._id_field(op, id_param), ext.DELETE)
@@ -814,11 +822,11 @@ class _Builder:
         target = operations.get(spec.operation)
         if target is None:
             self.diag("error", f"{ext.LIST}: no operation '{spec.operation}'",
-                      settings.where(where, ext.LIST), hint=did_you_mean(spec.operation, operations))
+                      settings.where(ext.LIST), hint=did_you_mean(spec.operation, operations))
             return None
         if target.method != "GET":
             self.diag("warning", f"{ext.LIST}: '{spec.operation}' is a {target.method}, not a GET",
-                      settings.where(where, ext.LIST))
+                      settings.where(ext.LIST))
         return ListStrategy(spec.operation, spec.url_field, spec.id_field, spec.items_field)
 
     # ------------------------------------------------------------------ auth
@@ -911,8 +919,7 @@ class _Settings:
     list: ext.ListSpec | None = None
     delete: ext.DeleteSpec | None = None
     secret: RequestPath | None = None
-    present: set[str] = field(default_factory=set)
-    origin: dict[str, KeyPath] = field(default_factory=dict)
+    origin: dict[str, KeyPath] = field(default_factory=dict)  # key → where it was declared
 
     def set_event(self, header: str | None, ping: str | None) -> None:
         self.event_header, self.ping_event = header, ping
@@ -924,16 +931,8 @@ class _Settings:
                      "delete", "secret"):
             mine = getattr(self, name)
             setattr(merged, name, mine if mine is not None else getattr(top, name))
-        merged.present = self.present | top.present
-        merged.origin = {k: () for k in top.present} | {k: ("op",) for k in self.present}
+        merged.origin = {**top.origin, **self.origin}
         return merged
 
-    def where(self, op_where: KeyPath, key: str) -> KeyPath:
-        return (*op_where, key) if self.origin.get(key) == ("op",) else (key,)
-
-
-def iter_triggers(connector: Connector) -> Iterator[tuple[str, str]]:
-    """``(operationId, kind)`` of every trigger: webhook, polling or request."""
-    for op_id, op in connector.operations.items():
-        if op.is_trigger:
-            yield op_id, connector.trigger_kind(op_id) or "polling"
+    def where(self, key: str) -> KeyPath:
+        return self.origin.get(key, (key,))

@@ -393,3 +393,21 @@ def test_config_connectors_override_builtins_in_both_layouts(tmp_path: Path) -> 
 def test_builtin_dir_holds_the_builtins() -> None:
     assert sorted(p.name for p in openapi.builtin_dir().iterdir() if p.is_dir()) == [
         "gitea", "github", "gitlab", "http"]
+
+
+def test_hookd_extensions_where_they_have_no_effect_are_flagged(tmp_path: Path) -> None:
+    spec = spec_with({
+        "/items": {"get": {"operationId": "list", "x-hookd-verify": "none",
+                           "x-hookd-request-trigger": True, "responses": {}}},
+        "/poll": {"get": {"operationId": "poll", "x-ms-trigger": "batch",
+                          "x-hookd-delete": "none", "responses": {}}},
+    })
+    _, diags = load(write_spec(tmp_path, spec))
+    assert sorted((d.severity, d.message, d.key) for d in diags) == [
+        ("error", "x-hookd-request-trigger on an operation without x-ms-trigger",
+         'paths["/items"].get.x-hookd-request-trigger'),
+        ("warning", "x-hookd-delete has no effect on this operation: it is a polling trigger",
+         'paths["/poll"].get.x-hookd-delete'),
+        ("warning", "x-hookd-verify has no effect on this operation: it is not a trigger",
+         'paths["/items"].get.x-hookd-verify'),
+    ]
