@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import faulthandler
+import importlib
 import logging
 import os
 import random
@@ -214,10 +215,6 @@ class Daemon:
             await self._close()
             return EXIT_IO
 
-        from hookd.worker import Worker
-
-        self.worker = Worker(self.state)  # sets state.worker, so commits poke it
-        await self.worker.start()
         summary = self.summary()
         self.notifier.ready(summary)
         log.info("hookd is ready", extra={
@@ -227,9 +224,15 @@ class Daemon:
             "admin": f"{settings.admin.host}:{settings.admin.port}", "summary": summary,
         })
 
-        # After READY=1: nothing below is needed to accept deliveries.
+        # After READY=1: nothing below is needed to accept deliveries, which are durable
+        # in the inbox before the worker runs them. Heavy modules are imported on a
+        # thread so the listeners keep answering meanwhile.
         self._spawn(sdnotify.watchdog_loop(self.notifier), "watchdog")
+        worker_module = await asyncio.to_thread(importlib.import_module, "hookd.worker")
+        self.worker = worker_module.Worker(self.state)  # sets state.worker: commits poke it
+        await self.worker.start()
         self._spawn(self._watch(), "watch")
+        await asyncio.to_thread(importlib.import_module, "hookd.reconcile")
         if settings.reconcile.on_start:
             self._spawn(self.reconcile("start"), "reconcile")
         scheduler = await self._start_scheduler()
@@ -549,8 +552,7 @@ class Daemon:
     async def _start_scheduler(self) -> Any:
         # Imported on a thread: apscheduler takes ~0.1 s to import, and the listeners are
         # already answering on this loop.
-        module = await asyncio.to_thread(
-            __import__, "apscheduler.schedulers.asyncio", fromlist=["AsyncIOScheduler"])
+        module = await asyncio.to_thread(importlib.import_module, "apscheduler.schedulers.asyncio")
         policy = self.config.settings.reconcile
         scheduler = module.AsyncIOScheduler(job_defaults={
             "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
