@@ -12,7 +12,7 @@ trigger's *own* request — its parameters and its body schema through ``$ref`` 
 The notification schema (``x-ms-notification-content``) sits on the path item in real
 files although the documentation says the operation; both are read. When the upstream's
 ``Location`` header is missing, the DELETE to use comes from ``x-hookd-delete`` or a
-best match by path (`match_delete`, pure, table-tested), and the model says which.
+best match by path (`hookd.swagger.match_delete`), and the model says which.
 
 Bad input never raises: every problem becomes a `Diagnostic` with ``file:line:col``
 and the loader keeps going. A connector is dropped (None) only when its spec cannot be
@@ -21,8 +21,6 @@ read at all or is not Swagger 2.0.
 
 from __future__ import annotations
 
-import re
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from hookd import connector_extensions as ext
-from hookd import lenientjson
+from hookd import lenientjson, swagger
 from hookd.connector import (
     Auth,
     ConnectionParameter,
@@ -246,82 +244,6 @@ def _read_properties(directory: Path) -> tuple[Document | None, list[Diagnostic]
     return doc, list(doc.diagnostics)
 
 
-# --------------------------------------------------------------------------- delete matching
-
-
-def match_delete(
-    trigger_path: str, deletes: Sequence[tuple[str, str]]
-) -> tuple[str, str, str] | None:
-    """The DELETE operation most likely to remove a hook created by ``POST trigger_path``.
-
-    `deletes` are ``(operationId, path)``. Returns ``(operationId, source, id_param)``
-    where source is ``child-path`` (``/x`` ↔ ``/x/{id}``, or deeper with only parameters),
-    ``same-path`` (same path; the id goes in a parameter), ``sibling``
-    (``/x/subscribe`` ↔ ``/x/{id}``) or ``shared-prefix`` (the longest common meaningful
-    prefix), in that order of preference; None when nothing relates.
-
-    >>> match_delete("/repos/{owner}/{repo}/hooks", [("rm", "/repos/{owner}/{repo}/hooks/{hook_id}")])
-    ('rm', 'child-path', 'hook_id')
-    >>> match_delete("/webhooks/ticketcreated", [("del", "/webhooks/{webhookId}")])
-    ('del', 'sibling', 'webhookId')
-    >>> match_delete("/api/v1/hooks", [("u", "/api/v1/users/{id}")]) is None
-    True
-    """
-    trig = _segments(trigger_path)
-    trig_params = {s.lower() for s in trig if _is_param(s)}
-    best: tuple[int, int, int, str, str, str] | None = None  # (rank, -prefix, len, …)
-    for order, (op_id, path) in enumerate(deletes):
-        segs = _segments(path)
-        new = [s for s in segs if _is_param(s) and s.lower() not in trig_params]
-        id_param = new[-1][1:-1] if new else ""
-        common = _common_prefix(trig, segs)
-        kind = ""
-        if len(segs) > len(trig) and common == len(trig) and all(_is_param(s) for s in segs[common:]):
-            kind = "child-path"
-        elif common == len(segs) == len(trig):
-            kind = "same-path"
-        elif (
-            len(segs) == len(trig)
-            and common == len(trig) - 1
-            and _is_param(segs[-1])
-            and not _is_param(trig[-1])
-        ):
-            kind = "sibling"
-        elif id_param and any(not _is_param(s) and not _GENERIC.match(s) for s in trig[:common]):
-            kind = "shared-prefix"
-        if not kind or (not id_param and kind != "same-path"):
-            continue
-        rank = ("child-path", "same-path", "sibling", "shared-prefix").index(kind)
-        candidate = (rank, -common, len(segs), f"{order:06d}", op_id, kind)
-        if best is None or candidate < best:
-            best = candidate
-            best_param = id_param
-    if best is None:
-        return None
-    return best[4], best[5], best_param
-
-
-_GENERIC = re.compile(r"^(api|rest|v\d+(\.\d+)*|\d+(\.\d+)*|public|latest)$", re.IGNORECASE)
-
-
-def _segments(path: str) -> list[str]:
-    return [s for s in path.strip("/").split("/") if s]
-
-
-def _is_param(segment: str) -> bool:
-    return segment.startswith("{") and segment.endswith("}")
-
-
-def _common_prefix(a: list[str], b: list[str]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        same = (_is_param(x) and _is_param(y)) or x.lower() == y.lower()
-        if not same:
-            break
-        n += 1
-    return n
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -341,136 +263,6 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
-def key_path(path: Sequence[str | int]) -> str:
-    """A readable key path: ``paths["/hooks"].post.parameters[2]``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_$][\w$-]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f'["{part}"]'
-    return out
-
-
-class _Resolver:
-    """Resolves local ``$ref``s once each (shared results), guarding against cycles.
-
-    A reference to a definition that is being resolved (a recursive schema) becomes
-    ``{"x-hookd-recursive": "#/definitions/Node"}`` so that resolved schemas stay finite
-    and JSON-serialisable.
-    """
-
-    def __init__(self, builder: _Builder) -> None:
-        self.builder = builder
-        self.spec = builder.spec.value
-        self.done: dict[str, Any] = {}
-        self.active: set[str] = set()
-
-    def resolve(self, node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                target = self.ref(ref)
-                if len(node) == 1:
-                    return target
-                # Siblings of $ref (x-ms-summary, x-ms-notification-url…) refine the target.
-                rest = {k: self.resolve(v) for k, v in node.items() if k != "$ref"}
-                return {**target, **rest} if isinstance(target, dict) else rest
-            out: dict[str, Any] | None = None
-            for key, value in node.items():
-                if not isinstance(value, (dict, list)):
-                    continue  # most leaves: skip the call (this loop is the loader's hot spot)
-                new = self.resolve(value)
-                if new is not value:
-                    if out is None:
-                        out = dict(node)
-                    out[key] = new
-            return node if out is None else out
-        if isinstance(node, list):
-            items = [self.resolve(v) for v in node]
-            return node if all(a is b for a, b in zip(items, node, strict=True)) else items
-        return node
-
-    def ref(self, ref: str) -> Any:
-        if ref in self.done:
-            return self.done[ref]
-        if ref in self.active:
-            return {"x-hookd-recursive": ref}
-        target = self._lookup(ref)
-        if target is None:
-            self.done[ref] = {}
-            return {}
-        self.active.add(ref)
-        try:
-            resolved = self.resolve(target)
-        finally:
-            self.active.discard(ref)
-        self.done[ref] = resolved
-        return resolved
-
-    def _lookup(self, ref: str) -> Any:
-        builder = self.builder
-        if not ref.startswith("#/"):
-            line, col = builder.spec.find(f'"{ref}"')
-            builder.diags.append(Diagnostic(builder.file, line, col, "warning",
-                                            f"external $ref '{ref}' is not supported; treated as {{}}"))
-            return None
-        node: Any = self.spec
-        for raw in ref[2:].split("/"):
-            part = raw.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part not in node:
-                part = urllib.parse.unquote(part)
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                line, col = builder.spec.find(f'"{ref}"')
-                section = ref[2:].split("/")[0]
-                names = list(self.spec.get(section) or {}) if isinstance(self.spec, dict) else []
-                last = ref.rsplit("/", 1)[-1]
-                builder.diags.append(Diagnostic(builder.file, line, col, "warning",
-                                                f"unresolved $ref '{ref}'; treated as {{}}",
-                                                hint=did_you_mean(last, names)))
-                return None
-        return node
-
-
-def marked_paths(schema: Any, marker: str, prefix: RequestPath = ("body",)) -> list[RequestPath]:
-    """Paths of the properties of a resolved schema that carry `marker` (walks
-    ``properties``, ``allOf`` and array ``items`` — an array item is index ``0``).
-
-    >>> marked_paths({"properties": {"config": {"properties": {"url": {"x-ms-notification-url": True}}}}},
-    ...              "x-ms-notification-url")
-    [('body', 'config', 'url')]
-    """
-    out: list[RequestPath] = []
-    _walk_marked(schema, marker, prefix, out, 0)
-    return out
-
-
-def _walk_marked(schema: Any, marker: str, path: RequestPath, out: list[RequestPath], depth: int) -> None:
-    if not isinstance(schema, Mapping) or depth > 32:
-        return
-    if _truthy(schema.get(marker)) and path not in out:
-        out.append(path)
-    props = schema.get("properties")
-    if isinstance(props, Mapping):
-        for key, sub in props.items():
-            _walk_marked(sub, marker, (*path, str(key)), out, depth + 1)
-    for sub in schema.get("allOf") or ():
-        _walk_marked(sub, marker, path, out, depth + 1)
-    items = schema.get("items")
-    if isinstance(items, Mapping):
-        _walk_marked(items, marker, (*path, "0"), out, depth + 1)
-
-
 class _Builder:
     def __init__(self, name: str, spec: Document, properties: Document | None, builtin: bool) -> None:
         self.name = name
@@ -479,16 +271,20 @@ class _Builder:
         self.properties = properties
         self.builtin = builtin
         self.diags: list[Diagnostic] = []
-        self.resolver = _Resolver(self)
+        self.resolver = swagger.Resolver(spec.value, self._bad_ref)
         self.raw_ops: dict[str, tuple[KeyPath, dict[str, Any], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ reporting
+
+    def _bad_ref(self, ref: str, message: str, hint: str) -> None:
+        line, col = self.spec.find(f'"{ref}"')
+        self.diags.append(Diagnostic(self.file, line, col, "warning", message, hint=hint))
 
     def diag(self, severity: Severity, message: str, path: KeyPath, hint: str = "",
              doc: Document | None = None) -> None:
         doc = doc or self.spec
         line, col = doc.locate(path) if path else (0, 0)
-        self.diags.append(Diagnostic(doc.file, line, col, severity, message, key_path(path), hint))
+        self.diags.append(Diagnostic(doc.file, line, col, severity, message, swagger.key_path(path), hint))
 
     def report(self, problems: ext.Problems, where: KeyPath) -> None:
         for sub, message, hint in problems:
@@ -661,7 +457,7 @@ class _Builder:
         return Parameter(
             name=name,
             location=cast(_Location, location),
-            required=_truthy(node.get("required")) or location == "path",
+            required=swagger.truthy(node.get("required")) or location == "path",
             type=node.get("type") if isinstance(node.get("type"), str) else None,
             default=node.get("default"),
             schema=schema if location == "body" else node.get("schema"),
@@ -699,9 +495,9 @@ class _Builder:
                  operations: dict[str, Operation], top: _Settings) -> WebhookTrigger | None:
         urls: list[RequestPath] = [
             (p.location, p.name) for p in op.parameters
-            if p.location != "body" and _truthy(self._raw_param_flag(raw, path_item, p, NOTIFICATION_URL))
+            if p.location != "body" and swagger.truthy(self._raw_param_flag(raw, path_item, p, NOTIFICATION_URL))
         ]
-        urls += marked_paths(op.body_schema, NOTIFICATION_URL)
+        urls += swagger.marked_paths(op.body_schema, NOTIFICATION_URL)
         if not urls:
             return None
         if len(urls) > 1:
@@ -715,7 +511,7 @@ class _Builder:
 
         secret = settings.secret
         if secret is None:
-            marked = marked_paths(op.body_schema, ext.SECRET)
+            marked = swagger.marked_paths(op.body_schema, ext.SECRET)
             secret = marked[0] if marked else None
 
         return WebhookTrigger(
@@ -779,7 +575,7 @@ class _Builder:
             return DeleteStrategy("operation", target.operation_id, id_param,
                                   spec.id_field or self._id_field(op, id_param), ext.DELETE)
         deletes = [(o.operation_id, o.path) for o in operations.values() if o.method == "DELETE"]
-        match = match_delete(op.path, deletes)
+        match = swagger.match_delete(op.path, deletes)
         if match is None:
             return DeleteStrategy("location")
         op_id, source, id_param = match
@@ -890,7 +686,7 @@ class _Builder:
             out[name] = ConnectionParameter(
                 name=name,
                 type=kind,
-                required=_truthy(constraints.get("required")),
+                required=swagger.truthy(constraints.get("required")),
                 description=str(ui.get("description") or ui.get("displayName") or ""),
             )
         if out or self.properties is not None and auth.kind == "none":

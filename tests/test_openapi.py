@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hookd import openapi
+from hookd import openapi, swagger
 from hookd.connector import Connector, DeleteStrategy
 from hookd.diagnostics import Diagnostic
 
@@ -212,7 +212,7 @@ def test_parameter_refs_and_path_item_parameters(tmp_path: Path) -> None:
 )
 def test_match_delete(trigger: str, deletes: list[tuple[str, str]],
                       expected: tuple[str, str, str] | None) -> None:
-    assert openapi.match_delete(trigger, deletes) == expected
+    assert swagger.match_delete(trigger, deletes) == expected
 
 
 def test_no_matching_delete_means_location_only(tmp_path: Path) -> None:
