@@ -2,9 +2,10 @@
 
 Built by `hookd.openapi` from a Power Platform connector (``apiDefinition.swagger.json``
 + ``apiProperties.json``) or a single OpenAPI file. Everything here is resolved: body
-schemas have no ``$ref`` left, the notification-URL property is a path, and the facts
+schemas have no ``$ref`` left (a recursive one becomes ``{"x-hookd-recursive": ref}``),
+the notification-URL property is a path, and the facts
 hookd needs beyond the Power Automate extensions come from documented ``x-hookd-*``
-extensions (see README, "Connector extensions"):
+extensions (see README, "Connector extensions"; docs/connectors.md):
 
 - ``x-hookd-verify``      how notifications are signed (`Verification`)
 - ``x-hookd-delivery-id`` header carrying a unique delivery id (dedup)
@@ -12,6 +13,7 @@ extensions (see README, "Connector extensions"):
 - ``x-hookd-list``        operation listing existing hooks (drift detection)
 - ``x-hookd-delete``      operation deleting a hook when ``Location`` is missing
 - ``x-hookd-secret``      where the generated per-subscription secret goes in the body
+- ``x-hookd-request-trigger`` the trigger registers nothing upstream (`http`)
 
 A path into a request is a tuple whose first item is where it lives:
 ``("body", "config", "url")`` or ``("query", "callbackUrl")`` or ``("header", "X-Cb")``.
