@@ -189,8 +189,7 @@ def consume(state_dir: Path, stop: threading.Event) -> None:
     store.requeue_running()
     while not stop.is_set():
         batch = store.claim(200)
-        for d in batch:
-            store.finish(d.id, "done")
+        store.finish_many([d.id for d in batch], "done")
         if not batch:
             stop.wait(0.05)
 

@@ -72,6 +72,8 @@ def test_claim_oldest_first_and_finish(store: DeliveryStore) -> None:
     assert store.depth() == 3
     with pytest.raises(ValueError):
         store.finish(ids[2], "running")
+    store.finish_many(ids[2:], "done")
+    assert store.counts() == {"queued": 0, "running": 0, "done": 4, "failed": 1}
 
 
 def test_claim_by_flow(store: DeliveryStore) -> None:
