@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +133,22 @@ def inherited_socket(env: dict[str, str]) -> socket.socket | None:
     except ValueError:
         return None
     return socket.socket(fileno=3) if count >= 1 else None
+
+
+class RevisionInfo:
+    """``hookd_config_info{revision="…"} 1``: the running revision, as Prometheus "info"
+    metrics do it (a label on a constant), for dashboards that mark config changes."""
+
+    name = "hookd_config_info"
+    help = "The running config revision (label), always 1."
+    kind = "gauge"
+
+    def __init__(self, revision_: Callable[[], str]) -> None:
+        self.revision = revision_
+
+    def samples(self) -> Iterator[str]:
+        value = self.revision().replace("\\", "\\\\").replace('"', '\\"')
+        yield f'{self.name}{{revision="{value}"}} 1'
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -357,6 +373,7 @@ class Daemon:
                           "When the config was last loaded (applied or rejected).",
                           lambda: self.last_reload.at),
             metrics.Gauge("hookd_draining", "1 while shutting down.", lambda: int(self.draining)),
+            RevisionInfo(lambda: self.revision),
         ]
 
     async def _close(self) -> None:

@@ -213,12 +213,54 @@ def test_rejected_config_keeps_the_last_good_one(
     assert doc["config"]["flows"] == 2
     assert doc["config"]["last_reload"]["outcome"] == "rejected"
     assert "hookd_config_rejected 1" in hookd.get("/metrics").text
-    assert 'hookd_config_reloads_total{outcome="rejected"} 1' in hookd.get("/metrics").text
+    metrics = hookd.get("/metrics").text
+    assert 'hookd_config_reloads_total{outcome="rejected"} 1' in metrics
+    assert f'hookd_config_info{{revision="{doc["config"]["revision"]}"}} 1' in metrics
 
     (flows / "a.yaml").write_text(http_flow("a"))
     wait_until(lambda: hookd.get("/readyz").json()["config"] == "ok", what="fixed config")
     assert hookd.stop() == 0
     assert "config rejected" in hookd.log()
+
+
+SOCKET_ACTIVATED = textwrap.dedent("""
+    import os, sys
+    os.dup2(int(sys.argv[1]), 3)  # systemd passes the first socket as fd 3
+    os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+    os.execv(sys.executable, [sys.executable, "-m", "hookd", "run", "--config", sys.argv[2]])
+""")
+
+
+def test_socket_activation_serves_the_public_listener_on_the_passed_socket(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config"
+    public, admin = write_http_config(config, tmp_path / "state", {"a": http_flow("a")})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    activated = listener.getsockname()[1]
+    notify = Notifications(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SOCKET_ACTIVATED, str(listener.fileno()), str(config)],
+        env={**os.environ, "NOTIFY_SOCKET": notify.path}, pass_fds=[listener.fileno()],
+        stderr=subprocess.DEVNULL,
+    )
+    listener.close()  # the daemon holds its own copy
+    try:
+        notify.wait_for("READY")
+        answer = httpx.post(f"http://127.0.0.1:{activated}/hooks/nope/nope", json={}, timeout=5)
+        assert answer.status_code == 404  # the callback app, through the passed socket
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"http://127.0.0.1:{public}/hooks/nope/nope", json={}, timeout=5)
+        assert httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
 
 
 # --------------------------------------------------------------------------- pieces
@@ -308,6 +350,21 @@ def test_status_text_and_exit_code() -> None:
     healthy = status.document(status.StatusFacts(
         "0.1.0", 0, 1, "r", 1, None, {"active": 1}, 0, None))
     assert status.exit_code(healthy) == 0
+
+
+def test_every_option_of_run_and_status_is_documented() -> None:
+    import argparse
+
+    from hookd.cli import build_parser
+
+    docs = (REPO / "docs" / "daemon.md").read_text()
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for name in ("run", "status"):
+        assert f"hookd {name}" in docs
+        for action in commands.choices[name]._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert f"`{option}" in docs, f"hookd {name} {option} is not in docs/daemon.md"
 
 
 # --------------------------------------------------------------------------- end to end
