@@ -131,7 +131,7 @@ def desired_for_flow(
     url = tokens.callback_url(public_url, sub_id, tokens.callback_token(server_secret, sub_id))
     secret = tokens.signing_secret(server_secret, sub_id)
 
-    body = copy.deepcopy(body)
+    # `body` is already a fresh copy (schema_defaults and deep_merge copy what they take).
     body = set_at(parameters, body, webhook.notification_url, url)
     if webhook.secret_path:
         body = set_at(parameters, body, webhook.secret_path, secret)

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin
 
@@ -44,6 +45,7 @@ from hookd import tokens
 from hookd.connector import Connector, WebhookTrigger
 from hookd.desired import DesiredSubscription, desired_subscriptions
 from hookd.model import Config, Connection
+from hookd.store import db
 from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore, Update
 from hookd.upstream import PermanentError, Upstream, UpstreamError, dig
 
@@ -487,7 +489,12 @@ def _maybe_pause() -> None:
 
 
 class _GroupWriter:
-    """Commits store updates in batches: all that arrived while the last commit ran."""
+    """Commits store updates in batches: all that arrived while the last commit ran.
+
+    The commit (an fsync: ``synchronous=FULL``) runs in a worker thread on a second
+    connection to the same file, so the event loop keeps sending requests meanwhile. An
+    in-memory store (tests) is written inline.
+    """
 
     def __init__(self, store: SubscriptionStore) -> None:
         self.store = store
@@ -495,9 +502,14 @@ class _GroupWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._side: SubscriptionStore | None = None
         self.commits = 0
 
     def start(self) -> None:
+        row = self.store.conn.execute("PRAGMA database_list").fetchone()
+        path = row[2] if row is not None else ""
+        if path:
+            self._side = SubscriptionStore(db.connect(Path(path), check_same_thread=False))
         self._task = asyncio.create_task(self._run())
 
     def put(self, update: Update) -> None:
@@ -508,22 +520,30 @@ class _GroupWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self.flush()
+            await self.flush()
             if self._closing:
                 return
 
-    def flush(self) -> None:
-        if self._queue:
-            batch, self._queue = self._queue, []
+    async def flush(self) -> None:
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        if self._side is not None:
+            await asyncio.to_thread(self._side.apply_many, batch)
+        else:
             self.store.apply_many(batch)
-            self.commits += 1
+        self.commits += 1
 
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-        self.flush()
+        try:
+            if self._task is not None:
+                await self._task
+            await self.flush()
+        finally:
+            if self._side is not None:
+                self._side.conn.close()
 
 
 async def reconcile_once(

@@ -195,8 +195,17 @@ class FakeGitHub:
             Route("/repos/{owner}/{repo}/hooks", self._collection, methods=["GET", "POST"]),
             Route("/repos/{owner}/{repo}/hooks/{hook_id:int}", self._item,
                   methods=["GET", "DELETE"]),
+            Route("/__stats", self._stats, methods=["GET", "DELETE"]),
         ]
         return Starlette(routes=routes)
+
+    async def _stats(self, request: Request) -> Response:
+        """Counters for a fake running in another process (benchmarks); DELETE resets."""
+        if request.method == "DELETE":
+            self.reset_counters()
+        return JSONResponse({"hooks": len(self.hooks), "requests": self.requests,
+                             "write_requests": self.write_requests,
+                             "list_requests": self.list_requests})
 
     async def _gate(self, request: Request) -> Response | None:
         """Latency, credentials, repository, then injected faults (before the write)."""
@@ -254,7 +263,8 @@ class FakeGitHub:
                                  "errors": [{"field": "config.url", "code": "missing"}]}, 422)
         fault = self._after_write_fault()
         with self._lock:
-            if any(h.config.get("url") == url for h in self.hooks_of(owner, repo)):
+            if any(h.config.get("url") == url and h.repo == repo and h.owner == owner
+                   for h in self.hooks.values()):
                 return JSONResponse({"message": "Validation Failed", "errors": [
                     {"resource": "Hook", "code": "custom",
                      "message": "Hook already exists on this repository"}]}, 422)
