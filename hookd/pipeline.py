@@ -279,9 +279,16 @@ class Pipeline:
         attempt: int = 1,
         env_allow: Iterable[str] = (),
         should_stop: Callable[[], bool] = lambda: False,
+        fresh: bool = False,
+        on_finish: Callable[[Outcome], Any] | None = None,
     ) -> Outcome:
         """Run (or resume) `run_id` of `flow` for `delivery`; returns how it ended and
-        has recorded that in the store (except for the delivery's own status)."""
+        has recorded that in the store.
+
+        `fresh` says the run was just created as ``running`` with no steps (nothing to
+        load or start). `on_finish(outcome)` is called on the database side in the same
+        write as the run's outcome (the worker finishes the delivery there), so both
+        commit together."""
         base_dir = actx.config.directory if actx.config is not None else None
         secrets = Secrets(self.environ, base_dir)
         ctx = base_context(flow, delivery, run_id, attempt, env_allow=env_allow,
@@ -289,9 +296,11 @@ class Pipeline:
         try:
             steps = compile_flow(flow)
         except templating.TemplateError as exc:
-            return await self._finish(run_id, "failed", f"flow does not compile: {exc}")
-        await self.db(self.store.start, run_id)
-        done = steps_done(await self.db(self.store.steps, run_id))
+            return await self._finish(run_id, "failed", f"flow does not compile: {exc}", on_finish)
+        done = {}
+        if not fresh:
+            await self.db(self.store.start, run_id)
+            done = steps_done(await self.db(self.store.steps, run_id))
         for cs in steps:
             step = cs.step
             previous = done.get(step.id)
@@ -301,20 +310,28 @@ class Pipeline:
                                          "error": previous.error}
                 if previous.status == "failed" and not step.continue_on_error:
                     return await self._finish(run_id, "failed",
-                                              f"step {step.id}: {previous.error}")
+                                              f"step {step.id}: {previous.error}", on_finish)
                 continue
             if should_stop():
-                return await self._finish(run_id, "queued", None)
+                return await self._finish(run_id, "queued", None, on_finish)
             result = await self._run_step(cs, ctx, actx, run_id, secrets)
             ctx["steps"][step.id] = result
             if result["status"] == "failed" and not step.continue_on_error:
-                return await self._finish(run_id, "failed", f"step {step.id}: {result['error']}")
-        return await self._finish(run_id, "succeeded", None)
+                return await self._finish(run_id, "failed", f"step {step.id}: {result['error']}", on_finish)
+        return await self._finish(run_id, "succeeded", None, on_finish)
 
     async def _finish(self, run_id: str, status: Literal["succeeded", "failed", "queued"],
-                      error: str | None) -> Outcome:
-        await self.db(self.store.finish, run_id, status, error)
-        return Outcome(status, error)
+                      error: str | None,
+                      on_finish: Callable[[Outcome], Any] | None = None) -> Outcome:
+        outcome = Outcome(status, error)
+
+        def write() -> None:
+            self.store.finish(run_id, status, error)
+            if on_finish is not None:
+                on_finish(outcome)
+
+        await self.db(write)
+        return outcome
 
     async def _run_step(self, cs: CompiledStep, ctx: dict[str, Any], actx: ActionContext,
                         run_id: str, secrets: Secrets) -> dict[str, Any]:

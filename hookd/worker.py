@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from hookd.actions import ActionContext
 from hookd.actions.run import base_env
 from hookd.pipeline import Outcome, Pipeline
 from hookd.store import db as dbmod
+from hookd.store.batch import LoopBatchingDb
 from hookd.store.deliveries import Delivery, DeliveryStore
 from hookd.store.runs import RunStore
 
@@ -87,8 +86,8 @@ class Worker:
         self._environ = os.environ if environ is None else environ
         self._sleep = sleep
         self._rng = rng
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection
+        self._dbt: LoopBatchingDb | None = None
+        self._conn: Any = None
         self.runs: RunStore
         self.deliveries: DeliveryStore
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,23 +98,21 @@ class Worker:
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
         self._upstream: Any = None
+        self._env_cache: tuple[model.Config, Mapping[str, str]] | None = None
         self.counts: Counter[str] = Counter()  # runs by outcome, for metrics
 
     # ------------------------------------------------------------------ database thread
 
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         # Runs on the database thread: the connection is only ever used there.
         conn = dbmod.open_db(self.state_dir, check_same_thread=False)
         conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn = conn
-        self.runs = RunStore(conn)
-        self.deliveries = DeliveryStore(conn)
+        return conn
 
     async def _db(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run a store call on the database thread."""
-        assert self._executor is not None, "worker not started"
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        """Run a store call on the database thread (committed with whatever else waits)."""
+        assert self._dbt is not None, "worker not started"
+        return await self._dbt.call(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,7 +129,11 @@ class Worker:
         """Open the store, put back deliveries a dead process left running, start looping."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hookd-worker-db")
+        self._dbt = LoopBatchingDb(self._open)
+        conn = self._dbt.start()
+        self._conn = conn
+        self.runs = RunStore(conn)
+        self.deliveries = DeliveryStore(conn)
         self._http = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                        headers={"User-Agent": "hookd"})
         try:
@@ -141,7 +142,6 @@ class Worker:
             self._upstream = Upstream(transport=self._transport)
         except ImportError:  # pragma: no cover - upstream ships with hookd
             self._upstream = None
-        await self._db(self._open)
         self.pipeline = Pipeline(store=self.runs, db=self._db, sleep=self._sleep, rng=self._rng,
                                  environ=self._environ)
         requeued = await self._db(self.deliveries.requeue_running)
@@ -189,10 +189,9 @@ class Worker:
         if self._upstream is not None:
             with contextlib.suppress(Exception):
                 await self._upstream.aclose()
-        if self._executor is not None:
-            await self._db(self._conn.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._dbt is not None:
+            self._dbt.close()
+            self._dbt = None
 
     @property
     def active(self) -> int:
@@ -252,7 +251,11 @@ class Worker:
             if room > 0:
                 claimed += await self._db(self.deliveries.claim, room, flows=[name])
         room = free - len(claimed)
-        if room > 0 and unlimited:
+        if room > 0 and len(unlimited) == len(config.flows):
+            # No flow is limited: claim without a flow filter (the plain status index is
+            # the fast path; deliveries of unknown flows are failed in _process).
+            claimed += await self._db(self.deliveries.claim, room)
+        elif room > 0 and unlimited:
             claimed += await self._db(self.deliveries.claim, room, flows=unlimited)
         for delivery in sorted(claimed, key=lambda d: d.id):
             self._start(delivery, config)
@@ -288,24 +291,38 @@ class Worker:
         if not unknown:
             return
         for delivery in await self._db(self.deliveries.claim, 1000, flows=unknown):
-            error = f"flow '{delivery.flow}' is not in the current config"
-            await self._db(self.runs.create, delivery.id, delivery.flow,
-                           config_revision=config.revision, status="failed", error=error)
-            await self._db(self.deliveries.finish, delivery.id, "failed", error)
-            self.counts["failed"] += 1
+            await self._fail_unknown(delivery, config)
+
+    async def _fail_unknown(self, delivery: Delivery, config: model.Config) -> None:
+        error = f"flow '{delivery.flow}' is not in the current config"
+        await self._db(self.runs.create, delivery.id, delivery.flow,
+                       config_revision=config.revision, status="failed", error=error)
+        await self._db(self.deliveries.finish, delivery.id, "failed", error)
+        self.counts["failed"] += 1
+        log.warning("delivery of an unknown flow", extra={"delivery": delivery.id,
+                                                          "flow": delivery.flow})
 
     # ------------------------------------------------------------------ one delivery
 
     async def _process(self, delivery: Delivery, config: model.Config) -> None:
-        flow = config.flows[delivery.flow]
+        flow = config.flows.get(delivery.flow)
+        if flow is None:
+            await self._fail_unknown(delivery, config)
+            return
         runs = self.runs
-        latest = await self._db(runs.latest_for_delivery, delivery.id)
-        if latest is not None and latest.status in ("queued", "running"):
-            run_id, attempt = latest.id, latest.attempt  # resume after a crash or stop
-        else:
+        # A delivery claimed for the first time has no run yet; otherwise it was
+        # interrupted (crash, stop) or replayed: resume its unfinished run, if any.
+        latest = None
+        if delivery.attempts > 1:
+            latest = await self._db(runs.latest_for_delivery, delivery.id)
+        fresh = not (latest is not None and latest.status in ("queued", "running"))
+        if fresh:
             run = await self._db(runs.create, delivery.id, flow.name,
-                                 config_revision=config.revision)
+                                 config_revision=config.revision, status="running")
             run_id, attempt = run.id, run.attempt
+        else:
+            assert latest is not None
+            run_id, attempt = latest.id, latest.attempt
         actx = ActionContext(
             http=self._http,  # type: ignore[arg-type]
             flow=flow.name,
@@ -313,12 +330,14 @@ class Worker:
             delivery_id=delivery.id,
             config=config,
             upstream=self._upstream,
-            base_env=base_env(self._environ, config.settings.env_allow),
+            base_env=self._base_env(config),
         )
         try:
             outcome = await self.pipeline.execute(
                 flow, delivery, run_id, actx, attempt=attempt,
                 env_allow=config.settings.env_allow, should_stop=lambda: self._stopping,
+                fresh=fresh, on_finish=lambda o: self.deliveries.finish(
+                    delivery.id, _DELIVERY_STATUS[o.status], o.error),
             )
         except asyncio.CancelledError:
             # Stopped past the shutdown timeout: resume this run at the next start.
@@ -329,14 +348,21 @@ class Worker:
             outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
                 await self._db(runs.finish, run_id, "failed", outcome.error)
-        await self._db(self.deliveries.finish, delivery.id, _DELIVERY_STATUS[outcome.status],
-                       outcome.error)
+                await self._db(self.deliveries.finish, delivery.id, "failed", outcome.error)
         self.counts[outcome.status] += 1
         if outcome.status == "failed":
             log.warning("run failed", extra={"run": run_id, "flow": flow.name,
                                              "delivery": delivery.id, "error": outcome.error})
         elif outcome.status == "succeeded":
             log.debug("run succeeded", extra={"run": run_id, "flow": flow.name})
+
+    def _base_env(self, config: model.Config) -> Mapping[str, str]:
+        # Computed once per config (reading os.environ for every run adds up).
+        cached = self._env_cache
+        if cached is None or cached[0] is not config:
+            cached = self._env_cache = (config, base_env(self._environ,
+                                                         config.settings.env_allow))
+        return cached[1]
 
     async def _requeue(self, run_id: str, delivery_id: str) -> None:
         with contextlib.suppress(Exception):

@@ -250,7 +250,8 @@ class RunStore:
         self, delivery_id: str, flow: str, *, config_revision: str = "", status: RunStatus = "queued",
         error: str | None = None,
     ) -> Run:
-        """A new run of `delivery_id`, with the next attempt number for that delivery."""
+        """A new run of `delivery_id`, with the next attempt number for that delivery
+        (``status="running"`` creates and starts it in one write)."""
         now = self._clock()
         with _transaction(self.conn):
             r = self.conn.execute(
@@ -260,13 +261,14 @@ class RunStore:
             attempt = int(r[0]) + 1
             run_id = new_run_id(now)
             finished = now if status in FINISHED else None
+            started = now if status == "running" else finished
             self.conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, delivery_id, flow, status, attempt, config_revision, now,
-                 finished, finished, error),
+                 started, finished, error),
             )
         return Run(run_id, delivery_id, flow, status, attempt, config_revision, now,
-                   finished, finished, error)
+                   started, finished, error)
 
     def start(self, run_id: str) -> None:
         """queued → running (keeps the first start time when resuming)."""

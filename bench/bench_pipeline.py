@@ -1,0 +1,286 @@
+"""Pipeline throughput: deliveries fully processed per second, hookd against adnanh/webhook.
+
+    python bench/bench_pipeline.py [--deliveries 2000] [--connections 32] [--repeat 3]
+
+The same burst of signed 7 KB GitHub push payloads (``X-Hub-Signature-256``, a unique
+``X-GitHub-Delivery`` each) is sent over keep-alive connections by one raw-socket load
+generator to each server in turn, both real processes on 127.0.0.1:
+
+- baseline: adnanh/webhook (Debian package ``webhook``; ``apt-get install webhook``), one
+  hook with the trigger rule ``payload-hmac-sha256`` running ``/bin/true``, with
+  ``include-command-output-in-response`` so each answer comes after the command ran —
+  a burst is fully processed when the last answer arrives. webhook keeps nothing on disk.
+- hookd: this script in ``--serve`` mode — `hookd.server` (route, token, HMAC, JSON,
+  schema, dedup, durable group-commit inbox, 202) and `hookd.worker` in one process, the
+  flow being one ``log`` step (written to a log file at INFO). A burst is fully
+  processed when every delivery is ``done`` and has a ``succeeded`` run in the store —
+  every delivery and every run (with its step) is on disk.
+
+Prints deliveries/s for both (best of ``--repeat``), the ratio (goal ≥ 1.0, stretch 1.5),
+and checks the store: N deliveries, N succeeded runs, N step rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PAYLOAD = REPO / "tests" / "data" / "pipeline" / "push.json"
+SECRET_FOR_WEBHOOK = "bench-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+# --------------------------------------------------------------------------- load
+
+
+async def burst(port: int, path: str, headers: dict[str, str], body: bytes, n: int,
+                connections: int, tag: str) -> tuple[float, float, int]:
+    """Send `n` POSTs over `connections` keep-alive connections; returns (start, end of
+    the last answer, number of 2xx answers)."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    counter = iter(range(n))
+    ok = 0
+
+    async def one_connection() -> None:
+        nonlocal ok
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in counter:
+                request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                           f"X-GitHub-Event: push\r\nX-GitHub-Delivery: {tag}-{i}\r\n{head}\r\n")
+                writer.write(request.encode() + body)
+                status_line = await reader.readline()
+                length = 0
+                chunked = False
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "transfer-encoding" and "chunked" in value:
+                        chunked = True
+                if chunked:
+                    while True:
+                        size = int((await reader.readline()).strip(), 16)
+                        await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                elif length:
+                    await reader.readexactly(length)
+                if status_line.split()[1].startswith(b"2"):
+                    ok += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return start, time.perf_counter(), ok
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> float:
+    exe = shutil.which("webhook")
+    if exe is None:
+        raise SystemExit("adnanh/webhook is not installed: apt-get install -y webhook")
+    hooks = [{
+        "id": "push",
+        "execute-command": "/bin/true",
+        "include-command-output-in-response": True,
+        "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": SECRET_FOR_WEBHOOK,
+                                   "parameter": {"source": "header",
+                                                 "name": "X-Hub-Signature-256"}}},
+    }]
+    (tmp / "hooks.json").write_text(json.dumps(hooks))
+    port = free_port()
+    proc = subprocess.Popen([exe, "-hooks", str(tmp / "hooks.json"), "-ip", "127.0.0.1",
+                             "-port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        from hookd.verify import sign
+        from tests.ingest_launcher import connectors
+
+        body = PAYLOAD.read_bytes()
+        headers = sign(connectors()["github"].verification, SECRET_FOR_WEBHOOK, body, now=0)
+        start, end, ok = asyncio.run(burst(port, "/hooks/push", headers, body, n,
+                                           connections, tag))
+        if ok != n:
+            raise SystemExit(f"webhook answered {ok}/{n} with 2xx")
+        return n / (end - start)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------- hookd
+
+
+def serve(state: Path, port: int) -> None:
+    """The hookd process: callback server + worker, one flow of one `log` step."""
+    import uvicorn
+
+    from hookd import model, tokens
+    from hookd.server import AppState, create_app
+    from hookd.store.db import open_db
+    from hookd.worker import Worker
+    from tests.ingest_launcher import make_config
+
+    config = make_config(state, f"http://127.0.0.1:{port}",
+                         workers=int(os.environ.get("BENCH_WORKERS", "8")))
+    push = config.flows["push"]
+    push = dataclasses.replace(push, steps=(model.Step(
+        id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
+                                         fields={"after": "{{ trigger.body.after }}"})),))
+    config = dataclasses.replace(config, flows={**config.flows, "push": push})
+
+    handler = logging.FileHandler(state / "flow.log")
+    from hookd.logs import JsonFormatter
+
+    handler.setFormatter(JsonFormatter())
+    flow_log = logging.getLogger("hookd.flow")
+    flow_log.addHandler(handler)
+    flow_log.setLevel(logging.INFO)
+    flow_log.propagate = False
+
+    conn = open_db(state, check_same_thread=False)
+    app_state = AppState(config, conn, tokens.load_or_create_server_secret(state))
+    app_state.inbox.start()
+    app = create_app(app_state)
+
+    async def main() -> None:
+        worker = Worker(app_state)
+        await worker.start()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning", access_log=False,
+                                               lifespan="off"))
+        await server.serve()
+        await worker.stop(10)
+
+    asyncio.run(main())
+    app_state.inbox.close()
+
+
+def processed(db: Path) -> tuple[int, int, int]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
+        done = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'done'").fetchone()[0]
+        steps = conn.execute("SELECT count(*) FROM run_steps WHERE status = 'succeeded'"
+                             ).fetchone()[0]
+        return int(runs), int(done), int(steps)
+    finally:
+        conn.close()
+
+
+def run_hookd(tmp: Path, n: int, connections: int, tag: str) -> float:
+    from hookd.store.db import DB_NAME, open_db
+    from hookd.verify import sign
+    from tests.ingest_launcher import make_config, subscription
+
+    state = tmp / "state"
+    state.mkdir()
+    open_db(state).close()
+    port = free_port()
+    config = make_config(state, f"http://127.0.0.1:{port}")
+    target = subscription(config, state, "push")
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--port", str(port)],
+                            stderr=subprocess.PIPE)
+    try:
+        wait_listening(port)
+        body = PAYLOAD.read_bytes()
+        headers = sign(target.verification, target.secret, body, now=time.time())
+        start, end_answers, ok = asyncio.run(burst(port, target.path, headers, body, n,
+                                                   connections, tag))
+        if ok != n:
+            raise SystemExit(f"hookd answered {ok}/{n} with 2xx")
+        deadline = time.monotonic() + 120
+        while processed(state / DB_NAME)[0] < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"hookd processed only {processed(state / DB_NAME)} of {n}")
+            time.sleep(0.005)
+        end = time.perf_counter()
+        runs, done, steps = processed(state / DB_NAME)
+        if (runs, done, steps) != (n, n, n):
+            raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
+        print(f"  hookd: answers {n / (end_answers - start):.0f}/s, processed "
+              f"{n / (end - start):.0f}/s; store: {done} deliveries done, {runs} runs "
+              f"succeeded, {steps} steps", flush=True)
+        return n / (end - start)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--deliveries", "-n", type=int, default=2000)
+    parser.add_argument("--connections", "-c", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+    print(f"burst of {args.deliveries} signed {PAYLOAD.stat().st_size} B push payloads, "
+          f"{args.connections} connections, best of {args.repeat}", flush=True)
+    hookd_best = webhook_best = 0.0
+    for r in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
+            tmp = Path(tmp_name)
+            (tmp / "webhook").mkdir()
+            wh = run_webhook(tmp / "webhook", args.deliveries, args.connections, f"w{r}")
+            print(f"  webhook: {wh:.0f}/s (fully processed: answered after /bin/true ran)",
+                  flush=True)
+            (tmp / "hookd").mkdir()
+            hk = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
+            webhook_best, hookd_best = max(webhook_best, wh), max(hookd_best, hk)
+    ratio = hookd_best / webhook_best
+    print(f"adnanh/webhook: {webhook_best:.0f} deliveries/s (nothing kept on disk)")
+    print(f"hookd:          {hookd_best:.0f} deliveries/s (every delivery and run on disk)")
+    verdict = "stretch met" if ratio >= 1.5 else "goal met" if ratio >= 1.0 else "BELOW GOAL"
+    print(f"ratio hookd/webhook: {ratio:.2f}x (goal >= 1.0x, stretch 1.5x): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())
