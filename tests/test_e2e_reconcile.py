@@ -233,3 +233,19 @@ def test_broken_config_deletes_nothing_and_max_deletes_blocks(world: dict[str, A
     assert len(gh.hooks) == 2
     result = hookd("apply", str(cfg), "--allow-deletes", "5")
     assert result.returncode == 0 and len(gh.hooks) == 1
+
+
+def test_subscriptions_lists_request_trigger_urls_and_store_rows(world: dict[str, Any]) -> None:
+    cfg, state = world["cfg"], world["state"]
+    write_flow(cfg, "alpha", ["push"])
+    (cfg / "flows" / "echo.yaml").write_text(
+        "name: echo\ntrigger: {connector: http}\nsteps:\n  - id: s\n    log: {message: hi}\n")
+    assert hookd("apply", str(cfg)).returncode == 0
+    assert [r.flow for r in rows(state)] == ["alpha"]  # nothing upstream for `http`
+    listing = hookd("subscriptions", str(cfg), "--format", "json")
+    data = json.loads(listing.stdout)
+    assert [(s["flow"], s["status"]) for s in data["subscriptions"]] == [("alpha", "active")]
+    assert "secret" not in data["subscriptions"][0]
+    (route,) = data["request_triggers"]
+    assert route["flow"] == "echo"
+    assert route["callback_url"].startswith(world["public"] + "/hooks/echo-")
