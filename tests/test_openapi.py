@@ -411,3 +411,13 @@ def test_hookd_extensions_where_they_have_no_effect_are_flagged(tmp_path: Path) 
         ("warning", "x-hookd-verify has no effect on this operation: it is not a trigger",
          'paths["/items"].get.x-hookd-verify'),
     ]
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from hookd import connector_extensions, lenientjson
+
+    for module in (swagger, connector_extensions, lenientjson):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
