@@ -15,18 +15,17 @@ Every check is a function of the typed model plus where each object was written
 
 from __future__ import annotations
 
-import functools
-import re
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from hookd import secrets as secrets_mod
 from hookd.connector import Connector, Operation, Schema
-from hookd.diagnostics import Diagnostic, did_you_mean
+from hookd.diagnostics import Diagnostic
 from hookd.model import Connection, Flow, SecretRef, Settings
+from hookd.templatecheck import analyse, flatten_schema, known, schema_path_problem, suggest
 from hookd.yamlpos import Document, KeyPath
 
 T = TypeVar("T")
@@ -125,7 +124,7 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
     connector = connectors.get(c.connector)
     if connector is None:
         return [conn.diag(("connector",), f"unknown connector '{c.connector}'",
-                          hint=_suggest(c.connector, connectors) or _known("connectors", connectors))]
+                          hint=suggest(c.connector, connectors) or known("connectors", connectors))]
     out: list[Diagnostic] = []
     declared = connector.connection_parameters
     for name, value in c.parameters.items():
@@ -135,7 +134,7 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
-                    hint=_suggest(name, declared) or _known("parameters", declared)))
+                    hint=suggest(name, declared) or known("parameters", declared)))
         elif param.secret and not isinstance(value, SecretRef):
             out.append(conn.diag(
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
@@ -165,7 +164,7 @@ def check_flow(
     trigger_schema: Schema | None = None
     if connector is None:
         out.append(flow.diag(("trigger", "connector"), f"unknown connector '{f.trigger.connector}'",
-                             hint=_suggest(f.trigger.connector, connectors) or _known("connectors", connectors)))
+                             hint=suggest(f.trigger.connector, connectors) or known("connectors", connectors)))
     else:
         problems, trigger_schema = _check_trigger(flow, connector, connections)
         out.extend(problems)
@@ -184,18 +183,18 @@ def _check_trigger(
         if len(triggers) == 1:  # pragma: no cover - the loader fills the only trigger in
             return out, None
         out.append(flow.diag(("trigger",), f"connector '{connector.name}' has {len(triggers)} triggers: say which with 'operation'",
-                             hint=_known("triggers", triggers)))
+                             hint=known("triggers", triggers)))
         return out, None
     op = connector.operations.get(t.operation)
     if op is None:
         out.append(flow.diag(("trigger", "operation"), f"connector '{connector.name}' has no operation '{t.operation}'",
-                             hint=_suggest(t.operation, triggers or connector.operations)
-                             or _known("triggers", triggers)))
+                             hint=suggest(t.operation, triggers or connector.operations)
+                             or known("triggers", triggers)))
         return out, None
     kind = connector.trigger_kind(t.operation)
     if kind is None:
         out.append(flow.diag(("trigger", "operation"), f"operation '{t.operation}' of '{connector.name}' is not a trigger",
-                             hint=_known("triggers", triggers) if triggers else f"connector '{connector.name}' has no triggers"))
+                             hint=known("triggers", triggers) if triggers else f"connector '{connector.name}' has no triggers"))
         return out, None
     if kind == "polling":
         out.append(flow.diag(("trigger", "operation"),
@@ -231,7 +230,7 @@ def _check_trigger_connection(
     candidates = sorted(n for n, c in connections.items() if c.connector == connector.name)
     if t.connection is None:
         if kind == "webhook" and connector.auth.kind != "none":
-            hint = (_known("connections for it", candidates) if candidates
+            hint = (known("connections for it", candidates) if candidates
                     else f"add connections/{connector.name}.yaml with 'connector: {connector.name}'")
             return [flow.diag(("trigger",), f"trigger on '{connector.name}' needs a connection",
                               hint=hint, at_key=True)]
@@ -239,11 +238,11 @@ def _check_trigger_connection(
     conn = connections.get(t.connection)
     if conn is None:
         return [flow.diag(("trigger", "connection"), f"unknown connection '{t.connection}'",
-                          hint=_suggest(t.connection, connections) or _known("connections for it", candidates))]
+                          hint=suggest(t.connection, connections) or known("connections for it", candidates))]
     if conn.connector != connector.name:
         return [flow.diag(("trigger", "connection"),
                           f"connection '{t.connection}' is for connector '{conn.connector}', not '{connector.name}'",
-                          hint=_known("connections for it", candidates) if candidates else "")]
+                          hint=known("connections for it", candidates) if candidates else "")]
     return []
 
 
@@ -273,7 +272,7 @@ def _check_parameters(
         if name not in params and not (op.body_schema is None and name == "schema"):
             out.append(flow.diag((*where, name), f"{connector}/{op.operation_id} has no parameter '{name}'",
                                  severity="warning", at_key=True,
-                                 hint=_suggest(name, params) or _known("parameters", params)))
+                                 hint=suggest(name, params) or known("parameters", params)))
     return out
 
 
@@ -287,7 +286,7 @@ def _check_body(
 ) -> list[Diagnostic]:
     """Required properties (recursively) present, and given leaves of the right type."""
     out: list[Diagnostic] = []
-    schema = _flatten(schema)
+    schema = flatten_schema(schema)
     props: Mapping[str, Any] = schema.get("properties") or {}
     given_map = given if isinstance(given, Mapping) else {}
     for name in schema.get("required") or ():
@@ -308,7 +307,7 @@ def _check_body(
         sub_schema = props.get(name)
         if sub_schema is None:
             continue
-        problem = type_problem(value, _flatten(sub_schema))
+        problem = type_problem(value, flatten_schema(sub_schema))
         if problem:
             out.append(flow.diag((*where, *path, name), f"body property '{'.'.join((*path, name))}' {problem}"))
         elif isinstance(value, Mapping):
@@ -411,17 +410,17 @@ def _check_call(
     connector = connectors.get(action.connector)
     if connector is None:
         return [flow.diag((*where, "connector"), f"unknown connector '{action.connector}'",
-                          hint=_suggest(action.connector, connectors))]
+                          hint=suggest(action.connector, connectors))]
     out: list[Diagnostic] = []
     op = connector.operations.get(action.operation)
     if op is None:
         out.append(flow.diag((*where, "operation"), f"connector '{connector.name}' has no operation '{action.operation}'",
-                             hint=_suggest(action.operation, connector.operations)))
+                             hint=suggest(action.operation, connector.operations)))
     if action.connection is not None:
         conn = connections.get(action.connection)
         if conn is None:
             out.append(flow.diag((*where, "connection"), f"unknown connection '{action.connection}'",
-                                 hint=_suggest(action.connection, connections)))
+                                 hint=suggest(action.connection, connections)))
         elif conn.connector != connector.name:
             out.append(flow.diag((*where, "connection"),
                                  f"connection '{action.connection}' is for connector '{conn.connector}', not '{connector.name}'"))
@@ -434,7 +433,7 @@ def _check_template(
     flow: Located[Flow], path: KeyPath, text: str, condition: bool,
     schema: Schema | None, scope: _Scope,
 ) -> list[Diagnostic]:
-    analysis = _analyse(text, condition)
+    analysis = analyse(text, condition)
     if analysis.error:
         return [flow.diag(path, f"bad template: {analysis.error}")]
     out: list[Diagnostic] = []
@@ -458,7 +457,7 @@ def _check_template(
                 hint = "a step can only read the output of the steps before it"
             else:
                 message = f"no step '{name}' in this flow (steps.{name})"
-                hint = _suggest(name, scope.all_ids)
+                hint = suggest(name, scope.all_ids)
             out.append(flow.diag(path, message, severity="warning", hint=hint))
     return out
 
@@ -471,203 +470,6 @@ class _Scope:
     step: int | None = None  # index of the step the template is in; None in the trigger
     earlier: frozenset[str] = frozenset()
     all_ids: frozenset[str] = frozenset()
-
-
-class _Analysis(NamedTuple):
-    error: str  # "" when the template is valid
-    body_paths: tuple[tuple[str, ...], ...] = ()  # trigger.body.… paths read
-    names: tuple[tuple[str, str], ...] = ()  # ("env", NAME) and ("steps", ID) read
-
-
-def _template_error(text: str, condition: bool) -> str:
-    """"" when `text` is a valid template (see `_analyse`)."""
-    return _analyse(text, condition).error
-
-
-def _body_paths(text: str, condition: bool) -> tuple[tuple[str, ...], ...]:
-    """The ``trigger.body.…`` paths `text` reads (see `hookd.templating.body_paths`)."""
-    return _analyse(text, condition).body_paths
-
-
-@functools.lru_cache(maxsize=8192)
-def _analyse(text: str, condition: bool) -> _Analysis:
-    """What one template reads, and whether it is valid; parsed once and cached because
-    flows repeat templates.
-
-    Parsing and checking filter/test names finds what compiling finds (syntax errors,
-    unknown filters) at a seventh of the cost, and the common simple templates skip even
-    the parse (`_analyse_simple`): `hookd check` sees thousands of templates. Uses the
-    templating module's environment (same syntax, filters and tests); falls back to its
-    public functions when that is not available.
-    """
-    from hookd import templating
-
-    env = getattr(templating, "_ENV", None)
-    walk = getattr(templating, "_walk", None)
-    if env is None or walk is None:  # pragma: no cover - depends on hookd.templating internals
-        try:
-            (templating.compile_condition if condition else templating.compile_value)(text)
-        except templating.TemplateError as exc:
-            return _Analysis(str(exc))
-        return _Analysis("", tuple(templating.body_paths(text, condition=condition)))
-    source = text
-    if condition and not templating.is_template(text):
-        source = "{{ " + text + " }}"
-    elif not templating.is_template(text):
-        return _Analysis("")
-    simple = _analyse_simple(source, env.filters)
-    return simple if simple is not None else _analyse_jinja(source, text, env, walk)
-
-
-def _analyse_jinja(source: str, text: str, env: Any, walk: Any) -> _Analysis:
-    """`_analyse` by Jinja's own parser: exact for every template."""
-    from jinja2 import nodes
-    from jinja2.exceptions import TemplateSyntaxError
-
-    try:
-        tree = env.parse(source)
-    except TemplateSyntaxError as exc:
-        where = f" (line {exc.lineno} of the template)" if (exc.lineno or 0) > 1 else ""
-        return _Analysis(f"syntax error: {exc.message} in `{_shorten(text)}`{where}")
-    for node in tree.find_all((nodes.Filter, nodes.Test)):
-        table, what = (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
-        if node.name not in table:
-            hint = _suggest(node.name, table)
-            return _Analysis(f"unknown {what} '{node.name}' in `{_shorten(text)}`" + (f"; {hint}" if hint else ""))
-    found: list[tuple[str, ...]] = []
-    if "body" in text:
-        walk(tree, found)
-    names: list[tuple[str, str]] = []
-    if "env" in text or "steps" in text:
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            base = node.node
-            if not (isinstance(base, nodes.Name) and base.name in ("env", "steps")):
-                continue
-            if isinstance(node, nodes.Getattr):
-                names.append((base.name, node.attr))
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                names.append((base.name, node.arg.value))
-    return _Analysis("", tuple(dict.fromkeys(p for p in found if p)), tuple(dict.fromkeys(names)))
-
-
-# Most templates are text with ``{{ a.b.c }}``, ``{{ a.b | filter }}`` or
-# ``{{ a.b == 'x' }}`` in it. Those are recognised by regular expressions, which is ~20x
-# cheaper than Jinja's lexer and parser; anything else goes to Jinja.
-# tests/test_check.py checks that both give the same answer.
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_PATH = rf"{_NAME}(?:\.{_NAME}|\[\d+\])*"
-_LITERAL = r"'[^'\\{}]*'|\d+"
-_FILTER = rf"\|\s*{_NAME}(?:\(\s*(?:{_LITERAL})?\s*\))?\s*"
-_SIMPLE_EXPR = re.compile(
-    rf"\s*({_PATH})\s*(?:(?:==|!=)\s*(?:{_LITERAL})\s*)?((?:{_FILTER})*)"
-)
-_EXPR = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-_SEGMENT = re.compile(rf"\.({_NAME})|\[(\d+)\]")
-_FILTER_NAME = re.compile(rf"\|\s*({_NAME})")
-_KEYWORDS = frozenset({"true", "false", "none", "True", "False", "None", "not", "and", "or",
-                       "in", "is", "if", "else", "loop", "self", "recursive"})
-
-
-def _analyse_simple(source: str, filters: Mapping[str, Any]) -> _Analysis | None:
-    """`_analyse` for a template in the simple form above, or None when it is not."""
-    body: list[tuple[str, ...]] = []
-    names: list[tuple[str, str]] = []
-    end = 0
-    for match in _EXPR.finditer(source):
-        if any(m in source[end:match.start()] for m in ("{%", "{#", "{{")):
-            return None
-        end = match.end()
-        expr = _SIMPLE_EXPR.fullmatch(match.group(1))
-        if expr is None:
-            return None
-        path, filter_text = expr.group(1), expr.group(2)
-        root = path.split(".", 1)[0].split("[", 1)[0]
-        segments = [a or b for a, b in _SEGMENT.findall(path[len(root):])]
-        if root in _KEYWORDS or any(seg in _KEYWORDS for seg in segments):
-            return None
-        for name in _FILTER_NAME.findall(filter_text):
-            if name not in filters:
-                return None  # let Jinja's path report it
-        if root == "trigger" and segments[:1] == ["body"] and len(segments) > 1:
-            body.append(tuple(segments[1:]))
-        elif root in ("env", "steps") and segments and not path[len(root):].startswith("["):
-            names.append((root, segments[0]))
-    if any(m in source[end:] for m in ("{%", "{#", "{{")):
-        return None
-    return _Analysis("", tuple(dict.fromkeys(body)), tuple(dict.fromkeys(names)))
-
-
-def _shorten(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def schema_path_problem(schema: Schema, path: Sequence[str]) -> tuple[int, str] | None:
-    """Where `path` leaves `schema` (index of the bad segment, hint), or None if it fits.
-
-    Follows ``properties`` and ``items`` (a numeric segment is an item); a name outside
-    ``properties`` is allowed only when ``additionalProperties`` says so; a schema that
-    declares no properties at all (``{"type": "object"}``) accepts anything below it.
-
-    >>> s = {"type": "object", "properties": {"pusher": {"properties": {"name": {}}}}}
-    >>> schema_path_problem(s, ("pusher", "name")) is None
-    True
-    >>> schema_path_problem(s, ("pusher", "nmae"))
-    (1, "did you mean 'name'?")
-    """
-    node: Any = schema
-    for i, seg in enumerate(path):
-        node = _flatten(node)
-        if not node:
-            return None
-        is_array = node.get("type") == "array" or "items" in node
-        if seg.isdigit():
-            items = node.get("items")
-            if not isinstance(items, Mapping):
-                return None
-            node = items
-            continue
-        if is_array:
-            return i, f"'{'.'.join(path[:i]) or 'body'}' is a list: use [0] or a loop"
-        props = node.get("properties")
-        if not isinstance(props, Mapping):
-            return None
-        if seg in props:
-            node = props[seg]
-            continue
-        extra = node.get("additionalProperties")
-        if isinstance(extra, Mapping):
-            node = extra
-            continue
-        if extra is True:
-            return None
-        return i, _suggest(seg, props) or _known("keys here", props)
-    return None
-
-
-def _flatten(schema: Any) -> dict[str, Any]:
-    """A schema with allOf/anyOf/oneOf branches merged (a union of their properties)."""
-    if not isinstance(schema, Mapping):
-        return {}
-    branches = [b for k in ("allOf", "anyOf", "oneOf") for b in schema.get(k) or () if isinstance(b, Mapping)]
-    if not branches:
-        return dict(schema)
-    merged: dict[str, Any] = {k: v for k, v in schema.items() if k not in ("allOf", "anyOf", "oneOf")}
-    props: dict[str, Any] = dict(merged.get("properties") or {})
-    required: list[str] = list(merged.get("required") or [])
-    for branch in branches:
-        flat = _flatten(branch)
-        props.update(flat.get("properties") or {})
-        for key, value in flat.items():
-            if key not in ("properties", "required"):
-                merged.setdefault(key, value)
-    if "allOf" in schema:
-        for branch in schema["allOf"]:
-            required += list(_flatten(branch).get("required") or [])
-    if props:
-        merged["properties"] = props
-    if required:
-        merged["required"] = required
-    return merged
 
 
 def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
@@ -742,22 +544,3 @@ def _resolve(
         }[ref.kind]
         return [where.diag(path, f"secret {exc.ref}: {exc.reason} (needed by {who})", hint=hint)]
     return []
-
-
-def _suggest(word: str, candidates: Any) -> str:
-    """`did_you_mean`, cached: a thousand flows often share the same typo."""
-    return _suggest_cached(word, tuple(sorted(candidates)))
-
-
-@functools.lru_cache(maxsize=1024)
-def _suggest_cached(word: str, candidates: tuple[str, ...]) -> str:
-    return did_you_mean(word, candidates)
-
-
-def _known(what: str, names: Any) -> str:
-    listed = sorted(names)
-    if not listed:
-        return ""
-    more = f", … ({len(listed)} in all)" if len(listed) > 8 else ""
-    return f"{what}: {', '.join(listed[:8])}{more}"
-
