@@ -106,7 +106,7 @@ def register_secrets(config: Config) -> None:
     for value in values:
         if isinstance(value, SecretRef):
             with contextlib.suppress(Exception):  # unresolvable: reported by the loader
-                logs.register_secret(secrets.resolve_value(value))
+                logs.register_secret(secrets.resolve_value(value, base_dir=config.directory))
 
 
 # --------------------------------------------------------------------------- listeners
@@ -151,6 +151,22 @@ class RevisionInfo:
         yield f'{self.name}{{revision="{value}"}} 1'
 
 
+class ReloadCounts:
+    """``hookd_config_reloads_total{outcome}``, read from the reloader's counts."""
+
+    name = "hookd_config_reloads_total"
+    help = ("Config loads by outcome: applied (the start counts), or rejected (invalid; "
+            "the last good config keeps running).")
+    kind = "counter"
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def samples(self) -> Iterator[str]:
+        for outcome, n in self.counts.items():
+            yield f'{self.name}{{outcome="{outcome}"}} {n}'
+
+
 # --------------------------------------------------------------------------- the daemon
 
 
@@ -174,10 +190,11 @@ class Daemon:
         self.env = dict(os.environ) if env is None else env
         self.notifier = sdnotify.Notifier(self.env)
         self.started_at = time.time()
-        self.last_reload = status.ReloadOutcome(self.started_at, "start", True, revision_)
-        # Content hash of the files behind the last load attempt (revision_ may be a commit,
-        # which does not change while files are edited).
-        self.loaded_hash = loaded_hash or revision.content_hash(self.directory, self._exclude())
+        self.reloader = reload.Reloader(
+            self.directory, self._load, self, exclude=self._exclude,
+            initial=status.ReloadOutcome(self.started_at, "start", True, revision_),
+            loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
+        )
         self.conn: sqlite3.Connection | None = None
         self.state: AppState | None = None
         self.worker: Worker | None = None
@@ -186,7 +203,6 @@ class Daemon:
         self._next_retry: dict[str, float] = {}  # failed subscription id → when to retry
         self._failed_passes: dict[str, int] = {}
         self._stop = asyncio.Event()
-        self._reload_lock = asyncio.Lock()
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -197,7 +213,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "sighup")
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._spawn(self.reload("sighup"), "reload"))
 
         settings = self.config.settings
         try:
@@ -247,7 +264,7 @@ class Daemon:
         worker_module = await asyncio.to_thread(importlib.import_module, "hookd.worker")
         self.worker = worker_module.Worker(self.state)  # sets state.worker: commits poke it
         await self.worker.start()
-        self._spawn(self._watch(), "watch")
+        self._spawn(self.reloader.watch(self._reconcile_soon), "watch")
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile")
         if settings.reconcile.on_start:
             self._spawn(self.reconcile("start"), "reconcile")
@@ -359,19 +376,15 @@ class Daemon:
 
     def _metrics(self, metrics: Any) -> list[Any]:
         """The daemon's series, rendered with the others on ``/metrics``."""
-        self.reloads = metrics.Counter(
-            "hookd_config_reloads_total",
-            "Config loads by outcome: applied, or rejected (invalid; the last good config "
-            "keeps running).", ("outcome",))
-        self.reloads.inc("applied")
+        reloader = self.reloader
         return [
-            self.reloads,
+            ReloadCounts(reloader.counts),
             metrics.Gauge("hookd_config_rejected",
                           "1 while the newest config on disk is rejected, else 0.",
-                          lambda: 0 if self.last_reload.ok else 1),
+                          lambda: 0 if reloader.last.ok else 1),
             metrics.Gauge("hookd_config_last_reload_timestamp_seconds",
                           "When the config was last loaded (applied or rejected).",
-                          lambda: self.last_reload.at),
+                          lambda: reloader.last.at),
             metrics.Gauge("hookd_draining", "1 while shutting down.", lambda: int(self.draining)),
             RevisionInfo(lambda: self.revision),
         ]
@@ -396,67 +409,21 @@ class Daemon:
             exclude.append(self.state_dir_override)
         return exclude
 
-    def _spawn_reload(self, trigger: str) -> None:
-        self._spawn(self.reload(trigger), "reload")
+    def _load(self) -> tuple[Config | None, list[Diagnostic], str]:
+        return load(self.directory, self.state_dir_override)
 
-    async def _watch(self) -> None:
-        import watchfiles
+    async def reload(self, trigger: str) -> bool | None:
+        """Reload now (SIGHUP); reconcile when a new config was applied."""
+        applied = await self.reloader.reload(trigger)
+        if applied:
+            self._reconcile_soon()
+        return applied
 
-        accept = reload.ConfigFilter(self.directory, self._exclude())
-        # Files changed between the first load and the watcher's start would go unseen.
-        self._spawn(self._catch_up(), "catch-up")
-        async for changes in watchfiles.awatch(
-            self.directory, watch_filter=accept, step=reload.STEP_MS,
-            debounce=reload.DEBOUNCE_MS, recursive=True, ignore_permission_denied=True,
-        ):
-            log.info("config files changed",
-                     extra={"files": reload.changed_paths(changes, self.directory)})
-            await self.reload("watch")
+    def _reconcile_soon(self) -> None:
+        self._spawn(self.reconcile("reload"), "reconcile")
 
-    async def _catch_up(self) -> None:
-        await asyncio.sleep(reload.STEP_MS / 1000 * 2)
-        await self.reload("watch")  # a no-op unless the files differ from the loaded ones
-
-    async def reload(self, trigger: str) -> bool:
-        """Load → validate → swap → reconcile. False when the new config was rejected."""
-        async with self._reload_lock:
-            content = await asyncio.to_thread(
-                revision.content_hash, self.directory, self._exclude())
-            if trigger == "watch" and content == self.loaded_hash:
-                return self.last_reload.ok  # touched, or already loaded: nothing to do
-            self.loaded_hash = content
-            self.notifier.reloading()
-            try:
-                config, diagnostics, rev = await asyncio.to_thread(
-                    load, self.directory, self.state_dir_override)
-            except Exception as exc:  # a loader bug must not take the daemon down
-                log.exception("config reload crashed; keeping the running config")
-                config, rev = None, self.revision
-                diagnostics = [Diagnostic(self.directory, 0, 0, "error",
-                                          f"internal error while loading: {exc!r}")]
-            if config is None:
-                self._rejected(trigger, rev, diagnostics)
-            else:
-                self._apply(trigger, rev, config)
-            self.notifier.ready(self.summary())
-        if config is not None:
-            self._spawn(self.reconcile("reload"), "reconcile")
-        return config is not None
-
-    def _rejected(self, trigger: str, rev: str, diagnostics: list[Diagnostic]) -> None:
-        errors = tuple(d.format(relative_to=self.directory) for d in diagnostics if d.is_error)
-        self.last_reload = status.ReloadOutcome(time.time(), trigger, False, rev, errors)
-        self.reloads.inc("rejected")
-        if self.state is not None:
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            self.state.rejected_config = f"revision {rev}: {errors[0] if errors else '?'}{more}"
-        for line in errors:
-            log.error("config rejected: %s", line, extra={"revision": rev})
-        log.error("config rejected; the last good config keeps running", extra={
-            "trigger": trigger, "rejected_revision": rev, "running_revision": self.revision,
-            "errors": len(errors)})
-
-    def _apply(self, trigger: str, rev: str, config: Config) -> None:
+    def apply_config(self, config: Config, revision_: str, trigger: str) -> None:
+        """`reload.Target`: swap in a new, valid config."""
         old = self.config.settings
         for key in ("public", "admin", "state_dir", "workers"):
             if getattr(old, key) != getattr(config.settings, key):
@@ -464,14 +431,18 @@ class Daemon:
                             extra={"setting": key})
         register_secrets(config)
         self.config = config
-        self.revision = rev
+        self.revision = revision_
         if self.state is not None:
             self.state.config = config  # one attribute: requests see old or new, never a mix
             self.state.rejected_config = None
-        self.last_reload = status.ReloadOutcome(time.time(), trigger, True, rev)
-        self.reloads.inc("applied")
-        log.info("config applied",
-                 extra={"trigger": trigger, "revision": rev, "flows": len(config.flows)})
+
+    def config_rejected(self, outcome: status.ReloadOutcome) -> None:
+        """`reload.Target`: keep the running config; show the rejection on /readyz."""
+        if self.state is not None:
+            errors = outcome.errors
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            self.state.rejected_config = (
+                f"revision {outcome.revision}: {errors[0] if errors else '?'}{more}")
 
     # ------------------------------------------------------------------ reconcile
 
@@ -597,8 +568,8 @@ class Daemon:
         for row in self._subscriptions():
             counts[row.status] = counts.get(row.status, 0) + 1
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
-        if not self.last_reload.ok:
-            line += f"; config {self.last_reload.revision} rejected"
+        if not self.reloader.last.ok:
+            line += f"; config {self.reloader.last.revision} rejected"
         return line
 
     def status_facts(self) -> status.StatusFacts:
@@ -622,7 +593,7 @@ class Daemon:
         return status.StatusFacts(
             version=__version__, started_at=self.started_at, now=time.time(),
             revision=self.revision, flows=sum(f.enabled for f in self.config.flows.values()),
-            last_reload=self.last_reload, subscriptions=counts,
+            last_reload=self.reloader.last, subscriptions=counts,
             inbox_depth=DeliveryStore(self.conn).depth(),
             runs_last_hour=runs_since(self.conn, time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,

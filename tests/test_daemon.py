@@ -12,6 +12,7 @@ Two kinds of process tests:
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -492,3 +494,86 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         log = proc.stderr.read()
         assert "config rejected" in log
         assert token not in log
+
+
+# --------------------------------------------------------------------------- Reloader
+
+
+class FakeTarget:
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+        self.applied: list[tuple[str, str]] = []
+        self.rejected: list[status.ReloadOutcome] = []
+
+    def apply_config(self, config: Any, revision: str, trigger: str) -> None:
+        self.applied.append((revision, trigger))
+
+    def config_rejected(self, outcome: status.ReloadOutcome) -> None:
+        self.rejected.append(outcome)
+
+    def summary(self) -> str:
+        return "summary"
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def reloading(self) -> bool:
+        self.sent.append("RELOADING")
+        return True
+
+    def ready(self, status: str | None = None) -> bool:
+        self.sent.append("READY")
+        return True
+
+
+def test_reloader_applies_rejects_and_skips_unchanged_files(tmp_path: Path) -> None:
+    from hookd.diagnostics import Diagnostic
+
+    (tmp_path / "flows").mkdir()
+    flow = tmp_path / "flows" / "a.yaml"
+    flow.write_text("name: a\n")
+    results: list[Any] = []
+
+    def load() -> Any:
+        return results.pop(0)
+
+    target = FakeTarget()
+    initial = status.ReloadOutcome(0.0, "start", True, "rev-1")
+    reloader = reload.Reloader(tmp_path, load, target, exclude=lambda: [],  # type: ignore[arg-type]
+                               initial=initial, loaded_hash="")
+
+    async def scenario() -> list[bool | None]:
+        out = []
+        results.append((SimpleNamespace(flows={}), [], "rev-2"))
+        out.append(await reloader.reload("watch"))  # files differ from "": applied
+        out.append(await reloader.reload("watch"))  # nothing changed since: skipped
+        flow.write_text("name: [a\n")
+        error = Diagnostic(flow, 1, 7, "error", "invalid YAML")
+        results.append((None, [error], "rev-3"))
+        out.append(await reloader.reload("watch"))  # rejected
+        results.append((None, [error], "rev-3"))
+        out.append(await reloader.reload("sighup"))  # SIGHUP always loads
+        return out
+
+    assert asyncio.run(scenario()) == [True, None, False, False]
+    assert target.applied == [("rev-2", "watch")]
+    assert [o.revision for o in target.rejected] == ["rev-3", "rev-3"]
+    assert reloader.last.ok is False
+    assert reloader.last.errors == ("flows/a.yaml:1:7: error: invalid YAML",)
+    assert reloader.counts == {"applied": 2, "rejected": 2}
+    assert target.notifier.sent == ["RELOADING", "READY"] * 3
+
+
+def test_reloader_survives_a_crashing_loader(tmp_path: Path) -> None:
+    def load() -> Any:
+        raise RuntimeError("loader bug")
+
+    target = FakeTarget()
+    reloader = reload.Reloader(tmp_path, load, target, exclude=lambda: [],  # type: ignore[arg-type]
+                               initial=status.ReloadOutcome(0.0, "start", True, "rev-1"),
+                               loaded_hash="")
+    assert asyncio.run(reloader.reload("sighup")) is False
+    assert target.applied == []
+    assert "internal error while loading" in reloader.last.errors[0]
