@@ -307,7 +307,9 @@ class _Loader:
             for path, text in _strings(raw, (*prefix, "steps", i)):
                 problem = secrets_mod.ref_problem(text)
                 if problem:
-                    self.out.append(doc.diagnostic(path, problem))
+                    self.out.append(doc.diagnostic(
+                        path, problem,
+                        hint="inside a longer string use a template: \"Bearer {{ secrets['env:TOKEN'] }}\""))
         return Flow(
             name=data.get("name") or doc.file.stem,
             trigger=trigger,
@@ -326,7 +328,7 @@ class _Loader:
         timeout = raw.get("timeout")
         return Step(
             id=raw.get("id") or f"step{index + 1}",
-            action=build_action(raw),
+            action=build_action(raw, self.root),
             if_=raw.get("if"),
             foreach=raw.get("foreach"),
             timeout=None if timeout is None else parse_duration(timeout),
@@ -396,8 +398,14 @@ def _listener(data: Mapping[str, Any] | None, default: Listener) -> Listener:
     return Listener(host=data.get("host", default.host), port=data.get("port", default.port))
 
 
-def build_action(step: Mapping[str, Any]) -> Action:
-    """The one action of a schema-valid step."""
+def build_action(raw: Mapping[str, Any], root: Path | None = None) -> Action:
+    """The one action of a schema-valid step.
+
+    A value that is exactly one secret reference becomes a `SecretRef` (``${file:…}``
+    anchored at `root`), which the pipeline resolves when the step runs; templates see
+    it as a constant.
+    """
+    step: Mapping[str, Any] = secret_refs(raw, root)
     if "http" in step:
         h = step["http"]
         expect = h.get("expect", ())
@@ -438,6 +446,22 @@ def build_action(step: Mapping[str, Any]) -> Action:
         return SetAction(values=dict(step["set"]))
     n = step["notify"]
     return NotifyAction(kind=n["kind"], url=n["url"], message=n["message"], title=n.get("title"))
+
+
+def secret_refs(value: Any, root: Path | None = None) -> Any:
+    """`value` with every string that is exactly one secret reference made a `SecretRef`."""
+    if isinstance(value, str):
+        ref = secrets_mod.parse_ref(value)
+        if ref is None:
+            return value
+        if ref.kind == "file" and root is not None and not Path(ref.name).expanduser().is_absolute():
+            return SecretRef("file", str(root / ref.name))
+        return ref
+    if isinstance(value, Mapping):
+        return {k: secret_refs(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [secret_refs(v, root) for v in value]
+    return value
 
 
 def _only_trigger(connector: Connector | None) -> str:

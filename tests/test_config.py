@@ -258,3 +258,41 @@ def test_cli_never_prints_a_secret_value(tmp_path: Path) -> None:
     done = hookd("check", str(tmp_path), env={"GITHUB_TOKEN": "TOPSECRET-VALUE-123"})
     assert done.returncode == 1  # owner/repo missing
     assert "TOPSECRET" not in done.stdout + done.stderr
+
+
+def test_secret_references_in_steps_become_secret_refs_resolved_at_run_time(tmp_path: Path) -> None:
+    write_config(tmp_path, flows={"f": """\
+        trigger: {connector: http}
+        steps:
+          - http:
+              url: https://x
+              headers: {Authorization: "${env:API_TOKEN}", X-Key: "${file:keys/x}"}
+          - run: [/bin/deploy, "${credential:deploy-key}"]
+    """})
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "x").write_text("k")
+    env = {"API_TOKEN": "t", "CREDENTIALS_DIRECTORY": str(tmp_path / "keys")}
+    (tmp_path / "keys" / "deploy-key").write_text("d")
+    config, diagnostics = load_config(tmp_path, connectors=connectors(), env=env)
+    assert diagnostics == [] and config is not None
+    http, run = (s.action for s in config.flows["f"].steps)
+    assert isinstance(http, HttpAction) and isinstance(run, RunAction)
+    assert http.headers == {"Authorization": SecretRef("env", "API_TOKEN"),
+                            "X-Key": SecretRef("file", str(tmp_path.absolute() / "keys" / "x"))}
+    assert run.argv == ("/bin/deploy", SecretRef("credential", "deploy-key"))
+    config, [d] = load_config(tmp_path, connectors=connectors(), env={"API_TOKEN": "t"})
+    assert config is None and (d.line, d.key) == (6, "steps[1].run[1]")
+    assert d.message.startswith("secret ${credential:deploy-key}: CREDENTIALS_DIRECTORY is not set")
+    assert d.message.endswith("(needed by flow 'f')")
+
+
+def test_a_reference_inside_a_longer_string_is_an_error_with_the_template_way(tmp_path: Path) -> None:
+    write_config(tmp_path, flows={"f": """\
+        trigger: {connector: http}
+        steps:
+          - http: {url: https://x, headers: {Authorization: "Bearer ${env:API_TOKEN}"}}
+    """})
+    config, [d] = load_config(tmp_path, connectors=connectors(), env={"API_TOKEN": "t"})
+    assert config is None and (d.line, d.key) == (3, "steps[0].http.headers.Authorization")
+    assert d.message == "${env:API_TOKEN} must be the whole value, not part of a string"
+    assert "{{ secrets['env:TOKEN'] }}" in d.hint
