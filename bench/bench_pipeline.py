@@ -17,7 +17,10 @@ generator to each server in turn, both real processes on 127.0.0.1:
   every delivery and every run (with its step) is on disk.
 
 Prints deliveries/s for both (best of ``--repeat``), the ratio (goal ≥ 1.0, stretch 1.5),
-and checks the store: N deliveries, N succeeded runs, N step rows.
+and checks the store: N deliveries, N succeeded runs, N step rows. Also prints the
+pipeline alone (N deliveries pre-recorded in the store, then drained by the worker), to
+separate the worker's cost from the HTTP ingest's. ``BENCH_WORKERS`` sets the global
+worker limit (default 8, hookd's default).
 """
 
 from __future__ import annotations
@@ -249,6 +252,49 @@ def run_hookd(tmp: Path, n: int, connections: int, tag: str) -> float:
             proc.wait()
 
 
+def run_worker_only(tmp: Path, n: int) -> float:
+    """The pipeline alone: N deliveries already in the inbox (recorded in one transaction,
+    as the inbox would), then the worker takes them, runs the one-`log`-step flow and
+    records each run. Shows what the pipeline costs apart from HTTP ingest."""
+    from hookd import model
+    from hookd.store.db import DB_NAME, open_db
+    from hookd.store.deliveries import DeliveryStore, NewDelivery
+    from hookd.worker import Worker
+    from tests.ingest_launcher import make_config
+
+    state = tmp / "state"
+    config = make_config(state, "http://127.0.0.1:1",
+                         workers=int(os.environ.get("BENCH_WORKERS", "8")))
+    push = dataclasses.replace(config.flows["push"], steps=(model.Step(
+        id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
+                                         fields={"after": "{{ trigger.body.after }}"})),))
+    config = dataclasses.replace(config, flows={**config.flows, "push": push})
+    body = PAYLOAD.read_bytes()
+    conn = open_db(state)
+    DeliveryStore(conn).record_many([
+        NewDelivery("sub", "push", time.time(), {"x-github-event": "push"}, body, "push")
+        for _ in range(n)])
+    conn.close()
+    logging.getLogger("hookd.flow").addHandler(logging.FileHandler(state / "flow.log"))
+    logging.getLogger("hookd.flow").setLevel(logging.INFO)
+    logging.getLogger("hookd.flow").propagate = False
+
+    async def go() -> float:
+        worker = Worker(lambda: config, poll_interval=0.01)
+        start = time.perf_counter()
+        await worker.start()
+        await worker.idle(300)
+        took = time.perf_counter() - start
+        await worker.stop(10)
+        return took
+
+    took = asyncio.run(go())
+    runs, done, steps = processed(state / DB_NAME)
+    if (runs, done, steps) != (n, n, n):
+        raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
+    return n / took
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--deliveries", "-n", type=int, default=2000)
@@ -262,7 +308,7 @@ def main() -> int:
         return 0
     print(f"burst of {args.deliveries} signed {PAYLOAD.stat().st_size} B push payloads, "
           f"{args.connections} connections, best of {args.repeat}", flush=True)
-    hookd_best = webhook_best = 0.0
+    hookd_best = webhook_best = worker_best = 0.0
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
             tmp = Path(tmp_name)
@@ -272,12 +318,18 @@ def main() -> int:
                   flush=True)
             (tmp / "hookd").mkdir()
             hk = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
+            (tmp / "worker").mkdir()
+            wk = run_worker_only(tmp / "worker", args.deliveries)
+            print(f"  hookd worker alone (deliveries already recorded): {wk:.0f}/s", flush=True)
             webhook_best, hookd_best = max(webhook_best, wh), max(hookd_best, hk)
+            worker_best = max(worker_best, wk)
     ratio = hookd_best / webhook_best
     print(f"adnanh/webhook: {webhook_best:.0f} deliveries/s (nothing kept on disk)")
     print(f"hookd:          {hookd_best:.0f} deliveries/s (every delivery and run on disk)")
     verdict = "stretch met" if ratio >= 1.5 else "goal met" if ratio >= 1.0 else "BELOW GOAL"
     print(f"ratio hookd/webhook: {ratio:.2f}x (goal >= 1.0x, stretch 1.5x): {verdict}")
+    print(f"pipeline alone (no HTTP ingest): {worker_best:.0f} deliveries/s, "
+          f"{worker_best / webhook_best:.2f}x webhook")
     return 0
 
 
