@@ -126,11 +126,11 @@ def plan(
                 mine[hook.owned_id].append(hook)
             elif hook.hookd_prefix:
                 warnings.append(
-                    f"hook {hook.upstream_id} in {_scope_text(scope)} has hookd's callback "
+                    f"hook {hook.upstream_id} in {scope_text(scope)} has hookd's callback "
                     "prefix but a token this server did not mint (another hookd state "
                     "directory?); left alone")
     for scope, why in sorted(observed.unavailable.items()):
-        warnings.append(f"cannot list hooks in {_scope_text(scope)}: {why}; drift not checked")
+        warnings.append(f"cannot list hooks in {scope_text(scope)}: {why}; drift not checked")
 
     items: list[PlanItem] = []
     deletes: list[PlanItem] = []
@@ -213,14 +213,16 @@ def plan(
                 "carries hookd's callback URL but matches no flow and no record", hook=hook))
 
     # A create whose flow also has a delete of an older subscription is a replace.
-    creates = {i.flow: n for n, i in enumerate(items) if i.action == "create" and i.row is None}
+    creates = {i.flow: n for n, i in enumerate(items) if i.action == "create"}
     remaining: list[PlanItem] = []
     for item in deletes:
         n = creates.pop(item.flow, None) if item.row is not None else None
         if n is not None:
             new = items[n]
-            items[n] = replace(new, action="replace", row=item.row, hook=item.hook,
-                               reason=f"trigger changed (replaces {item.sub_id})")
+            why = f"trigger changed (replaces {item.sub_id})"
+            if new.row is not None:  # an earlier attempt at the new one failed or was cut
+                why += f"; {new.reason}"
+            items[n] = replace(new, action="replace", row=item.row, hook=item.hook, reason=why)
         else:
             remaining.append(item)
 
@@ -246,7 +248,7 @@ def _primary(hooks: list[ObservedHook], row: SubscriptionRow | None) -> Observed
     return min(hooks, key=lambda h: (len(h.upstream_id), h.upstream_id))
 
 
-def _scope_text(scope: str) -> str:
+def scope_text(scope: str) -> str:
     """A readable name for a scope key: ``github (connection gh) owner=o repo=r``."""
     try:
         connector, connection, params = json.loads(scope)
@@ -255,5 +257,3 @@ def _scope_text(scope: str) -> str:
     args = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
     return f"{connector} (connection {connection}) {args}".strip()
 
-
-scope_text = _scope_text

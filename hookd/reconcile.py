@@ -207,7 +207,9 @@ class Reconciler:
         for item in the_plan.items:
             if item.action in ("create", "replace") and item.desired is not None:
                 intents.append(Update("upsert", item.sub_id, row=_pending_row(item.desired)))
-            if item.action in ("replace", "delete") and item.row is not None:
+            # Not for a replace: its old hook keeps delivering (the server answers 410 for
+            # "deleting") until the new one exists.
+            if item.action == "delete" and item.row is not None:
                 intents.append(Update("set", item.row.id, fields={"status": "deleting"}))
         if intents:
             self.store.apply_many(intents)
@@ -269,6 +271,8 @@ class Reconciler:
                 return outcome("failed", error)
             if item.action == "create":
                 return outcome("ok", "created")
+            if item.row is not None:
+                writer.put(Update("set", item.row.id, fields={"status": "deleting"}))
             old = await self._delete(item.row, item.hook, writer)
             if old[0] != "ok":
                 return outcome(old[0], f"new hook created; deleting the old one: {old[1]}")

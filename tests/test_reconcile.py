@@ -319,3 +319,17 @@ def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
         else:
             assert "unmanageable: cannot delete" in report.outcomes[0].detail
             assert store.all()[0].status == "orphaned"
+
+
+def test_failed_replace_keeps_the_old_hook_delivering(gh: FakeGitHub, store: SubscriptionStore) -> None:
+    reconcile(make_config(gh, {"a": {}}), store)
+    (old,) = store.all()
+    gh.faults = Faults(error_500=1.0)
+    report = reconcile(make_config(gh, {"a": {"events": ["issues"]}}), store, retries=0)
+    gh.faults = Faults()
+    assert [(o.action, o.result) for o in report.outcomes] == [("replace", "failed")]
+    assert store.get(old.id).status == "active"  # type: ignore[union-attr]
+    assert len(gh.hooks) == 1
+    report = reconcile(make_config(gh, {"a": {"events": ["issues"]}}), store)
+    assert [(o.action, o.result) for o in report.outcomes] == [("replace", "ok")]
+    assert [h.events for h in gh.hooks.values()] == [["issues"]]
