@@ -73,7 +73,8 @@ class DeleteStrategy:
         upstream id read from the create response at `id_field`
       - ``"none"``      cannot delete without a Location: reported as unmanageable
     `source` says how it was chosen: ``"x-hookd-delete"``, ``"child-path"``,
-    ``"sibling"``, ``"shared-prefix"`` or ``""``.
+    ``"sibling"``, ``"shared-prefix"`` or ``""`` (also ``"same-path"``, ``"hook-like"``:
+    see `hookd.swagger.match_delete`).
     """
 
     kind: Literal["location", "operation", "none"]

@@ -594,18 +594,17 @@ class _Builder:
                           hint=did_you_mean(id_param, [p.name for p in target.parameters]))
             return DeleteStrategy("operation", target.operation_id, id_param,
                                   spec.id_field or self._id_field(op, id_param), ext.DELETE)
-        deletes = [(o.operation_id, o.path) for o in operations.values() if o.method == "DELETE"]
+        trigger_names = {p.name.lower() for p in op.parameters}
+        deletes = [
+            swagger.DeleteCandidate(o.operation_id, o.path, tuple(
+                p.name for p in o.parameters
+                if p.location in ("query", "header") and p.required and p.name.lower() not in trigger_names))
+            for o in operations.values() if o.method == "DELETE"
+        ]
         match = swagger.match_delete(op.path, deletes)
         if match is None:
             return DeleteStrategy("location")
         op_id, source, id_param = match
-        if not id_param:  # same path: the id travels in a required non-path parameter
-            target = operations[op_id]
-            trigger_names = {p.name for p in op.parameters}
-            id_param = next((p.name for p in target.parameters if p.location != "path"
-                             and p.required and p.name not in trigger_names), "")
-            if not id_param:
-                return DeleteStrategy("location")
         return DeleteStrategy("operation", op_id, id_param, self._id_field(op, id_param), source)
 
     @staticmethod

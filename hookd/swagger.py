@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hookd.connector import RequestPath
@@ -143,56 +144,87 @@ def _walk_marked(schema: Any, marker: str, path: RequestPath, out: list[RequestP
         _walk_marked(items, marker, (*path, "0"), out, depth + 1)
 
 
-def match_delete(
-    trigger_path: str, deletes: Sequence[tuple[str, str]]
-) -> tuple[str, str, str] | None:
+@dataclass(frozen=True)
+class DeleteCandidate:
+    """A DELETE operation of the spec; `id_params` are its required non-path parameters
+    the trigger does not have (where an id could go when the path has none)."""
+
+    operation_id: str
+    path: str
+    id_params: tuple[str, ...] = ()
+
+
+def match_delete(trigger_path: str, deletes: Sequence[DeleteCandidate]) -> tuple[str, str, str] | None:
     """The DELETE operation most likely to remove a hook created by ``POST trigger_path``.
 
-    `deletes` are ``(operationId, path)``. Returns ``(operationId, source, id_param)``
-    where source is ``child-path`` (``/x`` ↔ ``/x/{id}``, or deeper with only parameters),
-    ``same-path`` (same path; the id goes in a parameter), ``sibling``
-    (``/x/subscribe`` ↔ ``/x/{id}``) or ``shared-prefix`` (the longest common meaningful
-    prefix), in that order of preference; None when nothing relates.
+    Returns ``(operationId, source, id_param)``, trying in order:
 
-    >>> match_delete("/repos/{owner}/{repo}/hooks", [("rm", "/repos/{owner}/{repo}/hooks/{hook_id}")])
+    - ``child-path``: ``/x`` ↔ ``/x/{id}`` (or deeper, only parameters: ``/x/{t}/{id}``);
+    - ``same-path``: ``DELETE /x``, the id in a required parameter;
+    - ``sibling``: ``/x/subscribe`` ↔ ``/x/{id}``;
+    - ``shared-prefix``: the longest common prefix with a meaningful segment (not
+      ``api``, ``v1``…);
+    - ``hook-like``: the one and only DELETE in the spec that looks like it removes a hook.
+
+    A wrong guess would delete user data (``POST /accounts/hooks/insert`` next to
+    ``DELETE /accounts/{id}`` deletes an *account*), so every match but ``child-path`` and
+    ``same-path`` must look hook-related: its operationId, or its path past the shared
+    prefix, or its last literal segment names a hook, subscription, callback, trigger….
+    None when nothing qualifies: hookd then relies on the ``Location`` header alone.
+
+    >>> match_delete("/repos/{owner}/{repo}/hooks", [DeleteCandidate("rm", "/repos/{owner}/{repo}/hooks/{hook_id}")])
     ('rm', 'child-path', 'hook_id')
-    >>> match_delete("/webhooks/ticketcreated", [("del", "/webhooks/{webhookId}")])
+    >>> match_delete("/webhooks/ticketcreated", [DeleteCandidate("del", "/webhooks/{webhookId}")])
     ('del', 'sibling', 'webhookId')
-    >>> match_delete("/api/v1/hooks", [("u", "/api/v1/users/{id}")]) is None
+    >>> match_delete("/contacts/subscribe", [DeleteCandidate("DeleteContact", "/contacts/{id}")]) is None
     True
     """
     trig = _segments(trigger_path)
     trig_params = {s.lower() for s in trig if _is_param(s)}
-    best: tuple[int, int, int, str, str, str] | None = None  # (rank, -prefix, len, …)
-    for order, (op_id, path) in enumerate(deletes):
-        segs = _segments(path)
-        new = [s for s in segs if _is_param(s) and s.lower() not in trig_params]
-        id_param = new[-1][1:-1] if new else ""
+    ranked: list[tuple[int, int, int, int, str, str, str]] = []
+    hook_like: list[tuple[str, str]] = []
+    for order, candidate in enumerate(deletes):
+        segs = _segments(candidate.path)
+        new = [s[1:-1] for s in segs if _is_param(s) and s.lower() not in trig_params]
+        id_param = new[-1] if new else (candidate.id_params[0] if candidate.id_params else "")
+        if not id_param:
+            continue  # nothing to put the hook's id in
         common = _common_prefix(trig, segs)
+        looks_like_hook = _looks_like_hook(candidate.operation_id, segs, common)
+        if looks_like_hook:
+            hook_like.append((candidate.operation_id, id_param))
         kind = ""
-        if len(segs) > len(trig) and common == len(trig) and all(_is_param(s) for s in segs[common:]):
+        if len(segs) > len(trig) and common == len(trig) and all(_is_param(x) for x in segs[common:]):
             kind = "child-path"
         elif common == len(segs) == len(trig):
             kind = "same-path"
-        elif (
-            len(segs) == len(trig)
-            and common == len(trig) - 1
-            and _is_param(segs[-1])
-            and not _is_param(trig[-1])
-        ):
+        elif not looks_like_hook:
+            continue
+        elif (len(segs) == len(trig) and common == len(trig) - 1 and _is_param(segs[-1])
+              and not _is_param(trig[-1])):
             kind = "sibling"
-        elif id_param and any(not _is_param(s) and not _GENERIC.match(s) for s in trig[:common]):
+        elif any(not _is_param(x) and not _GENERIC.match(x) for x in trig[:common]):
             kind = "shared-prefix"
-        if not kind or (not id_param and kind != "same-path"):
+        else:
             continue
         rank = ("child-path", "same-path", "sibling", "shared-prefix").index(kind)
-        candidate = (rank, -common, len(segs), f"{order:06d}", op_id, kind)
-        if best is None or candidate < best:
-            best = candidate
-            best_param = id_param
-    if best is None:
-        return None
-    return best[4], best[5], best_param
+        ranked.append((rank, -common, len(segs), order, candidate.operation_id, kind, id_param))
+    if ranked:
+        _, _, _, _, op_id, kind, id_param = min(ranked)
+        return op_id, kind, id_param
+    if len(hook_like) == 1:
+        op_id, id_param = hook_like[0]
+        return op_id, "hook-like", id_param
+    return None
+
+
+_HOOKISH = re.compile(r"hook|subscri|regist|callback|trigger|notif|listen", re.IGNORECASE)
+
+
+def _looks_like_hook(operation_id: str, segments: list[str], common: int) -> bool:
+    literals = [s for s in segments if not _is_param(s)]
+    own = [s for s in segments[common:] if not _is_param(s)]
+    return any(_HOOKISH.search(text) for text in (operation_id, *own, *literals[-1:]))
 
 
 _GENERIC = re.compile(r"^(api|rest|v\d+(\.\d+)*|\d+(\.\d+)*|public|latest)$", re.IGNORECASE)

@@ -189,28 +189,44 @@ def test_parameter_refs_and_path_item_parameters(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- delete matching
 
 
+D = swagger.DeleteCandidate
+
+
 @pytest.mark.parametrize(
     ("trigger", "deletes", "expected"),
     [
-        ("/hooks", [("d", "/hooks/{id}")], ("d", "child-path", "id")),
-        ("/api/v2/webhooks/", [("d", "/api/v2/webhooks/{webhook_uuid}/")], ("d", "child-path", "webhook_uuid")),
-        ("/smartDialogs", [("d", "/smartDialogs/{tenantId}/{id}")], ("d", "child-path", "id")),
-        ("/account/{AccountId}/callback", [("d", "/account/{accountId}/callback/{callbackId}")],
+        ("/hooks", [D("d", "/hooks/{id}")], ("d", "child-path", "id")),
+        ("/api/v2/webhooks/", [D("d", "/api/v2/webhooks/{webhook_uuid}/")], ("d", "child-path", "webhook_uuid")),
+        ("/smartDialogs", [D("d", "/smartDialogs/{tenantId}/{id}")], ("d", "child-path", "id")),
+        ("/account/{AccountId}/callback", [D("d", "/account/{accountId}/callback/{callbackId}")],
          ("d", "child-path", "callbackId")),
-        ("/webhooks/objectcreated", [("d", "/webhooks/{webhookId}")], ("d", "sibling", "webhookId")),
+        ("/webhooks/objectcreated", [D("d", "/webhooks/{webhookId}")], ("d", "sibling", "webhookId")),
         ("/v1/subscriptions/event/dataobject",
-         [("d", "/v1/subscriptions/{subscriptionId}/event/{type}")], ("d", "shared-prefix", "type")),
-        ("/api/manageIntegrations", [("d", "/api/manageIntegrations")], ("d", "same-path", "")),
+         [D("DeleteSubscription", "/v1/subscriptions/{subscriptionId}/event/{type}")],
+         ("DeleteSubscription", "shared-prefix", "type")),
+        ("/api/manageIntegrations", [D("d", "/api/manageIntegrations", ("integrationId",))],
+         ("d", "same-path", "integrationId")),
+        ("/api/manageIntegrations", [D("d", "/api/manageIntegrations")], None),  # no id to send
         # child beats sibling beats shared prefix, whatever the order
-        ("/x/hooks", [("p", "/x/{a}/other/{b}"), ("s", "/x/{id}"), ("c", "/x/hooks/{id}")],
+        ("/x/hooks", [D("p", "/x/{a}/other/{b}"), D("s", "/x/{id}"), D("c", "/x/hooks/{id}")],
          ("c", "child-path", "id")),
-        # generic prefixes relate nothing; no id, nothing to call
-        ("/api/v1/hooks", [("u", "/api/v1/users/{id}")], None),
-        ("/SubscribeToFilings", [("u", "/UnsubscribeFromFilingsById")], None),
+        # never a business object: ForceManager's POST /accounts/hooks/insert
+        ("/accounts/hooks/insert", [D("DeleteWebhook", "/hooks/{id}"), D("DeleteAccount", "/accounts/{id}")],
+         ("DeleteWebhook", "hook-like", "id")),
+        ("/contacts/subscribe", [D("DeleteContact", "/contacts/{id}")], None),
+        # AtBot: the admin item shares /api/triggers, the hook registration is the one to call
+        ("/api/triggers/webhooks/registerAdmin_SkillModified",
+         [D("WebHookRegistrations_Delete", "/api/triggers/webhooks/delete_Admin", ("id",)),
+          D("DeleteAdminItem", "/api/triggers/admin/AdminItems/{type}/{id}")],
+         ("WebHookRegistrations_Delete", "shared-prefix", "id")),
+        # generic prefixes relate nothing; two hook-like deletes are ambiguous
+        ("/api/v1/hooks", [D("u", "/api/v1/users/{id}")], None),
+        ("/SubscribeToFilings", [D("UnsubscribeA", "/UnsubscribeA/{id}"), D("UnsubscribeB", "/UnsubscribeB/{id}")],
+         None),
         ("/hooks", [], None),
     ],
 )
-def test_match_delete(trigger: str, deletes: list[tuple[str, str]],
+def test_match_delete(trigger: str, deletes: list[swagger.DeleteCandidate],
                       expected: tuple[str, str, str] | None) -> None:
     assert swagger.match_delete(trigger, deletes) == expected
 
