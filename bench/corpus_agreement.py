@@ -91,6 +91,31 @@ def compare(manifest: list[dict[str, Any]], document: dict[str, Any]) -> tuple[i
     return agree, total, lines
 
 
+def compare_deletes(manifest: list[dict[str, Any]], document: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """Informational: hookd's fallback DELETE vs the manifest's "best matching DELETE",
+    over webhook triggers where both name one (the manifest also guesses 'elsewhere')."""
+    by_name = {c["name"]: c for c in document["connectors"]}
+    same, both, lines = 0, 0, []
+    for entry in manifest:
+        connector = by_name.get(entry["corpus_dir"])
+        if connector is None:
+            continue
+        triggers = {t["operation_id"]: t for t in connector["triggers"] if t["kind"] == "webhook"}
+        for want in entry["summary"].get("webhook_triggers") or ():
+            got = triggers.get(want["operationId"])
+            theirs = want["delete"][2]
+            ours = got["delete"]["operation_id"] if got else None
+            if not theirs or not ours:
+                continue
+            both += 1
+            if theirs == ours:
+                same += 1
+            else:
+                lines.append(f"  {entry['corpus_dir']} {want['operationId']}: manifest {theirs} "
+                             f"({want['delete'][0]}), hookd {ours} ({got['delete']['source'] if got else ''})")
+    return same, both, lines
+
+
 def timed_load(corpus: Path, repeat: int) -> tuple[float, float, dict[str, Any]]:
     """Best wall and CPU seconds of loading the corpus and building the JSON document."""
     wall, cpu, document = float("inf"), float("inf"), {}
@@ -134,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"webhook connectors agreeing with the manifest: {agree}/{total} = {percent:.1f}%")
     if lines:
         print(("disagreements:\n" if agree < total else "no disagreements\n") + "\n".join(lines))
+    same, both, delete_lines = compare_deletes(manifest, document)
+    print(f"fallback DELETE agreeing with the manifest's guess (both found one): {same}/{both}")
+    if delete_lines:
+        print("\n".join(delete_lines))
     print(f"load + JSON of the corpus: wall {wall * 1000:.0f} ms, cpu {cpu * 1000:.0f} ms; "
           f"json.loads alone: wall {floor_wall * 1000:.0f} ms, cpu {floor_cpu * 1000:.0f} ms; "
           f"ratio {wall / floor_wall:.1f}x wall, {cpu / floor_cpu:.1f}x cpu")
