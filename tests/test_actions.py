@@ -197,3 +197,41 @@ def test_set_returns_values() -> None:
                                              ({"a": 1}, '{"a":1}'), ("s", "s")])
 def test_as_text(value: Any, text: str) -> None:
     assert as_text(value) == text
+
+
+# --------------------------------------------------------------------------- call
+
+
+def test_call_invokes_a_connector_operation_on_the_fake_github(tmp_path: Path) -> None:
+    import dataclasses
+
+    from hookd import model
+    from hookd.upstream import Upstream
+    from tests.fakes.github import FakeGitHub, github_connector, serve
+    from tests.pipeline_util import config
+
+    with serve(FakeGitHub(token="tok-123")) as gh:
+        gh.add_hook("acme", "app", "http://127.0.0.1:9/hooks/x")
+        connector = github_connector(base_url=gh.base_url)
+        good = model.Connection("gh", connector.name, {"token": "tok-123"})
+        bad = model.Connection("gh-bad", connector.name, {"token": "wrong"})
+        cfg = dataclasses.replace(config(tmp_path / "state", []),
+                                  connectors={connector.name: connector},
+                                  connections={"gh": good, "gh-bad": bad})
+
+        async def go(connection: str) -> Any:
+            async with httpx.AsyncClient() as client, Upstream() as upstream:
+                ctx = ActionContext(http=client, config=cfg, upstream=upstream)
+                return await executor("call")(
+                    {"connector": connector.name, "operation": "list-hooks",
+                     "connection": connection, "parameters": {"owner": "acme", "repo": "app"}},
+                    ctx)
+
+        out = asyncio.run(go("gh"))
+        assert out["status"] == 200
+        assert [h["config"]["url"] for h in out["json"]] == ["http://127.0.0.1:9/hooks/x"]
+        with pytest.raises(ActionError) as info:
+            asyncio.run(go("gh-bad"))
+        assert not info.value.retryable and "tok-123" not in str(info.value)
+        with pytest.raises(ActionError, match="unknown connection"):
+            asyncio.run(go("nope"))
