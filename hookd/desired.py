@@ -123,10 +123,10 @@ def desired_for_flow(
         "connector": connector.name,
         "operation": trigger.operation,
         "connection": trigger.connection,
-        "parameters": _canonical(parameters),
-        "body": _canonical(body),
+        "parameters": parameters,
+        "body": body,
         "public_url": public_url,
-    })
+    })  # _hash canonicalises (secret references become their text)
     sub_id = subscription_id(flow.name, fingerprint)
     url = tokens.callback_url(public_url, sub_id, tokens.callback_token(server_secret, sub_id))
     secret = tokens.signing_secret(server_secret, sub_id)
