@@ -69,8 +69,10 @@ class Located(Generic[T]):
 
     @property
     def where(self) -> str:
+        """``flows/a.yaml:3``: config files sit one directory deep, so the last two parts
+        of the path are the name a user sees in `hookd check` output."""
         line, _ = self.doc.pos(self.prefix)
-        return f"{self.doc.file}:{line}"
+        return f"{Path(*self.doc.file.parts[-2:]).as_posix()}:{line}"
 
 
 @dataclass(frozen=True)
