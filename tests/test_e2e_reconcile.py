@@ -249,3 +249,19 @@ def test_subscriptions_lists_request_trigger_urls_and_store_rows(world: dict[str
     (route,) = data["request_triggers"]
     assert route["flow"] == "echo"
     assert route["callback_url"].startswith(world["public"] + "/hooks/echo-")
+
+
+def test_signed_delivery_on_demand_reaches_the_callback_url(world: dict[str, Any]) -> None:
+    gh, cfg, state = world["gh"], world["cfg"], world["state"]
+    write_flow(cfg, "alpha", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 0
+    (hook,) = gh.hooks.values()
+    (row,) = rows(state)
+    payload = (REPO / "tests" / "data" / "github" / "push.0.json")
+    body = json.loads(payload.read_text()) if payload.exists() else {"ref": "refs/heads/main"}
+    assert gh.deliver(hook.id, "push", body).status_code == 202
+    path, headers, raw = next(r for r in world["receiver"].received
+                              if r[1]["x-github-event"] == "push")  # the ping may come too
+    assert path.startswith(f"/hooks/{row.id}/hkd1_")
+    expected = "sha256=" + hmac.new(row.secret.encode(), raw, hashlib.sha256).hexdigest()
+    assert headers["x-hub-signature-256"] == expected

@@ -333,3 +333,17 @@ def test_failed_replace_keeps_the_old_hook_delivering(gh: FakeGitHub, store: Sub
     report = reconcile(make_config(gh, {"a": {"events": ["issues"]}}), store)
     assert [(o.action, o.result) for o in report.outcomes] == [("replace", "ok")]
     assert [h.events for h in gh.hooks.values()] == [["issues"]]
+
+
+def test_unknown_repository_is_explained_and_its_scope_reported(store: SubscriptionStore) -> None:
+    with serve(FakeGitHub(token="ghp_test", repos={("o", "r")})) as fake:
+        config = make_config(fake, {"a": {}, "b": {"repo": "private"}})
+        p = reconcile(config, store, plan_only=True)
+        assert any("cannot list hooks in github (connection gh) owner=o repo=private" in w
+                   for w in p.warnings)
+        report = reconcile(config, store)
+        results = {o.flow: (o.result, o.detail) for o in report.outcomes}
+        assert results["a"][0] == "ok"
+        assert results["b"][0] == "failed"
+        assert "the token lacks permission for this repository or admin:repo_hook scope" \
+            in results["b"][1]
