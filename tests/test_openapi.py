@@ -437,3 +437,30 @@ def test_docstring_examples() -> None:
     for module in (swagger, connector_extensions, lenientjson):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_a_directory_and_a_file_with_the_same_name(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    write_spec(tmp_path / "demo", spec_with({}), "apiDefinition.swagger.json")
+    (tmp_path / "demo" / "apiProperties.json").write_text('{"properties": {}}')
+    write_spec(tmp_path, spec_with({}), "demo.yaml")
+    connectors, diags = openapi.load_connector_dir(tmp_path)
+    assert connectors["demo"].source == tmp_path / "demo"
+    [diag] = diags
+    assert diag.is_error and diag.file == tmp_path / "demo.yaml"
+    assert "a second connector named 'demo'" in diag.message
+
+
+def test_connection_parameter_sets_use_the_first_set(tmp_path: Path) -> None:
+    directory = tmp_path / "Multi"
+    directory.mkdir()
+    write_spec(directory, spec_with({}, securityDefinitions={"o": {"type": "oauth2"}}),
+               "apiDefinition.swagger.json")
+    (directory / "apiProperties.json").write_text(json.dumps({"properties": {"connectionParameterSets": {
+        "values": [{"name": "oauth", "parameters": {"token": {"type": "oAuthSetting"}}},
+                   {"name": "key", "parameters": {"api_key": {"type": "securestring"}}}]}}}))
+    demo, diags = load(directory)
+    assert diags == []
+    assert list(demo.connection_parameters) == ["token"]
+    assert demo.connection_parameters["token"].type == "oauthSetting"
+    assert demo.connection_parameters["token"].secret
