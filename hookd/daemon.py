@@ -124,6 +124,13 @@ def quiet_server(config: uvicorn.Config) -> uvicorn.Server:
     return Server(config)
 
 
+async def serve(server: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
+    """Run one listener; uvicorn's ``sys.exit(3)`` when it cannot bind ends only this task
+    (the daemon then stops with exit code 2), not the whole event loop."""
+    with contextlib.suppress(SystemExit):
+        await server.serve(sockets=sockets)
+
+
 def inherited_socket(env: dict[str, str]) -> socket.socket | None:
     """The public listener passed by systemd socket activation (fd 3), if any."""
     if env.get("LISTEN_PID") != str(os.getpid()):
@@ -237,8 +244,8 @@ class Daemon:
         ]
         inherited = inherited_socket(self.env)
         serving = [
-            asyncio.create_task(servers[0].serve(sockets=[inherited] if inherited else None)),
-            asyncio.create_task(servers[1].serve()),
+            asyncio.create_task(serve(servers[0], [inherited] if inherited else None)),
+            asyncio.create_task(serve(servers[1], None)),
         ]
         if not await self._started(servers, serving):
             log.error("a listener failed to start (address in use or not allowed?)", extra={

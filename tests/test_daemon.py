@@ -280,6 +280,18 @@ def test_socket_activation_serves_the_public_listener_on_the_passed_socket(
         notify.close()
 
 
+def test_a_port_in_use_stops_with_exit_code_2(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    public, _ = write_http_config(config, tmp_path / "state", {"a": http_flow("a")})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", public))
+        taken.listen()
+        done = subprocess.run([sys.executable, "-m", "hookd", "run", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "a listener failed to start" in done.stderr
+
+
 # --------------------------------------------------------------------------- pieces
 
 
