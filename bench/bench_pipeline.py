@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -152,7 +153,7 @@ def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> float:
 # --------------------------------------------------------------------------- hookd
 
 
-def serve(state: Path, port: int) -> None:
+def serve(state: Path, port: int, process: bool = False) -> None:
     """The hookd process: callback server + worker, one flow of one `log` step."""
     import uvicorn
 
@@ -170,14 +171,11 @@ def serve(state: Path, port: int) -> None:
                                          fields={"after": "{{ trigger.body.after }}"})),))
     config = dataclasses.replace(config, flows={**config.flows, "push": push})
 
-    handler = logging.FileHandler(state / "flow.log")
-    from hookd.logs import JsonFormatter
+    from hookd import logs
 
-    handler.setFormatter(JsonFormatter())
-    flow_log = logging.getLogger("hookd.flow")
-    flow_log.addHandler(handler)
-    flow_log.setLevel(logging.INFO)
-    flow_log.propagate = False
+    # One JSON line per event on stderr (the benchmark sends it to a file), like the
+    # journal under systemd; the `log` step writes there too.
+    logs.configure("json", "info")
 
     conn = open_db(state, check_same_thread=False)
     app_state = AppState(config, conn, tokens.load_or_create_server_secret(state))
@@ -185,7 +183,13 @@ def serve(state: Path, port: int) -> None:
     app = create_app(app_state)
 
     async def main() -> None:
-        worker = Worker(app_state)
+        worker: Any
+        if process:
+            from hookd.worker_process import ProcessWorker
+
+            worker = ProcessWorker(app_state, log_format="json", log_level="info")
+        else:
+            worker = Worker(app_state)
         await worker.start()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False,
@@ -209,7 +213,7 @@ def processed(db: Path) -> tuple[int, int, int]:
         conn.close()
 
 
-def run_hookd(tmp: Path, n: int, connections: int, tag: str) -> float:
+def run_hookd(tmp: Path, n: int, connections: int, tag: str, process: bool = False) -> float:
     from hookd.store.db import DB_NAME, open_db
     from hookd.verify import sign
     from tests.ingest_launcher import make_config, subscription
@@ -220,8 +224,9 @@ def run_hookd(tmp: Path, n: int, connections: int, tag: str) -> float:
     port = free_port()
     config = make_config(state, f"http://127.0.0.1:{port}")
     target = subscription(config, state, "push")
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--port", str(port)],
-                            stderr=subprocess.PIPE)
+    log = (tmp / "hookd.log").open("wb")
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--port", str(port),
+                             *(["--process"] if process else [])], stderr=log)
     try:
         wait_listening(port)
         body = PAYLOAD.read_bytes()
@@ -239,17 +244,18 @@ def run_hookd(tmp: Path, n: int, connections: int, tag: str) -> float:
         runs, done, steps = processed(state / DB_NAME)
         if (runs, done, steps) != (n, n, n):
             raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
-        print(f"  hookd: answers {n / (end_answers - start):.0f}/s, processed "
+        print(f"  hookd{' (worker process)' if process else ''}: answers {n / (end_answers - start):.0f}/s, processed "
               f"{n / (end - start):.0f}/s; store: {done} deliveries done, {runs} runs "
               f"succeeded, {steps} steps", flush=True)
         return n / (end - start)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(20)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def run_worker_only(tmp: Path, n: int) -> float:
@@ -302,13 +308,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.process)
         return 0
     print(f"burst of {args.deliveries} signed {PAYLOAD.stat().st_size} B push payloads, "
           f"{args.connections} connections, best of {args.repeat}", flush=True)
-    hookd_best = webhook_best = worker_best = 0.0
+    hookd_best = webhook_best = worker_best = process_best = 0.0
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
             tmp = Path(tmp_name)
@@ -318,6 +325,10 @@ def main() -> int:
                   flush=True)
             (tmp / "hookd").mkdir()
             hk = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
+            (tmp / "hookd-process").mkdir()
+            hp = run_hookd(tmp / "hookd-process", args.deliveries, args.connections, f"p{r}",
+                           process=True)
+            process_best = max(process_best, hp)
             (tmp / "worker").mkdir()
             wk = run_worker_only(tmp / "worker", args.deliveries)
             print(f"  hookd worker alone (deliveries already recorded): {wk:.0f}/s", flush=True)
@@ -328,6 +339,8 @@ def main() -> int:
     print(f"hookd:          {hookd_best:.0f} deliveries/s (every delivery and run on disk)")
     verdict = "stretch met" if ratio >= 1.5 else "goal met" if ratio >= 1.0 else "BELOW GOAL"
     print(f"ratio hookd/webhook: {ratio:.2f}x (goal >= 1.0x, stretch 1.5x): {verdict}")
+    print(f"hookd, worker in a child process (hookd.worker_process): {process_best:.0f} "
+          f"deliveries/s, {process_best / webhook_best:.2f}x webhook")
     print(f"pipeline alone (no HTTP ingest): {worker_best:.0f} deliveries/s, "
           f"{worker_best / webhook_best:.2f}x webhook")
     return 0
