@@ -298,6 +298,8 @@ class _Builder:
 
     def _bad_ref(self, ref: str, message: str, hint: str) -> None:
         line, col = self.spec.find(f'"{ref}"')
+        if not line:  # YAML: the reference may be unquoted or single-quoted
+            line, col = self.spec.find(ref)
         self.diags.append(Diagnostic(self.file, line, col, "warning", message, hint=hint))
 
     def diag(self, severity: Severity, message: str, path: KeyPath, hint: str = "",
@@ -465,7 +467,7 @@ class _Builder:
         )
 
     def _parameter(self, node: Any, where: KeyPath) -> Parameter | None:
-        if not isinstance(node, dict):
+        if not isinstance(node, dict) or not node:  # {}: an unresolved $ref, already reported
             return None
         name, location = node.get("name"), node.get("in")
         if not isinstance(name, str) or location not in PARAMETER_LOCATIONS:

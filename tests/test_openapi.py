@@ -464,3 +464,12 @@ def test_connection_parameter_sets_use_the_first_set(tmp_path: Path) -> None:
     assert list(demo.connection_parameters) == ["token"]
     assert demo.connection_parameters["token"].type == "oauthSetting"
     assert demo.connection_parameters["token"].secret
+
+
+def test_unresolved_ref_in_yaml_has_a_position(tmp_path: Path) -> None:
+    path = tmp_path / "demo.yml"
+    path.write_text("swagger: '2.0'\ninfo: {title: Demo, version: '1'}\npaths:\n  /a:\n    get:\n"
+                    "      operationId: a\n      parameters:\n        - $ref: '#/parameters/Nope'\n")
+    _, diags = load(path)
+    assert [d.format(relative_to=tmp_path) for d in diags] == [
+        "demo.yml:8:18: warning: unresolved $ref '#/parameters/Nope'; treated as {}"]
