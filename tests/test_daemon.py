@@ -166,7 +166,9 @@ def daemon_on(tmp_path: Path) -> Iterator[Callable[..., Running]]:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def test_sd_notify_lifecycle_and_clean_exit(daemon_on: Callable[..., Running]) -> None:
+def test_sd_notify_lifecycle_and_clean_exit(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
     hookd = daemon_on(flows=("a", "b"), env={"WATCHDOG_USEC": "400000"})
     ready = hookd.notify.wait_for("READY")
     assert ready["STATUS"] == "2 flows, 0 subscriptions active, 0 failing"
@@ -179,7 +181,7 @@ def test_sd_notify_lifecycle_and_clean_exit(daemon_on: Callable[..., Running]) -
     assert int(reloading["MONOTONIC_USEC"]) > 0
     assert "STATUS" in hookd.notify.wait_for("READY")
 
-    check_status_command(hookd, flows=2)
+    check_status_command(hookd, flows=2, config=tmp_path / "config")
 
     hookd.notify.drain()
     hookd.proc.send_signal(signal.SIGTERM)
@@ -193,8 +195,9 @@ def test_sd_notify_lifecycle_and_clean_exit(daemon_on: Callable[..., Running]) -
     assert "no hookd answering" in down.stderr
 
 
-def check_status_command(hookd: Running, flows: int) -> None:
-    """`hookd status` against the running daemon, as JSON and as text."""
+def check_status_command(hookd: Running, flows: int, config: Path) -> None:
+    """`hookd status` against the running daemon, as JSON (--admin URL) and as text
+    (--config DIR: the admin address comes from hookd.yaml)."""
     cmd = [sys.executable, "-m", "hookd", "status", "--admin", hookd.admin]
     as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True,
                              timeout=30)
@@ -203,7 +206,8 @@ def check_status_command(hookd: Running, flows: int) -> None:
     assert doc["config"]["revision"]
     assert doc["config"]["last_reload"]["outcome"] == "applied"
     assert doc["inbox_depth"] == 0
-    text = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    text = subprocess.run([*cmd[:4], "--config", str(config)], capture_output=True, text=True,
+                          timeout=30)
     assert text.returncode == 0, text.stderr
     assert f"revision {doc['config']['revision']}" in text.stdout
     assert f"{flows} flows, 0 subscriptions active, 0 failing" in text.stdout
