@@ -15,11 +15,13 @@ Every check is a function of the typed model plus where each object was written
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from hookd import secrets as secrets_mod
 from hookd.connector import Connector, Operation, Schema
@@ -112,7 +114,7 @@ def check_config(
         else:
             seen_flows[flow.item.name] = flow
         out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()},
-                              env_allow=settings.env_allow))
+                              env_allow=settings.env_allow, public_url=settings.public_url))
     if secrets is not None:
         out.extend(check_secrets(by_name, flows, secrets))
     return out
@@ -159,6 +161,7 @@ def check_flow(
     connections: Mapping[str, Connection],
     *,
     env_allow: Collection[str] | None = None,
+    public_url: str = "",
 ) -> list[Diagnostic]:
     f = flow.item
     out: list[Diagnostic] = []
@@ -170,9 +173,30 @@ def check_flow(
     else:
         problems, trigger_schema = _check_trigger(flow, connector, connections)
         out.extend(problems)
+        if (f.enabled and f.trigger.operation in connector.webhooks and connector.host
+                and is_loopback_url(public_url)):
+            out.append(flow.diag(
+                ("trigger",), f"public_url {public_url} is a local address: {connector.host} cannot deliver to it",
+                severity="warning", at_key=True,
+                hint="set public_url in hookd.yaml to the address the upstream reaches (a reverse proxy or tunnel)"))
     allow = None if env_allow is None else frozenset(env_allow)
     out.extend(_check_steps(flow, connectors, connections, trigger_schema, allow))
     return out
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url` points at this machine only (no upstream can reach it).
+
+    >>> is_loopback_url("http://127.0.0.1:8080"), is_loopback_url("https://hooks.example.net")
+    (True, False)
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "::1") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_trigger(

@@ -223,3 +223,11 @@ def test_templates_may_read_only_allow_listed_env_and_earlier_steps(tmp_path: Pa
          "a step can only read the output of the steps before it"),
         (10, "warning", "no step 'frist' in this flow (steps.frist)", "did you mean 'first'?"),
     ]
+
+
+def test_an_enabled_webhook_flow_with_a_local_public_url_is_warned(tmp_path: Path) -> None:
+    d = only(problems(tmp_path, GITHUB_TRIGGER, settings="public_url: http://127.0.0.1:8080\n"))
+    assert (d.severity, d.line, d.key) == ("warning", 2, "trigger")
+    assert d.message == "public_url http://127.0.0.1:8080 is a local address: api.github.com cannot deliver to it"
+    assert problems(tmp_path, "enabled: false\n" + GITHUB_TRIGGER, settings="public_url: http://localhost\n") == []
+    assert problems(tmp_path, "trigger: {connector: http}\n", settings="public_url: http://[::1]:80\n") == []
