@@ -176,6 +176,8 @@ class Reloader:
                 self.last = ReloadOutcome(now, trigger, True, rev)
                 self.counts["applied"] += 1
                 self.target.apply_config(config, rev, trigger)
+                for d in diagnostics:
+                    log.warning("config warning: %s", d.format(relative_to=self.directory))
                 log.info("config applied",
                          extra={"trigger": trigger, "revision": rev, "flows": len(config.flows)})
             self.target.notifier.ready(self.target.summary())
