@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -187,6 +189,7 @@ class Upstream:
         self._env = env
         self.client = httpx.AsyncClient(
             transport=transport,
+            verify=_ssl_context(),
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
@@ -416,6 +419,12 @@ def dig(data: Any, dotted: str) -> Any:
             return None
         data = data.get(key)
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One default (certifi/system) context per process: building one costs ~0.1 s."""
+    return httpx.create_ssl_context()
 
 
 def _first(params: Mapping[str, Any], names: tuple[str, ...]) -> Any:

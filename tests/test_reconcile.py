@@ -280,11 +280,28 @@ def _trigger_params(connector: Connector, op_id: str) -> dict[str, Any]:
     return params
 
 
+class _Switch:
+    """One server for all corpus cases (starting uvicorn per case costs more than the case)."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def spec_server() -> Iterator[tuple[_Switch, str]]:
+    from tests.fakes.github import serve_app
+
+    switch = _Switch()
+    with serve_app(switch) as base:
+        yield switch, base
+
+
 @pytest.mark.parametrize("name, on_delete", CORPUS, ids=[c[0] for c in CORPUS])
 def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
-                                    on_delete: str) -> None:
+                                    on_delete: str, spec_server: tuple[_Switch, str]) -> None:
     from hookd import openapi
-    from tests.fakes.github import serve_app
     from tests.fakes.specfake import CREDENTIALS, SpecFake
 
     connector, _ = openapi.load_connector(shared_dir / "corpus" / "powerplatform" / name)
@@ -292,33 +309,34 @@ def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
     op_id = next(iter(connector.webhooks))
     fake = SpecFake(connector, relative_location=len(name) % 2 == 0)
     store = SubscriptionStore(open_db(tmp_path))
-    with serve_app(fake.app()) as base:
-        fake.base_url = base
-        conn = Connection("c", connector.name, dict(CREDENTIALS),
-                          base_url=base + "/" + connector.base_path.strip("/"))
-        flow = Flow("f", Trigger(connector.name, op_id, "c",
-                                 parameters=_trigger_params(connector, op_id)))
-        config = Config(Path("."), Settings(public_url=PUBLIC), {connector.name: connector},
-                        {"c": conn}, {"f": flow})
+    switch, base = spec_server
+    switch.app = fake.app()
+    fake.base_url = base
+    conn = Connection("c", connector.name, dict(CREDENTIALS),
+                      base_url=base + "/" + connector.base_path.strip("/"))
+    flow = Flow("f", Trigger(connector.name, op_id, "c",
+                             parameters=_trigger_params(connector, op_id)))
+    config = Config(Path("."), Settings(public_url=PUBLIC), {connector.name: connector},
+                    {"c": conn}, {"f": flow})
 
-        report = reconcile(config, store)
-        assert [(o.action, o.result) for o in report.outcomes] == [("create", "ok")], report
-        (sub,) = fake.subscriptions.values()
-        (row,) = store.all()
-        assert sub.callback_url == tokens.callback_url(
-            PUBLIC, row.id, tokens.callback_token(SECRET, row.id))
-        assert row.upstream_id == sub.id or (row.location or "").endswith("/" + sub.id)
+    report = reconcile(config, store)
+    assert [(o.action, o.result) for o in report.outcomes] == [("create", "ok")], report
+    (sub,) = fake.subscriptions.values()
+    (row,) = store.all()
+    assert sub.callback_url == tokens.callback_url(
+        PUBLIC, row.id, tokens.callback_token(SECRET, row.id))
+    assert row.upstream_id == sub.id or (row.location or "").endswith("/" + sub.id)
 
-        assert reconcile(config, store).outcomes == []  # nothing to do, nothing sent
-        assert [m for m, *_ in fake.log] == ["POST"]
+    assert reconcile(config, store).outcomes == []  # nothing to do, nothing sent
+    assert [m for m, *_ in fake.log] == ["POST"]
 
-        report = reconcile(replace(config, flows={}), store)
-        assert [o.result for o in report.outcomes] == [on_delete], report.outcomes
-        if on_delete == "ok":
-            assert fake.subscriptions == {} and store.all() == []
-        else:
-            assert "unmanageable: cannot delete" in report.outcomes[0].detail
-            assert store.all()[0].status == "orphaned"
+    report = reconcile(replace(config, flows={}), store)
+    assert [o.result for o in report.outcomes] == [on_delete], report.outcomes
+    if on_delete == "ok":
+        assert fake.subscriptions == {} and store.all() == []
+    else:
+        assert "unmanageable: cannot delete" in report.outcomes[0].detail
+        assert store.all()[0].status == "orphaned"
 
 
 def test_failed_replace_keeps_the_old_hook_delivering(gh: FakeGitHub, store: SubscriptionStore) -> None:
