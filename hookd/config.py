@@ -21,6 +21,7 @@ too, sorted by name), ``connectors/`` (read by `hookd.openapi`).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,7 +102,25 @@ def load(
 ) -> LoadResult:
     """`load_config` with the I/O-error flag (see `LoadResult`). `revision=False` skips
     computing `Config.revision` (git or a content hash), which `hookd check` never shows."""
-    root = Path(directory).absolute()
+    # Loading allocates many small, acyclic objects: the cyclic GC would walk them again
+    # and again for nothing (a fifth of the time of `hookd check` on 1,000 flows).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(Path(directory), resolve_secrets, env, connectors, revision)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(
+    directory: Path,
+    resolve_secrets: bool,
+    env: Mapping[str, str] | None,
+    connectors: Mapping[str, Connector] | None,
+    revision: bool,
+) -> LoadResult:
+    root = directory.absolute()
     environ = os.environ if env is None else env
     loader = _Loader(root, environ)
     if not root.is_dir():
