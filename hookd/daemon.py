@@ -498,19 +498,14 @@ class Daemon:
     def _schedule_retries(self) -> None:
         from hookd import tokens
 
-        now = time.time()
-        for row in self._subscriptions():
+        rows = self._subscriptions()
+        for row in rows:
             # Signing secrets and callback tokens end up in URLs and errors: mask them.
             logs.register_secret(row.secret)
             logs.register_secret(tokens.callback_token(self.server_secret, row.id))
-            if row.status in status.FAILING_STATES:
-                n = self._failed_passes.get(row.id, 0)
-                self._failed_passes[row.id] = n + 1
-                delay = min(RETRY_MAX, RETRY_BASE * 2**n) * random.uniform(0.8, 1.2)
-                self._next_retry[row.id] = now + delay
-            else:
-                self._failed_passes.pop(row.id, None)
-                self._next_retry.pop(row.id, None)
+        failing = [r.id for r in rows if r.status in status.FAILING_STATES]
+        self._next_retry, self._failed_passes = retry_schedule(
+            failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
 
     async def retry_failed(self) -> None:
         """Scheduled: reconcile when a failed subscription's backoff has elapsed."""
@@ -605,6 +600,29 @@ class Daemon:
             runs_last_hour=runs_since(self.conn, time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
         )
+
+
+def retry_schedule(
+    failing: list[str], passes: dict[str, int], now: float, jitter: Callable[[], float]
+) -> tuple[dict[str, float], dict[str, int]]:
+    """When to retry each failing subscription, after the pass that found it failing.
+
+    `passes` counts the passes in a row each one has failed; the delay doubles with each
+    (RETRY_BASE, at most RETRY_MAX) times `jitter()`. Subscriptions that recovered or are
+    gone drop out.
+
+    >>> retry_schedule(["a", "b"], {"b": 3, "gone": 1}, 100.0, lambda: 1.0)
+    ({'a': 130.0, 'b': 340.0}, {'a': 1, 'b': 4})
+    >>> retry_schedule(["a"], {"a": 20}, 0.0, lambda: 1.0)[0]
+    {'a': 1800.0}
+    """
+    next_at: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for sub_id in failing:
+        n = passes.get(sub_id, 0)
+        counts[sub_id] = n + 1
+        next_at[sub_id] = now + min(RETRY_MAX, RETRY_BASE * 2**n) * jitter()
+    return next_at, counts
 
 
 def runs_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:

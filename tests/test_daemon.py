@@ -608,3 +608,15 @@ def test_reloader_survives_a_crashing_loader(tmp_path: Path) -> None:
     assert asyncio.run(reloader.reload("sighup")) is False
     assert target.applied == []
     assert "internal error while loading" in reloader.last.errors[0]
+
+
+def test_docstring_examples_hold() -> None:
+    """The examples in the daemon modules' docstrings are tests too."""
+    import doctest
+
+    from hookd import daemon, logs, revision, sdnotify
+
+    for module in (daemon, reload, status, sdnotify, logs, revision):
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__
