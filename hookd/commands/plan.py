@@ -169,6 +169,8 @@ def render_plan(the_plan: Any, *, color: bool, heading: str = "") -> str:
         for item in items:
             data = item_json(item)
             where = f" [{data['where']}]" if data["where"] else ""
+            if data["upstream_id"] and action in ("delete", "blocked", "adopt", "replace"):
+                where += f" hook {data['upstream_id']}"
             flow = item.flow or "(no flow)"
             lines.append(paint(f"  {SYMBOLS[action]} {flow}  {item.sub_id}{where}", action, color)
                          + f"\n      {item.reason}")
