@@ -6,6 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hookd.desired import DesiredSubscription
 from hookd.plan import Observed, ObservedHook, Plan, plan
@@ -141,3 +143,53 @@ def test_secrets_never_in_plan_repr() -> None:
     d = replace(want("a-1"), secret="TOPSECRET", body={"config": {"secret": "TOPSECRET"}})
     p = plan([d], [], listed(), max_deletes=5)
     assert "TOPSECRET" not in repr(p) and "hkd1_" not in repr(p)
+
+
+# ----------------------------------------------------------------------------- properties
+
+_IDS = [f"f{n}-{v}" for n in range(4) for v in (1, 2)]
+_STATUSES = ["pending", "active", "failed", "deleting", "orphaned"]
+
+
+@st.composite
+def situations(draw: Any) -> tuple[list[DesiredSubscription], list[SubscriptionRow], Observed, int]:
+    wanted_ids = draw(st.lists(st.sampled_from(_IDS), unique=True, max_size=4))
+    # at most one desired subscription per flow, as desired_subscriptions guarantees
+    by_flow: dict[str, str] = {}
+    for sub_id in wanted_ids:
+        by_flow.setdefault(sub_id.split("-")[0], sub_id)
+    desired = [want(i) for i in by_flow.values()]
+    recorded = [row(i, draw(st.sampled_from(_STATUSES)), upstream_id=str(n),
+                    location=draw(st.sampled_from([None, f"https://api/hooks/{n}"])))
+                for n, i in enumerate(draw(st.lists(st.sampled_from(_IDS), unique=True)))]
+    hooks = [hook(str(100 + n), draw(st.sampled_from([None, *_IDS])),
+                  prefix=draw(st.booleans()))
+             for n in range(draw(st.integers(0, 6)))]
+    observed = listed(*hooks) if draw(st.booleans()) else UNLISTED
+    return desired, recorded, observed, draw(st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations())
+def test_plan_invariants(case: tuple[list[DesiredSubscription], list[SubscriptionRow], Observed, int]) -> None:
+    desired, recorded, observed, max_deletes = case
+    p = plan(desired, recorded, observed, max_deletes=max_deletes)
+    # Every desired subscription is handled exactly once.
+    handled = [i.sub_id for i in p.items if i.action in ("create", "replace", "adopt", "keep")]
+    assert sorted(handled) == sorted(d.id for d in desired)
+    # Deletes never exceed the limit, and each targets something hookd recorded or provably owns.
+    deletes = p.by_action("delete")
+    assert len(deletes) <= max_deletes
+    for item in deletes + p.by_action("blocked"):
+        assert item.row is not None or (item.hook is not None and item.hook.owned_id is not None)
+        assert item.desired is None or item.hook is not None  # only duplicates of wanted ones
+    # Nothing wanted is deleted as "no longer wanted".
+    wanted = {d.id for d in desired}
+    assert all(i.row is None or i.row.id not in wanted for i in deletes)
+    # Hooks whose URL hookd did not mint are never touched.
+    touched = {i.hook.upstream_id for i in p.items if i.hook is not None and i.action != "keep"}
+    foreign = {h.upstream_id for hs in observed.hooks.values() for h in hs if h.owned_id is None}
+    assert not touched & foreign
+    # Deterministic.
+    assert plan(list(reversed(desired)), list(reversed(recorded)), observed,
+                max_deletes=max_deletes) == p
