@@ -169,7 +169,7 @@ def situations(draw: Any) -> tuple[list[DesiredSubscription], list[SubscriptionR
     return desired, recorded, observed, draw(st.integers(0, 3))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(situations())
 def test_plan_invariants(case: tuple[list[DesiredSubscription], list[SubscriptionRow], Observed, int]) -> None:
     desired, recorded, observed, max_deletes = case
