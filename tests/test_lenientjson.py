@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hookd import lenientjson
 
@@ -107,3 +110,49 @@ def test_locate_finds_keys_after_repairs(path: tuple[str | int, ...], where: tup
     parsed = lenientjson.loads(TEXT.encode(), F)
     assert parsed.value is not None
     assert parsed.locate(path) == where
+
+
+# --------------------------------------------------------------------------- properties
+
+text = st.text(alphabet=st.sampled_from('ab,]}"\\ \u2003\u00a0\ufeff'), max_size=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+ODD_SPACES = ["\u2003", "\u00a0", "\u3000", "\ufeff", " "]
+
+
+def dirty_dump(value: object, data: st.DataObject) -> str:
+    """`value` as JSON with trailing commas and odd whitespace sprinkled between tokens."""
+    def space() -> str:
+        return data.draw(st.sampled_from(ODD_SPACES)) if data.draw(st.booleans()) else ""
+
+    if isinstance(value, dict):
+        items = [f"{space()}{json.dumps(k, ensure_ascii=False)}{space()}:{space()}{dirty_dump(v, data)}"
+                 for k, v in value.items()]
+        comma = "," if items and data.draw(st.booleans()) else ""
+        return "{" + ",".join(items) + comma + space() + "}"
+    if isinstance(value, list):
+        items = [f"{space()}{dirty_dump(v, data)}" for v in value]
+        comma = "," if items and data.draw(st.booleans()) else ""
+        return "[" + ",".join(items) + comma + space() + "]"
+    return json.dumps(value, ensure_ascii=False)  # odd spaces inside strings stay as they are
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=json_values, data=st.data())
+def test_dirty_json_reads_back_the_same_value(value: object, data: st.DataObject) -> None:
+    text = dirty_dump(value, data)
+    parsed = lenientjson.loads(text.encode(), F)
+    assert parsed.value == value or (value is None and parsed.value is None)
+    assert not any(d.is_error for d in parsed.diagnostics)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=64))
+def test_any_bytes_give_a_value_or_an_error_never_an_exception(data: bytes) -> None:
+    parsed = lenientjson.loads(data, F)
+    if parsed.value is None:
+        assert all(d.file == F for d in parsed.diagnostics)
+    parsed.locate(("a", 0, "b"))
