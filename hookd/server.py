@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
@@ -233,7 +234,40 @@ def create_app(state: AppState) -> Starlette:
 
     return Starlette(
         routes=[StarletteRoute("/hooks/{subscription_id}/{token}", hook, methods=["POST"])],
+        middleware=[Middleware(_GuardedSend)],
     )
+
+
+class _GuardedSend:
+    """Ignore a failed ``send`` to a connection the HTTP server has already given up on.
+
+    uvicorn may answer a request itself (400 for a broken chunked body) while the app is
+    still running; the app's own answer then raises inside uvicorn. There is nobody left
+    to answer, so that is not an application error: drop the rest of the response.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        broken = False
+
+        async def guarded(message: Any) -> None:
+            nonlocal broken
+            if broken:
+                return
+            try:
+                await send(message)
+            except Exception as exc:
+                if isinstance(exc, OSError):
+                    raise
+                broken = True
+                log.debug("connection closed before the answer was sent", extra={"error": str(exc)})
+
+        await self.app(scope, receive, guarded)
 
 
 async def _accept(

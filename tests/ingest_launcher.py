@@ -236,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         state.inbox.close()
         st = state.inbox.stats
         print(
-            f"inbox: {st.commits} commits, {st.jobs} requests, {st.deliveries} deliveries, "
-            f"mean batch {st.jobs / max(st.commits, 1):.1f}, max batch {st.max_batch}, "
-            f"mean commit {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms",
+            f"inbox: {st.jobs} requests, {st.deliveries} deliveries in {st.commits} write "
+            f"transactions (mean batch {st.jobs / max(st.commits, 1):.1f}, max {st.max_batch}, "
+            f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms on the loop) and "
+            f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
+            f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms",
             file=sys.stderr, flush=True,
         )
     return 0
