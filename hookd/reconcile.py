@@ -227,7 +227,12 @@ class Reconciler:
         async def run(item: planning.PlanItem) -> None:
             nonlocal done
             async with sem:
-                outcome = await self._execute(item, writer)
+                try:
+                    outcome = await self._execute(item, writer)
+                except Exception as exc:  # one item's bug must not abandon the others
+                    log.exception("reconcile step crashed", extra={"subscription": item.sub_id})
+                    outcome = Outcome(item.sub_id, item.flow, item.action, "failed",
+                                      f"internal error: {type(exc).__name__}: {exc}")
             report.outcomes.append(outcome)
             done += 1
             if self.progress is not None:
