@@ -194,6 +194,8 @@ def test_kill_between_upstream_201_and_local_write_then_apply_adopts(
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # after GitHub's 201, before the row says active
     finally:
+        if proc.poll() is None:
+            proc.kill()  # never leave it hanging if an assertion above failed
         proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     assert len(gh.hooks) == 1
