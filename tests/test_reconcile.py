@@ -298,13 +298,35 @@ def spec_server() -> Iterator[tuple[_Switch, str]]:
         yield switch, base
 
 
+DATA = Path(__file__).resolve().parent / "data"
+# Copies that run without ../shared (tests/data/connectors is the connector loader's).
+LOCAL = [
+    (DATA / "connectors" / "_flow-docs-github-sample", "ok"),
+    (DATA / "connectors" / "Microsoft Bookings", "ok"),
+    (DATA / "reconcile" / "connectors" / "Survey123", "ok"),
+]
+
+
+@pytest.mark.parametrize("path, on_delete", LOCAL, ids=[p.name for p, _ in LOCAL])
+def test_copied_connector_lifecycle(tmp_path: Path, path: Path, on_delete: str,
+                                    spec_server: tuple[_Switch, str]) -> None:
+    _lifecycle(path, on_delete, tmp_path, spec_server)
+
+
 @pytest.mark.parametrize("name, on_delete", CORPUS, ids=[c[0] for c in CORPUS])
 def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
                                     on_delete: str, spec_server: tuple[_Switch, str]) -> None:
+    _lifecycle(shared_dir / "corpus" / "powerplatform" / name, on_delete, tmp_path, spec_server)
+
+
+def _lifecycle(path: Path, on_delete: str, tmp_path: Path,
+               spec_server: tuple[_Switch, str]) -> None:
+    """Create through the spec fake, a no-op pass, then delete (or report unmanageable)."""
     from hookd import openapi
     from tests.fakes.specfake import CREDENTIALS, SpecFake
 
-    connector, _ = openapi.load_connector(shared_dir / "corpus" / "powerplatform" / name)
+    name = path.name
+    connector, _ = openapi.load_connector(path)
     assert connector is not None and connector.webhooks
     op_id = next(iter(connector.webhooks))
     fake = SpecFake(connector, relative_location=len(name) % 2 == 0)
