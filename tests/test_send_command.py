@@ -1,0 +1,110 @@
+"""`hookd send`: a real config directory, the built-in github connector, a real server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from hookd import tokens
+from hookd.cli import main
+from hookd.config import load_config
+from hookd.server import AppState, create_app
+from hookd.store.db import open_db
+from hookd.store.deliveries import DeliveryStore
+from tests.configdir import write_config
+
+PUSH = Path(__file__).resolve().parent / "data" / "github" / "push.0.json"
+FLOW = """
+    name: on-push
+    trigger:
+      connector: github
+      operation: webhook-trigger
+      connection: github
+      parameters: {owner: acme, repo: widgets}
+    steps:
+      - id: say
+        log: {message: "push"}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+    return write_config(tmp_path / "config", flows={"on-push": FLOW})
+
+
+@pytest.fixture
+def server(config_dir: Path) -> Iterator[tuple[str, Path]]:
+    """A running public listener for the config (as `hookd run` would serve it)."""
+    config, diagnostics = load_config(config_dir)
+    assert config is not None, diagnostics
+    state_dir = Path(config.settings.state_dir)
+    conn = open_db(state_dir, check_same_thread=False)
+    state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port,
+                                        log_level="warning", lifespan="off", loop="asyncio"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}", state_dir
+    srv.should_exit = True
+    thread.join(10)
+    state.inbox.close()
+
+
+def test_send_to_a_running_hookd_is_accepted_and_recorded(
+    server: tuple[str, Path], config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, state_dir = server
+    args = ["send", "on-push", str(PUSH), "--config", str(config_dir), "--url", url,
+            "--delivery-id", "manual-1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("202 delivery ") and "flow on-push" in out
+    delivery_id = out.split()[2]
+    d = DeliveryStore(open_db(state_dir)).get(delivery_id)
+    assert d is not None and d.body == PUSH.read_bytes()
+    assert d.event == "push"  # from the file name push.0.json
+    assert d.delivery_id == "manual-1"
+
+    assert main(args) == 0  # the same delivery id again: recorded once
+    assert "duplicate" in capsys.readouterr().out
+
+
+def test_send_in_process_records_nothing(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "on-push", str(PUSH), "--config", str(config_dir), "--in-process",
+                 "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"status": 202' in out
+    assert not (config_dir / "state" / "hookd.db").exists()
+
+
+def test_send_reports_a_refusal(config_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "push.json"
+    bad.write_text("{not json")
+    assert main(["send", "on-push", str(bad), "--config", str(config_dir), "--in-process"]) == 1
+    assert "400 invalid JSON" in capsys.readouterr().out
+
+
+def test_send_unknown_flow_or_no_daemon(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "nope", str(PUSH), "--config", str(config_dir), "--in-process"]) == 2
+    assert "no flow or subscription 'nope'" in capsys.readouterr().err
+    # Never ran: no server secret, so no callback URL to sign for.
+    assert main(["send", "on-push", str(PUSH), "--config", str(config_dir)]) == 2
+    assert "has hookd run" in capsys.readouterr().err
