@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import pickle
 import signal
+import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -53,29 +53,31 @@ class ProcessWorker:
                     source.worker = self
         self._options = {"state_dir": state_dir, "limit": limit, "poll_interval": poll_interval,
                          "log_format": log_format, "log_level": log_level}
-        self._proc: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._sent: model.Config | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._conn = parent
-        self._proc = ctx.Process(target=_child_main, args=(child, self._options),
-                                 name="hookd-worker", daemon=False)
-        self._proc.start()
-        child.close()
+        # A fresh interpreter (not multiprocessing): nothing of the parent's threads,
+        # sockets or __main__ is inherited. Messages are length-prefixed pickles on stdin.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from hookd.worker_process import child_main; child_main()"],
+            stdin=subprocess.PIPE, close_fds=True,
+        )
+        self._send(("options", self._options))
         self._send_config(force=True)
         self._watch = asyncio.create_task(self._watch_config())
 
     def _send(self, message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message)
         with self._lock:
-            if self._conn is None:
+            pipe = self._proc.stdin if self._proc is not None else None
+            if pipe is None or pipe.closed:
                 return
             with contextlib.suppress(OSError, ValueError):
-                self._conn.send_bytes(pickle.dumps(message))
+                pipe.write(struct.pack("!I", len(data)) + data)
+                pipe.flush()
 
     def _send_config(self, *, force: bool = False) -> None:
         config = self._get_config()
@@ -102,20 +104,21 @@ class ProcessWorker:
             self._watch.cancel()
         self._send(("stop", timeout))
         proc = self._proc
-        if proc is not None:
-            await asyncio.to_thread(proc.join, timeout + 10)
-            if proc.is_alive():
-                log.warning("worker process did not stop in time; killing it")
-                proc.kill()
-                await asyncio.to_thread(proc.join, 5)
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        if proc is None:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, timeout + 10)
+        except subprocess.TimeoutExpired:
+            log.warning("worker process did not stop in time; killing it")
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 5)
+        with self._lock, contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.poll() is None
 
 
 # --------------------------------------------------------------------------- the child
@@ -130,22 +133,36 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def _child_main(conn: Connection, options: dict[str, Any]) -> None:
+def _read(stream: Any) -> tuple[Any, ...]:
+    head = stream.read(4)
+    if len(head) < 4:
+        raise EOFError
+    (size,) = struct.unpack("!I", head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    message: tuple[Any, ...] = pickle.loads(data)
+    return message
+
+
+def child_main() -> None:
+    """Entry point of the child interpreter (see `ProcessWorker.start`)."""
     _die_with_parent()
     # The parent handles SIGINT/SIGTERM and tells us to stop over the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    first = pickle.loads(conn.recv_bytes())
-    assert first[0] == "config"
+    stream = sys.stdin.buffer
+    options: dict[str, Any] = _read(stream)[1]
+    first = _read(stream)
     config: model.Config = first[1]
     from hookd import logs
 
     logs.configure(options.get("log_format") or config.settings.log_format,
                    options.get("log_level") or config.settings.log_level)
-    asyncio.run(_child_loop(conn, config, options))
+    asyncio.run(_child_loop(stream, config, options))
 
 
-async def _child_loop(conn: Connection, config: model.Config, options: dict[str, Any]) -> None:
+async def _child_loop(stream: Any, config: model.Config, options: dict[str, Any]) -> None:
     from hookd.worker import Worker
 
     holder = {"config": config}
@@ -168,7 +185,7 @@ async def _child_loop(conn: Connection, config: model.Config, options: dict[str,
     def reader() -> None:
         while True:
             try:
-                message = pickle.loads(conn.recv_bytes())
+                message = _read(stream)
             except (EOFError, OSError):
                 message = ("stop", 5.0)  # the parent went away
             with contextlib.suppress(RuntimeError):

@@ -218,3 +218,38 @@ def test_worker_exposes_counts(tmp_path: Path) -> None:
     record(state, "f", [{}, {}])
     worker = asyncio.run(process(cfg))
     assert worker.counts["failed"] == 2
+
+
+def test_process_worker_runs_flows_in_a_child_and_follows_config_changes(
+    tmp_path: Path, sink: Sink
+) -> None:
+    from hookd.worker_process import ProcessWorker
+
+    state = tmp_path / "state"
+    v1 = config(state, [flow("f", [step("p", post(sink.url + "/v1"))])])
+    v2 = config(state, [flow("f", [step("p", post(sink.url + "/v2"))])])
+    holder = {"config": v1}
+
+    async def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(sink.received) < n:
+            assert time.monotonic() < deadline, "child worker did not run the delivery"
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        worker = ProcessWorker(lambda: holder["config"], poll_interval=0.05)
+        await worker.start()
+        assert worker.alive
+        record(state, "f", [{"n": 1}])
+        worker.poke()
+        await wait_for(1)
+        holder["config"] = v2  # a reload: the next run uses the new flow
+        record(state, "f", [{"n": 2}])
+        worker.poke()
+        await wait_for(2)
+        await worker.stop(5)
+        assert not worker.alive
+
+    asyncio.run(go())
+    assert [(r.path, r.text) for r in sink.received] == [("/v1", "1"), ("/v2", "2")]
+    assert [r.status for r in RunStore(dbmod.open_db(state)).list()] == ["succeeded"] * 2
