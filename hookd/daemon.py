@@ -411,7 +411,7 @@ class Daemon:
 
     def _exclude(self) -> list[Path]:
         """Directories inside the config directory that are not config (the state)."""
-        exclude = [self.config.settings.state_dir]
+        exclude = [self.config.settings.state_dir, self.directory / "state"]
         if self.state_dir_override is not None:
             exclude.append(self.state_dir_override)
         return exclude
@@ -592,6 +592,8 @@ class Daemon:
             for r in RunStore(self.conn).list(status="failed", limit=RECENT_FAILURES)
         ]
         failures.sort(key=lambda f: f.at or 0, reverse=True)
+        # Errors quote upstream answers and URLs: mask secrets as the logs do.
+        failures = [dataclasses.replace(f, error=logs.REDACTOR.redact(f.error)) for f in failures]
         return status.StatusFacts(
             version=__version__, started_at=self.started_at, now=time.time(),
             revision=self.revision, flows=sum(f.enabled for f in self.config.flows.values()),

@@ -484,7 +484,8 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         notify = Notifications(tmp_path)
         proc = subprocess.Popen(
             [sys.executable, "-m", "hookd", "run", "--config", str(config)],
-            env={**os.environ, "NOTIFY_SOCKET": notify.path, "GITHUB_TOKEN": token},
+            env={**os.environ, "NOTIFY_SOCKET": notify.path, "GITHUB_TOKEN": token,
+                 "STALE_TOKEN": "stale-token-value"},
             stderr=subprocess.PIPE, text=True,
         )
         admin_url = f"http://127.0.0.1:{admin}"
@@ -513,6 +514,21 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
             wait_until(lambda: github.hooks_of("acme", "two") == [], what="hook deleted")
             assert len(github.hooks_of("acme", "one")) == 1
 
+            # A flow whose credentials upstream refuses: failing, and shown as such.
+            notify.drain()
+            (config / "connections" / "stale.yaml").write_text(
+                f'connector: github\nbase_url: {github.base_url}\n'
+                'parameters: {token: "${env:STALE_TOKEN}"}\n')
+            (config / "flows" / "three.yaml").write_text(
+                github_flow("three", "three").replace("connection: github", "connection: stale"))
+            wait_until(lambda: notify.wait_for("STATUS")["STATUS"].endswith("1 failing"),
+                       what="failing subscription")
+            shown = subprocess.run([sys.executable, "-m", "hookd", "status", "--admin", admin_url],
+                                   capture_output=True, text=True, timeout=30)
+            assert shown.returncode == 1  # needs attention
+            assert "subscription three" in shown.stdout and "bad credentials" in shown.stdout
+            assert "stale-token-value" not in shown.stdout
+
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
             assert len(github.hooks_of("acme", "one")) == 1  # not deleted on shutdown
@@ -524,7 +540,7 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         assert proc.stderr is not None
         log = proc.stderr.read()
         assert "config rejected" in log
-        assert token not in log
+        assert token not in log and "stale-token-value" not in log
 
 
 # --------------------------------------------------------------------------- Reloader
