@@ -222,8 +222,13 @@ class Inbox:
         if self._closed:
             raise InboxError("the inbox is closed (hookd is stopping)")
         loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
+        if self._loop is not loop:
+            # Rebind only when idle: the futures of one batch all belong to one loop.
+            if self._loop is not None and not self._loop.is_closed() and (
+                self._pending or self._unsynced
+            ):
+                raise InboxError("the inbox is busy on another event loop")
+            self._loop, self._scheduled = loop, False
         if self._conn is None:
             self.start()
         job.future = loop.create_future()

@@ -151,3 +151,11 @@ def test_mark_verified(inbox: Inbox, tmp_path: Path) -> None:
     assert asyncio.run(go()) == (True, False)
     row = SubscriptionStore(open_db(tmp_path)).get("sub")
     assert row is not None and row.verified_at == 1234.0
+
+
+def test_an_idle_inbox_can_be_used_from_a_new_event_loop(inbox: Inbox) -> None:
+    async def go(n: int) -> Recorded:
+        return await inbox.record([_d(n)])
+
+    assert not asyncio.run(go(1)).duplicate
+    assert not asyncio.run(go(2)).duplicate  # e.g. `hookd send --in-process`, tests
