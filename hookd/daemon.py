@@ -236,6 +236,7 @@ class Daemon:
             self.state.inbox.start()  # fails here, loudly, on a bad state directory
         except Exception as exc:
             log.error("cannot open the inbox", extra={"error": str(exc)})
+            await self._close()
             return EXIT_IO
         public, admin = self._apps(self.state)
         servers = [
@@ -367,18 +368,12 @@ class Daemon:
         return state
 
     def _apps(self, state: AppState) -> tuple[Any, Any]:
-        from starlette.routing import Route
-
+        """The public app, and the admin app with ``/api/status`` and the runs API."""
         from hookd import api
         from hookd.admin import create_admin_app
         from hookd.server import create_app
 
-        async def api_status(request: Any) -> Any:
-            from starlette.responses import JSONResponse
-
-            return JSONResponse(status.document(self.status_facts()))
-
-        routes = [Route("/api/status", api_status, methods=["GET"]), *api.routes(state)]
+        routes = [*status.routes(self.status_facts), *api.routes(state)]
         return create_app(state), create_admin_app(state, routes)
 
     def _metrics(self, metrics: Any) -> list[Any]:
