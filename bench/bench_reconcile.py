@@ -77,8 +77,9 @@ def _wait(base: str) -> None:
     raise SystemExit("fake GitHub did not start")
 
 
-def _stats(base: str, reset: bool = False) -> dict[str, Any]:
-    r = httpx.request("DELETE" if reset else "GET", base + "/__stats", timeout=10)
+def _stats(base: str, reset: bool = False, clear: bool = False) -> dict[str, Any]:
+    url = base + "/__stats" + ("?hooks=1" if clear else "")
+    r = httpx.request("DELETE" if reset or clear else "GET", url, timeout=10)
     return dict(r.json())
 
 
@@ -148,7 +149,7 @@ def main() -> int:
         _wait(base)
         floor = n * latency / conc
         baseline, baseline_cpu = asyncio.run(_baseline(base, n, args.per_repo, conc))
-        _stats(base, reset=True)
+        _stats(base, clear=True)  # hookd starts from the same empty fake as the baseline
         with tempfile.TemporaryDirectory() as tmp:
             store = SubscriptionStore(open_db(Path(tmp)))
             config = _config(base, n, args.per_repo, conc)

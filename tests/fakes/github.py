@@ -160,6 +160,9 @@ class FakeGitHub:
 
     def __post_init__(self) -> None:
         self._next_id = 1
+        # (owner, repo, url) → hook id; entries are checked against `hooks` on use, so
+        # tests may delete from `hooks` directly.
+        self._by_url: dict[tuple[str, str, str], int] = {}
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
 
@@ -173,8 +176,14 @@ class FakeGitHub:
                         {"url": url, "content_type": "json", **({"secret": secret} if secret else {})},
                         events or ["push"])
             self.hooks[hook.id] = hook
+            self._by_url[(owner, repo, url)] = hook.id
             self._next_id += 1
             return hook
+
+    def _exists(self, owner: str, repo: str, url: str) -> bool:
+        hook = self.hooks.get(self._by_url.get((owner, repo, url), -1))
+        return hook is not None and (hook.owner, hook.repo, hook.config.get("url")) == (
+            owner, repo, url)
 
     def hooks_of(self, owner: str, repo: str) -> list[Hook]:
         return [h for h in self.hooks.values() if (h.owner, h.repo) == (owner, repo)]
@@ -203,6 +212,8 @@ class FakeGitHub:
         """Counters for a fake running in another process (benchmarks); DELETE resets."""
         if request.method == "DELETE":
             self.reset_counters()
+            if request.query_params.get("hooks") == "1":
+                self.hooks.clear()
         return JSONResponse({"hooks": len(self.hooks), "requests": self.requests,
                              "write_requests": self.write_requests,
                              "list_requests": self.list_requests})
@@ -263,14 +274,14 @@ class FakeGitHub:
                                  "errors": [{"field": "config.url", "code": "missing"}]}, 422)
         fault = self._after_write_fault()
         with self._lock:
-            if any(h.config.get("url") == url and h.repo == repo and h.owner == owner
-                   for h in self.hooks.values()):
+            if self._exists(owner, repo, url):
                 return JSONResponse({"message": "Validation Failed", "errors": [
                     {"resource": "Hook", "code": "custom",
                      "message": "Hook already exists on this repository"}]}, 422)
             hook = Hook(self._next_id, owner, repo, config, list(body.get("events") or ["push"]),
                         bool(body.get("active", True)), body.get("name", "web"))
             self.hooks[hook.id] = hook
+            self._by_url[(owner, repo, url)] = hook.id
             self._next_id += 1
         if self.ping:
             asyncio.get_running_loop().run_in_executor(None, self._ping, hook)
