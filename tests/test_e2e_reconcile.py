@@ -267,3 +267,35 @@ def test_signed_delivery_on_demand_reaches_the_callback_url(world: dict[str, Any
     assert path.startswith(f"/hooks/{row.id}/hkd1_")
     expected = "sha256=" + hmac.new(row.secret.encode(), raw, hashlib.sha256).hexdigest()
     assert headers["x-hub-signature-256"] == expected
+
+
+def test_plan_is_coloured_only_on_a_terminal_and_progress_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookd.commands.apply import Progress
+    from hookd.commands.plan import render_plan, use_color
+    from hookd.plan import Observed, plan
+    from tests.test_plan import row
+
+    the_plan = plan([], [row("a-1")], Observed(), max_deletes=5)
+    assert "\033[31m" in render_plan(the_plan, color=True)
+    assert "\033" not in render_plan(the_plan, color=False)
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert use_color(Tty()) and not use_color(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Tty())
+
+    log = io.StringIO()
+    progress = Progress(log)
+    for done in range(1, 201):
+        progress(done, 200)
+    lines = log.getvalue().splitlines()
+    assert 10 <= len(lines) <= 11 and lines[-1].startswith("apply: 200/200 done")
+    quiet = io.StringIO()
+    Progress(quiet)(1, 3)  # few items: no progress line
+    assert quiet.getvalue() == ""
