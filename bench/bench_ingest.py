@@ -1,7 +1,7 @@
 """Ingest throughput: hookd's durable callback path against a bare HMAC-checking app.
 
     python bench/bench_ingest.py [--duration 10] [--connections 32] [--window 0]
-                                 [--profile py-spy|cprofile]
+                                 [--profile py-spy]
 
 Both servers are real uvicorn processes on 127.0.0.1 (tests/ingest_launcher.py), driven by
 wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
@@ -167,9 +167,10 @@ def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -
     proc = start(mode, state, port, extra)
     profiler = None
     try:
-        if args.profile == "py-spy" and mode == "hookd" and shutil.which("py-spy"):
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if args.profile == "py-spy" and mode == "hookd" and spy:
             profiler = subprocess.Popen(
-                ["py-spy", "record", "-p", str(proc.pid), "-d", str(args.duration), "-f", "speedscope",
+                [spy, "record", "-p", str(proc.pid), "-d", str(args.duration), "-f", "speedscope",
                  "-o", str(root / "hookd.speedscope.json"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tag = str(int(time.time()))
@@ -198,7 +199,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=None, help="inbox group-commit window (s)")
     parser.add_argument("--loop", default="auto", help="uvicorn --loop for both servers")
     parser.add_argument("--http", default="auto", help="uvicorn --http for both servers")
-    parser.add_argument("--profile", choices=["py-spy", "cprofile", "none"], default="none")
+    parser.add_argument("--profile", choices=["py-spy", "none"], default="none")
     args = parser.parse_args()
 
     common = ["--loop", args.loop, "--http", args.http]
@@ -207,11 +208,13 @@ def main() -> int:
         root = Path(tmp)
         bare = measure("bare", root, args, common)
         hookd = measure("hookd", root, args, hookd_extra)
-        if args.profile == "py-spy" and (root / "hookd.speedscope.json").exists():
-            dest = REPO / "bench" / "out"
-            dest.mkdir(exist_ok=True)
-            shutil.copy(root / "hookd.speedscope.json", dest / "ingest.speedscope.json")
-            print(f"profile: {dest / 'ingest.speedscope.json'} (open in speedscope.app)")
+        if args.profile == "py-spy":
+            if (root / "hookd.speedscope.json").exists():
+                dest = Path(tempfile.gettempdir()) / "hookd-ingest.speedscope.json"
+                shutil.copy(root / "hookd.speedscope.json", dest)
+                print(f"profile: {dest} (open in https://www.speedscope.app)")
+            else:
+                print("profile: py-spy not found or not permitted (pip install py-spy)")
 
     ok = hookd["requests"] - hookd["non2xx"]
     load = "wrk" if shutil.which("wrk") else "python (httpx)"
