@@ -13,11 +13,15 @@ a run half-way. The run's outcome decides the delivery's: ``done``, ``failed`` (
 letter, kept with its run for ``hookd replay``), or back to ``queued`` when the worker
 stopped before the run finished.
 
-SQLite work happens on one dedicated thread with its own connection, so a slow commit
-never stalls the event loop that also serves the callback listener. That connection
-uses ``synchronous=NORMAL``: in WAL mode a commit still survives a crash of hookd (kill
--9); only a power loss can forget the last run-history writes, which at worst runs a
-step again — the delivery itself was committed with ``synchronous=FULL`` by the inbox.
+Store writes go through `hookd.store.batch.LoopBatchingDb`: the writes all runs make
+during one turn of the event loop commit together, on the loop's thread, without ever
+waiting for SQLite's write lock there. The worker's connection uses
+``synchronous=NORMAL``: in WAL mode a commit still survives a crash of hookd (kill -9);
+only a power loss can forget the last run-history writes, which at worst runs a step
+again — the delivery itself was committed with ``synchronous=FULL`` by the inbox.
+
+`hookd.worker_process.ProcessWorker` runs this same worker in a child process, so that
+pipelines and the callback listener use two cores.
 """
 
 from __future__ import annotations
