@@ -424,7 +424,7 @@ class Daemon:
     def _reconcile_soon(self) -> None:
         self._spawn(self.reconcile("reload"), "reconcile")
 
-    def apply_config(self, config: Config, revision_: str, trigger: str) -> None:
+    async def apply_config(self, config: Config, revision_: str, trigger: str) -> None:
         """`reload.Target`: swap in a new, valid config."""
         old = self.config.settings
         for key in ("public", "admin", "state_dir", "workers"):
@@ -432,11 +432,14 @@ class Daemon:
                 log.warning("setting changed; it takes effect after a restart",
                             extra={"setting": key})
         register_secrets(config)
+        if self.state is not None:
+            # Assigning builds the new route table (it compiles each flow's payload schema)
+            # and then swaps one attribute: requests see the old or the new config, never
+            # a mix. Built on a thread, so the listeners keep answering meanwhile.
+            await asyncio.to_thread(setattr, self.state, "config", config)
+            self.state.rejected_config = None
         self.config = config
         self.revision = revision_
-        if self.state is not None:
-            self.state.config = config  # one attribute: requests see old or new, never a mix
-            self.state.rejected_config = None
 
     def config_rejected(self, outcome: status.ReloadOutcome) -> None:
         """`reload.Target`: keep the running config; show the rejection on /readyz."""
@@ -491,7 +494,7 @@ class Daemon:
         if changed:
             # Route callbacks of subscriptions created or removed. Rebuilding the routes
             # costs time per flow, so a pass that kept everything as it was skips it.
-            self.state.refresh()
+            await asyncio.to_thread(self.state.refresh)
         self._schedule_retries()
         self.notifier.status(self.summary())
 

@@ -104,7 +104,7 @@ class Target(Protocol):
 
     notifier: sdnotify.Notifier
 
-    def apply_config(self, config: Config, revision: str, trigger: str) -> None: ...
+    async def apply_config(self, config: Config, revision: str, trigger: str) -> None: ...
 
     def config_rejected(self, outcome: ReloadOutcome) -> None: ...
 
@@ -175,7 +175,7 @@ class Reloader:
             else:
                 self.last = ReloadOutcome(now, trigger, True, rev)
                 self.counts["applied"] += 1
-                self.target.apply_config(config, rev, trigger)
+                await self.target.apply_config(config, rev, trigger)
                 for d in diagnostics:
                     log.warning("config warning: %s", d.format(relative_to=self.directory))
                 log.info("config applied",

@@ -552,7 +552,7 @@ class FakeTarget:
         self.applied: list[tuple[str, str]] = []
         self.rejected: list[status.ReloadOutcome] = []
 
-    def apply_config(self, config: Any, revision: str, trigger: str) -> None:
+    async def apply_config(self, config: Any, revision: str, trigger: str) -> None:
         self.applied.append((revision, trigger))
 
     def config_rejected(self, outcome: status.ReloadOutcome) -> None:
