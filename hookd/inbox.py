@@ -366,7 +366,7 @@ class Inbox:
                 error: str | None = None
                 try:
                     fd = _fresh_fd(wal, fd)
-                    os.fsync(fd)
+                    _datasync(fd)
                 except OSError as exc:
                     error = f"cannot sync {wal}: {exc}"
                 done = time.perf_counter()
@@ -428,6 +428,10 @@ class Inbox:
                     listener()
                 except Exception:
                     log.exception("inbox listener failed")
+
+
+# What SQLite itself calls for synchronous=FULL on Linux: data and size, not timestamps.
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
