@@ -16,7 +16,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -403,8 +402,6 @@ def test_every_option_of_run_and_status_is_documented() -> None:
 # --------------------------------------------------------------------------- end to end
 
 E2E_PARTS = ("hookd.config", "hookd.reconcile", "tests.fakes.github")
-# The seed's GitHub connector, in the config directory: the test needs no built-ins.
-SEED_CONNECTORS = Path(__file__).resolve().parent / "data" / "daemon" / "connectors"
 
 
 def missing_parts() -> list[str]:
@@ -448,8 +445,8 @@ def write_config(config: Path, public: int, admin: int, state: Path, github: str
           admin: {{host: 127.0.0.1, port: {admin}}}
         state_dir: {state}
         shutdown_timeout: 5s
+        reconcile: {{interval: 1s, jitter: 0}}
     """))
-    shutil.copytree(SEED_CONNECTORS, config / "connectors")
     (config / "connections" / "github.yaml").write_text(textwrap.dedent(f"""
         connector: github
         base_url: {github}
@@ -496,6 +493,13 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         try:
             notify.wait_for("READY", timeout=15)
             wait_until(lambda: len(github.hooks_of("acme", "one")) == 1, what="first hook")
+
+            # Drift: someone deletes the hook upstream; the scheduled reconcile (every
+            # second here) notices through the list operation and creates it again.
+            (first,) = github.hooks_of("acme", "one")
+            del github.hooks[first.id]
+            wait_until(lambda: len(github.hooks_of("acme", "one")) == 1, what="hook recreated")
+            assert github.hooks_of("acme", "one")[0].id != first.id
 
             (config / "flows" / "two.yaml").write_text(github_flow("two", "two"))
             wait_until(lambda: len(github.hooks_of("acme", "two")) == 1, what="second hook")
