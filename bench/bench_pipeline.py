@@ -70,6 +70,46 @@ def wait_listening(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
+# --------------------------------------------------------------------------- CPU
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def stop_and_cpu(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> float:
+    """Stop `proc` with `sig` and reap it; returns CPU seconds of it and every descendant
+    it waited for (its workers, webhook's /bin/true children)."""
+    proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.02)
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -120,7 +160,8 @@ async def burst(port: int, path: str, headers: dict[str, str], body: bytes, n: i
 # --------------------------------------------------------------------------- webhook
 
 
-def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> float:
+def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> tuple[float, float]:
+    """Deliveries/s and CPU milliseconds per delivery (webhook and its /bin/true runs)."""
     exe = shutil.which("webhook")
     if exe is None:
         raise SystemExit("adnanh/webhook is not installed: apt-get install -y webhook")
@@ -144,14 +185,17 @@ def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> float:
 
         body = PAYLOAD.read_bytes()
         headers = sign(connectors()["github"].verification, SECRET_FOR_WEBHOOK, body, now=0)
+        cpu_before = tree_cpu(proc.pid)
         start, end, ok = asyncio.run(burst(port, "/hooks/push", headers, body, n,
                                            connections, tag))
         if ok != n:
             raise SystemExit(f"webhook answered {ok}/{n} with 2xx")
-        return n / (end - start)
+        cpu = stop_and_cpu(proc, signal.SIGTERM, 10) - cpu_before
+        return n / (end - start), 1000 * cpu / n
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
 
 
 # --------------------------------------------------------------------------- hookd
@@ -217,7 +261,9 @@ def processed(db: Path) -> tuple[int, int, int]:
         conn.close()
 
 
-def run_hookd(tmp: Path, n: int, connections: int, tag: str, process: bool = False) -> float:
+def run_hookd(tmp: Path, n: int, connections: int, tag: str,
+              process: bool = False) -> tuple[float, float]:
+    """Deliveries/s and CPU milliseconds per delivery (hookd and its worker process)."""
     from hookd.store.db import DB_NAME, open_db
     from hookd.verify import sign
     from tests.ingest_launcher import make_config, subscription
@@ -235,6 +281,8 @@ def run_hookd(tmp: Path, n: int, connections: int, tag: str, process: bool = Fal
         wait_listening(port)
         body = PAYLOAD.read_bytes()
         headers = sign(target.verification, target.secret, body, now=time.time())
+        time.sleep(1.0)  # let the worker process (if any) finish starting
+        cpu_before = tree_cpu(proc.pid)
         start, end_answers, ok = asyncio.run(burst(port, target.path, headers, body, n,
                                                    connections, tag))
         if ok != n:
@@ -251,12 +299,10 @@ def run_hookd(tmp: Path, n: int, connections: int, tag: str, process: bool = Fal
         print(f"  hookd{' (worker process)' if process else ''}: answers {n / (end_answers - start):.0f}/s, processed "
               f"{n / (end - start):.0f}/s; store: {done} deliveries done, {runs} runs "
               f"succeeded, {steps} steps", flush=True)
-        return n / (end - start)
+        cpu = stop_and_cpu(proc, signal.SIGINT, 30) - cpu_before
+        return n / (end - start), 1000 * cpu / n
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
+        if proc.returncode is None:
             proc.kill()
             proc.wait()
         log.close()
@@ -328,18 +374,24 @@ def main() -> int:
             tmp = Path(tmp_name)
             for name in ("webhook-a", "webhook-b", "hookd", "hookd-process", "worker"):
                 (tmp / name).mkdir()
-            wa = run_webhook(tmp / "webhook-a", args.deliveries, args.connections, f"wa{r}")
-            hk = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
-            hp = run_hookd(tmp / "hookd-process", args.deliveries, args.connections, f"p{r}",
-                           process=True)
+            wa, wa_cpu = run_webhook(tmp / "webhook-a", args.deliveries, args.connections,
+                                     f"wa{r}")
+            hk, hk_cpu = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
+            hp, hp_cpu = run_hookd(tmp / "hookd-process", args.deliveries, args.connections,
+                                   f"p{r}", process=True)
             wk = run_worker_only(tmp / "worker", args.deliveries)
-            wb = run_webhook(tmp / "webhook-b", args.deliveries, args.connections, f"wb{r}")
+            wb, wb_cpu = run_webhook(tmp / "webhook-b", args.deliveries, args.connections,
+                                     f"wb{r}")
             base = (wa + wb) / 2
-            rows.append({"webhook": base, "hookd": hk, "process": hp, "worker": wk})
+            rows.append({"webhook": base, "hookd": hk, "process": hp, "worker": wk,
+                         "webhook_cpu": (wa_cpu + wb_cpu) / 2, "hookd_cpu": hk_cpu,
+                         "process_cpu": hp_cpu})
             print(f"  round {r + 1}: webhook {wa:.0f}/s and {wb:.0f}/s (fully processed: "
                   f"answered after /bin/true ran); hookd {hk:.0f}/s ({hk / base:.2f}x); "
                   f"hookd with worker process {hp:.0f}/s ({hp / base:.2f}x); pipeline alone "
-                  f"{wk:.0f}/s ({wk / base:.2f}x)", flush=True)
+                  f"{wk:.0f}/s ({wk / base:.2f}x); CPU ms per delivery: webhook "
+                  f"{(wa_cpu + wb_cpu) / 2:.2f}, hookd {hk_cpu:.2f}, hookd+worker process "
+                  f"{hp_cpu:.2f}", flush=True)
 
     def median(key: str) -> float:
         return statistics.median(row[key] / row["webhook"] for row in rows)
@@ -355,6 +407,12 @@ def main() -> int:
         print(f"{label}: median {statistics.median(r[key] for r in rows):.0f} deliveries/s, "
               f"every delivery and run on disk; ratio {ratio:.2f}x "
               f"(goal >= 1.0x, stretch 1.5x): {verdict(ratio)}")
+    cpu = {k: statistics.median(r[k] for r in rows)
+           for k in ("webhook_cpu", "hookd_cpu", "process_cpu")}
+    print(f"CPU per delivery (load-independent; includes child processes): webhook "
+          f"{cpu['webhook_cpu']:.2f} ms, hookd {cpu['hookd_cpu']:.2f} ms "
+          f"({cpu['webhook_cpu'] / cpu['hookd_cpu']:.2f}x webhook's efficiency), hookd with "
+          f"worker process {cpu['process_cpu']:.2f} ms")
     print(f"pipeline alone (no HTTP ingest): median "
           f"{statistics.median(r['worker'] for r in rows):.0f} deliveries/s, "
           f"{median('worker'):.2f}x webhook")
