@@ -20,8 +20,8 @@ fsync the same file after the commit and answer only after that fsync returned. 
 frames are written to the WAL before COMMIT returns, so an fsync started afterwards makes
 them durable. If a checkpoint moved them into the database file first, SQLite (NORMAL)
 synced the WAL before checkpointing and the database after it. Automatic checkpoints are
-off on the inbox connection (they would block the loop); the sync thread runs a passive
-checkpoint now and then.
+off on the inbox connection (they would block the loop); a third thread runs a passive
+checkpoint every second while deliveries arrive.
 
 The writer also does the dedup check inside its transaction, so two concurrent copies of
 one delivery cannot both be recorded, and stamps ping verifications. Another process
@@ -52,7 +52,7 @@ from hookd.store.subscriptions import SubscriptionStore
 
 log = logging.getLogger("hookd.inbox")
 
-CHECKPOINT_PAGES = 4000  # passive checkpoint once the WAL has grown by about this much
+CHECKPOINT_INTERVAL = 1.0  # seconds between passive checkpoints while deliveries arrive
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
 
 
@@ -91,6 +91,8 @@ class InboxStats:
     commit_seconds: float = 0.0  # total time in write transactions (on the loop)
     sync_seconds: float = 0.0  # total time in fsync
     latency_seconds: float = 0.0  # total time from queued to durable, over all jobs
+    sync_wait_seconds: float = 0.0  # total time from a commit to the start of its fsync
+    resolve_seconds: float = 0.0  # total time from the end of an fsync to the loop resuming
 
 
 class Inbox:
@@ -127,7 +129,10 @@ class Inbox:
         self._committed_seq = 0
         self._sync_cond = threading.Condition()
         self._sync_requested = 0
+        self._commit_times: list[tuple[int, float]] = []  # (seq, when) not yet being synced
         self._sync_thread: threading.Thread | None = None
+        self._checkpoint_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._closed = False
         self._error: str | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -188,6 +193,9 @@ class Inbox:
         self._sync_thread = threading.Thread(target=self._sync_loop, name="hookd-inbox-sync",
                                              daemon=True)
         self._sync_thread.start()
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoint_loop, name="hookd-inbox-checkpoint", daemon=True)
+        self._checkpoint_thread.start()
 
     async def aclose(self) -> None:
         """Write and sync what is pending, then stop."""
@@ -201,12 +209,16 @@ class Inbox:
         """Stop the sync thread and close the connection (idempotent). Requests still
         pending are refused; use `aclose` from the loop to finish them first."""
         self._closed = True
+        self._stopping.set()
         thread = self._sync_thread
         if thread is not None:
             with self._sync_cond:
                 self._sync_cond.notify_all()
             thread.join(timeout)
             self._sync_thread = None
+        if self._checkpoint_thread is not None:
+            self._checkpoint_thread.join(timeout)
+            self._checkpoint_thread = None
         refused = InboxError("the inbox is closed (hookd is stopping)")
         for job in self._pending:
             self._fail_soon(job, refused)
@@ -283,6 +295,7 @@ class Inbox:
                 callback(len(batch), recorded, seconds)
         with self._sync_cond:
             self._sync_requested = seq
+            self._commit_times.append((seq, time.perf_counter()))
             self._sync_cond.notify()
 
     def _schedule(self, delay: float) -> None:
@@ -352,8 +365,6 @@ class Inbox:
         synced = 0
         wal = Path(str(self.db_path) + "-wal")
         fd: int | None = None
-        since_checkpoint = 0
-        checkpointer: sqlite3.Connection | None = None
         try:
             while True:
                 with self._sync_cond:
@@ -362,7 +373,10 @@ class Inbox:
                     target = self._sync_requested
                     if target <= synced and self._closed:
                         return
-                started = time.perf_counter()
+                    started = time.perf_counter()
+                    for _, committed in self._commit_times:
+                        self.stats.sync_wait_seconds += started - committed
+                    self._commit_times = [c for c in self._commit_times if c[0] > target]
                 error: str | None = None
                 try:
                     fd = _fresh_fd(wal, fd)
@@ -373,39 +387,43 @@ class Inbox:
                 self.stats.syncs += 1
                 self.stats.sync_seconds += done - started
                 synced = target
-                self._release(target, error)
-                since_checkpoint += 1
-                if since_checkpoint >= 200 and error is None:
-                    since_checkpoint = 0
-                    checkpointer = self._checkpoint(checkpointer)
+                self._release(target, error, done)
         finally:
             if fd is not None:
                 os.close(fd)
-            if checkpointer is not None:
-                checkpointer.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        """A passive checkpoint (never blocks writers) so the WAL does not grow forever."""
+    def _checkpoint_loop(self) -> None:
+        """Passive checkpoints (they never block writers) so the WAL does not grow forever;
+        in their own thread so that they never delay an fsync that requests wait for."""
+        conn: sqlite3.Connection | None = None
+        done = 0
         try:
-            if conn is None:
-                conn = db.connect(self.db_path, check_same_thread=False)
-            busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if wal_pages > CHECKPOINT_PAGES * 4:
-                log.debug("WAL large after checkpoint", extra={"pages": wal_pages, "busy": busy})
-        except sqlite3.Error as exc:
-            log.debug("checkpoint failed", extra={"error": str(exc)})
-        return conn
+            while not self._stopping.wait(CHECKPOINT_INTERVAL):
+                if self.stats.syncs == done:
+                    continue
+                done = self.stats.syncs
+                try:
+                    if conn is None:
+                        conn = db.connect(self.db_path, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    log.debug("checkpoint failed", extra={"error": str(exc)})
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _release(self, target: int, error: str | None) -> None:
+    def _release(self, target: int, error: str | None, done: float) -> None:
         loop = self._loop
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(self._synced, target, error)
+            loop.call_soon_threadsafe(self._synced, target, error, done)
 
-    def _synced(self, target: int, error: str | None) -> None:
+    def _synced(self, target: int, error: str | None, done: float = 0.0) -> None:
         """On the loop: resolve every request committed at or before `target`."""
         now = time.perf_counter()
+        if done:
+            self.stats.resolve_seconds += now - done
         ready = [u for u in self._unsynced if u[0] <= target]
         self._unsynced = [u for u in self._unsynced if u[0] > target]
         self._error = error

@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             f"transactions (mean batch {st.jobs / max(st.commits, 1):.1f}, max {st.max_batch}, "
             f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms on the loop) and "
             f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
-            f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms",
+            f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
+            f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
+            f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms)",
             file=sys.stderr, flush=True,
         )
     return 0

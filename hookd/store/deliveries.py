@@ -16,7 +16,7 @@ the worker wants another attempt later).
 from __future__ import annotations
 
 import json
-import os
+import random
 import sqlite3
 import threading
 import time
@@ -138,7 +138,7 @@ class _IdGenerator:
                 self._seq = 0
             self._last_ms = ms
             seq = self._seq
-        return f"{ms:012x}{seq:04x}{os.urandom(4).hex()}"
+        return f"{ms:012x}{seq:04x}{random.getrandbits(32):08x}"
 
 
 new_id = _IdGenerator()
