@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
     from hookd.model import Config
     from hookd.server import AppState
-    from hookd.worker import Worker
 
 log = logging.getLogger("hookd.daemon")
 
@@ -204,7 +203,7 @@ class Daemon:
         )
         self.conn: sqlite3.Connection | None = None
         self.state: AppState | None = None
-        self.worker: Worker | None = None
+        self.worker: Any = None  # hookd.worker.Worker or hookd.worker_process.ProcessWorker
         self.server_secret = b""
         self.draining = False
         self._next_retry: dict[str, float] = {}  # failed subscription id → when to retry
@@ -269,8 +268,7 @@ class Daemon:
         # in the inbox before the worker runs them. Heavy modules are imported on a
         # thread so the listeners keep answering meanwhile.
         self._spawn(sdnotify.watchdog_loop(self.notifier), "watchdog")
-        worker_module = await asyncio.to_thread(importlib.import_module, "hookd.worker")
-        self.worker = worker_module.Worker(self.state)  # sets state.worker: commits poke it
+        self.worker = await self._make_worker()  # sets state.worker: commits poke it
         await self.worker.start()
         self._spawn(self.reloader.watch(self._reconcile_soon), "watch")
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile")
@@ -350,6 +348,19 @@ class Daemon:
         return task
 
     # ------------------------------------------------------------------ parts
+
+    async def _make_worker(self) -> Any:
+        """The pipeline worker: in this process, or with ``HOOKD_WORKER=process`` in a
+        child process of its own (`hookd.worker_process`), which gives the pipelines a
+        CPU core apart from the callback listener at the cost of a second interpreter."""
+        assert self.state is not None
+        if self.env.get("HOOKD_WORKER", "inline") == "process":
+            module = await asyncio.to_thread(importlib.import_module, "hookd.worker_process")
+            settings = self.config.settings
+            return module.ProcessWorker(self.state, log_format=settings.log_format,
+                                        log_level=settings.log_level)
+        module = await asyncio.to_thread(importlib.import_module, "hookd.worker")
+        return module.Worker(self.state)
 
     def _open_store(self) -> None:
         from hookd import tokens

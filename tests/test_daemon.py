@@ -310,13 +310,14 @@ def callback_url(tmp_path: Path) -> str:
     return subscription.callback_url
 
 
+@pytest.mark.parametrize("worker", ["inline", "process"])
 def test_stop_drains_running_steps_and_refuses_new_deliveries(
-    daemon_on: Callable[..., Running], tmp_path: Path
+    daemon_on: Callable[..., Running], tmp_path: Path, worker: str
 ) -> None:
     marker = tmp_path / "finished"
     script = f"import pathlib, time; time.sleep(1.5); pathlib.Path({str(marker)!r}).write_text('ok')"
     steps = f"  - id: slow\n    run: {json.dumps([sys.executable, '-c', script])}\n"
-    hookd = daemon_on(texts={"slow": http_flow("slow", steps)})
+    hookd = daemon_on(texts={"slow": http_flow("slow", steps)}, env={"HOOKD_WORKER": worker})
     hookd.notify.wait_for("READY")
     url = callback_url(tmp_path)
     assert httpx.post(url, json={"n": 1}, timeout=5).status_code == 202
