@@ -36,19 +36,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Hookd:
-    """A running public listener plus handles on its state and store."""
+class Switch:
+    """An ASGI app that forwards to whichever app a test installs: one uvicorn per module,
+    a fresh hookd (state directory, store, inbox) per test."""
 
-    def __init__(self, state_dir: Path, *, max_body: int | None = None) -> None:
-        self.state_dir = state_dir
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class Listener:
+    """uvicorn on 127.0.0.1 in a thread."""
+
+    def __init__(self) -> None:
+        self.switch = Switch()
         self.port = _free_port()
-        self.config = make_config(state_dir, f"http://127.0.0.1:{self.port}")
-        self.conn = open_db(state_dir, check_same_thread=False)
-        self.state = AppState(
-            self.config, self.conn, tokens.load_or_create_server_secret(state_dir), max_body=max_body
-        )
         self.server = uvicorn.Server(uvicorn.Config(
-            create_app(self.state), host="127.0.0.1", port=self.port, log_level="warning",
+            self.switch, host="127.0.0.1", port=self.port, log_level="warning",
             lifespan="off", loop="asyncio",
         ))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -57,6 +63,27 @@ class Hookd:
         while not self.server.started:
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class Hookd:
+    """A running public listener plus handles on its state and store."""
+
+    def __init__(self, state_dir: Path, *, max_body: int | None = None,
+                 listener: Listener | None = None) -> None:
+        self.state_dir = state_dir
+        self.own_listener = listener is None
+        self.listener = listener or Listener()
+        self.port = self.listener.port
+        self.config = make_config(state_dir, f"http://127.0.0.1:{self.port}")
+        self.conn = open_db(state_dir, check_same_thread=False)
+        self.state = AppState(
+            self.config, self.conn, tokens.load_or_create_server_secret(state_dir), max_body=max_body
+        )
+        self.listener.switch.app = create_app(self.state)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
         self.store = DeliveryStore(open_db(state_dir))
 
@@ -77,14 +104,21 @@ class Hookd:
 
     def close(self) -> None:
         self.client.close()
-        self.server.should_exit = True
-        self.thread.join(10)
+        if self.own_listener:
+            self.listener.close()
         self.state.inbox.close()
 
 
+@pytest.fixture(scope="module")
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def hookd(tmp_path: Path) -> Iterator[Hookd]:
-    h = Hookd(tmp_path / "state", max_body=64 * 1024)
+def hookd(tmp_path: Path, listener: Listener) -> Iterator[Hookd]:
+    h = Hookd(tmp_path / "state", max_body=64 * 1024, listener=listener)
     yield h
     h.close()
 
