@@ -222,7 +222,7 @@ def slow_three_steps(marks: Path) -> str:
           - id: one
             run: {cmd("one")}
           - id: two
-            run: {cmd("two", 3)}
+            run: {cmd("two", 2)}
           - id: three
             run: {cmd("three")}
     """)
