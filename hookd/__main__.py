@@ -2,4 +2,5 @@
 
 from hookd.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a multiprocessing child importing __main__ must not re-run the CLI
+    raise SystemExit(main())
