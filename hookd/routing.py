@@ -21,6 +21,9 @@ Outcomes (`lookup`):
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,6 +104,7 @@ def build(
     """
     rows = rows or {}
     routes: dict[str, Route] = {}
+    checks: dict[int, SchemaCheck | None] = {}  # by id(schema): flows share their connector's
     for flow in config.flows.values():
         connector = config.connectors.get(flow.trigger.connector)
         if connector is None:
@@ -109,7 +113,7 @@ def build(
         if desired is None:
             continue
         row = rows.get(desired.id)
-        routes[desired.id] = _route(flow, connector, desired, row, resolve)
+        routes[desired.id] = _route(flow, connector, desired, row, resolve, checks=checks)
     return RouteTable(routes=routes, server_secret=server_secret, config=config, resolve=resolve)
 
 
@@ -158,6 +162,7 @@ def _route(
     resolve: Callable[[MaybeSecret], str] | None,
     *,
     sub_id: str | None = None,
+    checks: dict[int, SchemaCheck | None] | None = None,
 ) -> Route:
     sub_id = sub_id or (desired.id if desired is not None else "")
     if row is not None and row.status == "deleting":
@@ -195,8 +200,20 @@ def _route(
         batch=batch,
         drop_headers=frozenset(drop),
         reason=reason,
-        validator=compile_schema(schema) if validation != "off" else None,
+        validator=_check_for(schema, checks) if validation != "off" else None,
     )
+
+
+def _check_for(schema: Schema | None, checks: dict[int, SchemaCheck | None] | None) -> SchemaCheck | None:
+    """`compile_schema`, memoised by object identity for one `build` (where the config
+    keeps every schema alive, so an id is not reused): the flows of one connector share
+    its schema object, and dumping it once per flow would cost more than the lookup."""
+    if checks is None or schema is None:
+        return compile_schema(schema)
+    key = id(schema)
+    if key not in checks:
+        checks[key] = compile_schema(schema)
+    return checks[key]
 
 
 def trigger_schema(flow: Flow, connector: Connector) -> tuple[Schema | None, bool]:
@@ -222,26 +239,42 @@ def trigger_schema(flow: Flow, connector: Connector) -> tuple[Schema | None, boo
 
 class SchemaCheck:
     """A compiled payload schema: fastjsonschema decides valid/invalid quickly (the
-    common case, on every request); jsonschema explains the violations when there are."""
+    common case, on every request); jsonschema explains the violations when there are.
+
+    The fast validator is generated on the first payload, not here: generating it costs
+    ~7 ms per schema, and a config whose flows have many distinct schemas (request
+    triggers each with their own) should not pay that at every start and reload for
+    flows that may never receive anything.
+    """
 
     def __init__(self, schema: Schema) -> None:
         import jsonschema
 
-        # Swagger 2.0 schemas are JSON Schema draft 4 plus extensions (x-ms-*: ignored).
-        self.full = jsonschema.Draft4Validator(dict(schema))
-        self.fast: Callable[[Any], Any] | None
-        try:
-            import fastjsonschema
+        # Swagger 2.0 schemas are JSON Schema draft 4 plus extensions (x-ms-*: ignored;
+        # x-nullable: translated).
+        self.schema = json_schema(schema)
+        self.full = jsonschema.Draft4Validator(self.schema)
+        self._fast: Callable[[Any], Any] | None = None
+        self._fast_failed = False
 
-            self.fast = fastjsonschema.compile({"$schema": "http://json-schema.org/draft-04/schema#",
-                                                **dict(schema)})
-        except Exception:  # a schema fastjsonschema cannot compile: jsonschema alone
-            self.fast = None
+    @property
+    def fast(self) -> Callable[[Any], Any] | None:
+        """The fastjsonschema validator (None when it cannot compile this schema)."""
+        if self._fast is None and not self._fast_failed:
+            try:
+                import fastjsonschema
+
+                self._fast = fastjsonschema.compile(
+                    {"$schema": "http://json-schema.org/draft-04/schema#", **self.schema})
+            except Exception:  # a schema fastjsonschema cannot compile: jsonschema alone
+                self._fast_failed = True
+        return self._fast
 
     def is_valid(self, value: Any) -> bool:
-        if self.fast is not None:
+        fast = self.fast
+        if fast is not None:
             try:
-                self.fast(value)
+                fast(value)
                 return True
             except Exception:
                 return False
@@ -251,14 +284,107 @@ class SchemaCheck:
         return self.full.iter_errors(value)
 
 
+# Compiled checks by canonical schema text, shared by every route and every route table:
+# 1,000 flows on one connector hold one check, and a reload that leaves a schema alone
+# reuses its check. Bounded so that a long-running daemon whose configs keep changing
+# schemas does not keep every old one.
+SCHEMA_CACHE_SIZE = 256
+_cache: OrderedDict[str, SchemaCheck | None] = OrderedDict()
+_cache_lock = threading.Lock()  # routes are built on a thread while requests are served
+
+
 def compile_schema(schema: Schema | None) -> SchemaCheck | None:
-    """A schema check, or None when the schema is absent or not usable."""
+    """A schema check, or None when the schema is absent or not usable (shared, cached)."""
     if not schema:
         return None
+    try:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a YAML date, a cycle): compile, do not cache
+        return _compile(schema)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    check = _compile(schema)
+    with _cache_lock:
+        check = _cache.setdefault(key, check)  # another thread may have been first
+        _cache.move_to_end(key)
+        while len(_cache) > SCHEMA_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return check
+
+
+def _compile(schema: Schema) -> SchemaCheck | None:
     try:
         return SchemaCheck(schema)
     except Exception:
         return None
+
+
+# Keywords whose value is a schema, a list of schemas, or a map of name → schema (draft 4).
+_SUB_SCHEMA = ("additionalProperties", "additionalItems", "not", "items")
+_SUB_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "items")
+_SUB_SCHEMA_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
+_APPLY_TO_ALL_TYPES = ("allOf", "anyOf", "oneOf", "not")
+
+
+def json_schema(schema: Schema) -> dict[str, Any]:
+    """`schema` (Swagger 2.0) as the JSON Schema draft 4 that means the same to a validator.
+
+    Swagger 2.0 has no ``null`` type; it marks a value that may be null with the
+    ``x-nullable: true`` extension (AutoRest, Power Platform connectors), which a JSON
+    Schema validator ignores — so every null GitHub sends (``base_ref``, a repository
+    without description) would be a violation. Translated here, where the schema becomes a
+    validator, so that the connector model keeps the spec as written:
+
+    - ``type: T`` becomes ``type: [T, "null"]`` and an ``enum`` gains ``null``;
+    - a schema with ``allOf``/``anyOf``/``oneOf``/``not`` (which null must satisfy too)
+      becomes ``anyOf: [{type: null}, <the schema>]``.
+
+    Sub-schemas shared by several parents (a resolved ``$ref``) are translated once.
+
+    >>> json_schema({"type": "object", "properties": {"d": {"type": "string", "x-nullable": True}}})
+    {'type': 'object', 'properties': {'d': {'type': ['string', 'null'], 'x-nullable': True}}}
+    """
+    done: dict[int, Any] = {}
+
+    def walk(node: Any, depth: int) -> Any:
+        if not isinstance(node, Mapping) or depth > 64:
+            return node
+        if id(node) in done:
+            return done[id(node)]
+        out: dict[str, Any] = dict(node)
+        done[id(node)] = out
+        for key in _SUB_SCHEMA:
+            if isinstance(out.get(key), Mapping):
+                out[key] = walk(out[key], depth + 1)
+        for key in _SUB_SCHEMA_LISTS:
+            if isinstance(out.get(key), list):
+                out[key] = [walk(v, depth + 1) for v in out[key]]
+        for key in _SUB_SCHEMA_MAPS:
+            value = out.get(key)
+            if isinstance(value, Mapping):
+                out[key] = {k: walk(v, depth + 1) for k, v in value.items()}
+        if out.get("x-nullable") is True:
+            out = _nullable(out)
+            done[id(node)] = out
+        return out
+
+    result = walk(schema, 0)
+    return result if isinstance(result, dict) else dict(schema)
+
+
+def _nullable(node: dict[str, Any]) -> dict[str, Any]:
+    if any(k in node for k in _APPLY_TO_ALL_TYPES):
+        return {"anyOf": [{"type": "null"}, node]}
+    kind = node.get("type")
+    if isinstance(kind, str) and kind != "null":
+        node["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        node["type"] = [*kind, "null"]
+    if isinstance(node.get("enum"), list) and None not in node["enum"]:
+        node["enum"] = [*node["enum"], None]
+    return node
 
 
 def violations(route: Route, value: Any, *, limit: int = 3) -> list[str]:

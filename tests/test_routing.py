@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hookd import routing, tokens
-from hookd.connector import Verification
-from hookd.model import SecretRef
+from hookd.connector import Schema, Verification
+from hookd.model import Config, SecretRef
 from hookd.secrets import SecretError
 from hookd.store.subscriptions import SubscriptionRow
 from tests.ingest_launcher import make_config
@@ -158,3 +160,99 @@ def test_unresolvable_verify_secret_disables_the_route_instead_of_accepting_anyt
 def test_violations(payload: object, expected: list[str]) -> None:
     table = _table()
     assert sorted(routing.violations(table.routes[_sub_of(table, "push")], payload)) == sorted(expected)
+
+
+def _flows_sharing_a_schema(count: int, schema: Schema) -> Config:
+    """`count` enabled flows on one webhook connector whose notification schema is `schema`."""
+    github = CONFIG.connectors["github"]
+    (op_id, webhook), = github.webhooks.items()
+    connector = replace(github, webhooks={op_id: replace(webhook, notification_schema=schema)})
+    push = CONFIG.flows["push"]
+    flows = {
+        f"f{i}": replace(push, name=f"f{i}",
+                         trigger=replace(push.trigger, parameters={"owner": "o", "repo": f"r{i}"}))
+        for i in range(count)
+    }
+    return replace(CONFIG, connectors={**CONFIG.connectors, "github": connector}, flows=flows)
+
+
+def test_a_thousand_flows_sharing_a_schema_compile_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compiling per flow made 1,000 GitHub flows cost seconds at every start and reload.
+    compiled: list[object] = []
+
+    class Counting(routing.SchemaCheck):
+        def __init__(self, schema: Schema) -> None:
+            compiled.append(schema)
+            super().__init__(schema)
+
+    monkeypatch.setattr(routing, "SchemaCheck", Counting)
+    # A schema no other test uses, so the process-wide cache cannot already hold it.
+    schema: dict[str, Any] = {"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string"}},
+              "description": f"unique {id(compiled)}"}
+    config = _flows_sharing_a_schema(1000, schema)
+    table = routing.build(config, SECRET)
+    assert len(table.routes) == 1000 and len(compiled) == 1
+    checks = {id(r.validator) for r in table.routes.values()}
+    assert len(checks) == 1 and None not in {r.validator for r in table.routes.values()}
+
+    # A reload builds a new config (new, equal schema objects): nothing is compiled again.
+    reloaded = _flows_sharing_a_schema(1000, json.loads(json.dumps(schema)))
+    again = routing.build(reloaded, SECRET)
+    assert len(compiled) == 1
+    assert next(iter(again.routes.values())).validator is next(iter(table.routes.values())).validator
+    # The shared check still judges each payload on its own.
+    route = next(iter(again.routes.values()))
+    assert routing.violations(route, {"ref": "main"}) == []
+    assert routing.violations(route, {"ref": 1}) == ["ref: 1 is not of type 'string'"]
+
+    # A changed schema is compiled (once), and the cache stays bounded.
+    monkeypatch.setattr(routing, "SCHEMA_CACHE_SIZE", 2)
+    for n in range(3):
+        routing.build(_flows_sharing_a_schema(3, {**schema, "title": f"v{n}"}), SECRET)
+    assert len(compiled) == 4 and len(routing._cache) <= 2
+
+
+NULLABLE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "base_ref": {"type": "string", "x-nullable": True},
+        "state": {"type": "string", "enum": ["open", "closed"], "x-nullable": True},
+        "repository": {
+            "type": "object",
+            "properties": {"description": {"type": "string", "x-nullable": True},
+                           "name": {"type": "string"}},
+        },
+        "milestone": {"allOf": [{"type": "object", "required": ["id"]}], "x-nullable": True},
+        "labels": {"type": "array", "items": {"type": "integer", "x-nullable": True}},
+        "strict": {"type": "string", "x-nullable": False},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"base_ref": None, "state": None, "repository": {"description": None},
+          "milestone": None, "labels": [1, None]}, []),
+        ({"base_ref": "main", "state": "open", "milestone": {"id": 3}}, []),
+        ({"base_ref": 5}, ["base_ref: 5 is not of type 'string', 'null'"]),
+        ({"state": "merged"}, ["state: 'merged' is not one of ['open', 'closed', None]"]),
+        ({"repository": {"name": None}}, ["repository/name: None is not of type 'string'"]),
+        ({"strict": None}, ["strict: None is not of type 'string'"]),
+        ({"labels": ["x"]}, ["labels/0: 'x' is not of type 'integer', 'null'"]),
+    ],
+)
+def test_x_nullable_allows_null_and_nothing_else(payload: object, expected: list[str]) -> None:
+    table = routing.build(_flows_sharing_a_schema(1, NULLABLE), SECRET)
+    route = next(iter(table.routes.values()))
+    assert route.validator is not None
+    got = routing.violations(route, payload)
+    assert got == expected
+    assert route.validator.is_valid(payload) is (not expected)  # the fast path agrees
+
+
+def test_milestone_must_still_match_its_schema_when_not_null() -> None:
+    table = routing.build(_flows_sharing_a_schema(1, NULLABLE), SECRET)
+    route = next(iter(table.routes.values()))
+    assert routing.violations(route, {"milestone": {"title": "v1"}}) != []
+    assert NULLABLE["properties"]["base_ref"] == {"type": "string", "x-nullable": True}
