@@ -13,7 +13,8 @@ wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
             synchronous=FULL: fsync before the answer), 202 with the delivery id.
 
 Prints both requests/s, the ratio (goal ≥ 0.6), p50/p99 latency (goal p99 < 50 ms),
-non-2xx answers, the inbox's commits and batch sizes, and checks that every 2xx answer
+non-2xx answers, each server's CPU milliseconds per request (all its threads: less
+sensitive to other load on the machine than requests/s), the inbox's commits and batch sizes, and checks that every 2xx answer
 is in the store. Without wrk (Debian package ``wrk``) a Python load generator is used;
 its numbers are lower for both, the ratio is still meaningful.
 """
@@ -159,6 +160,15 @@ async def _py_load(port: int, path: str, signature: str, args: argparse.Namespac
             "non2xx": bad, "socket_errors": ""}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far; 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     state = root / mode
     port = _free_port()
@@ -175,10 +185,12 @@ def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -
                  "-o", str(root / "hookd.speedscope.json"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tag = str(int(time.time()))
+        cpu_before = _cpu_seconds(proc.pid)  # after start-up (imports, migrations)
         if shutil.which("wrk"):
             result = run_wrk(port, target.path, signature, args, tag)
         else:
             result = asyncio.run(_py_load(port, target.path, signature, args, tag))
+        result["cpu"] = _cpu_seconds(proc.pid) - cpu_before
     finally:
         if profiler is not None:
             profiler.wait()
@@ -223,7 +235,8 @@ def main() -> int:
           f"payload {PAYLOAD.stat().st_size} bytes, signed")
     for name, r in (("bare starlette + HMAC", bare), ("hookd durable ingest", hookd)):
         print(f"{name:24s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
-              f"  non-2xx {r['non2xx']}  {r['socket_errors']}")
+              f"  non-2xx {r['non2xx']}  CPU {1000 * r['cpu'] / max(r['requests'], 1):.3f} ms/req"
+              f"  {r['socket_errors']}")
     print(hookd["inbox"])
     ratio = hookd["rps"] / bare["rps"] if bare["rps"] else 0.0
     print(f"ratio hookd/bare: {ratio:.2f} (goal >= 0.60)   hookd p99: {hookd['p99']:.1f} ms (goal < 50)")

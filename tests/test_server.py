@@ -280,6 +280,19 @@ def test_schema_reject_names_the_violation(hookd: Hookd) -> None:
     assert hookd.post("strict", PUSH).status_code == 202  # extra properties are fine
 
 
+def test_integers_beyond_64_bits_are_integers_for_the_schema(hookd: Hookd) -> None:
+    doc = json.loads(PUSH)
+    doc["repository"]["id"] = 2**70  # the schema says integer; a fast parser may say float
+    big = json.dumps(doc).encode()
+    assert hookd.post("strict", big).status_code == 202
+    doc["repository"]["id"] = 1.5
+    r = hookd.post("strict", json.dumps(doc).encode())
+    assert r.status_code == 400 and any("repository/id" in v for v in r.json()["violations"])
+    r = hookd.post("push", big)
+    d = hookd.store.get(r.json()["delivery"])
+    assert d is not None and d.flags == () and d.body == big
+
+
 def test_schema_warn_records_and_flags(hookd: Hookd) -> None:
     r = hookd.post("push", ISSUES, event="issues")
     assert r.status_code == 202
