@@ -4,15 +4,17 @@ hookd must not answer 2xx before a delivery is on disk. One fsync per request wo
 ingest at the disk's fsync rate (3–5 ms here) and serialise requests behind each other.
 The inbox therefore separates *writing* from *making durable*, and batches both:
 
-1. **Write** (on the event loop, no I/O wait). Requests append their rows to a pending
-   list; once per loop iteration everything pending is written in one transaction on the
-   inbox's own SQLite connection — one dedup lookup, one multi-row INSERT — and committed
-   with ``synchronous=NORMAL``: in WAL mode that appends the frames to the ``-wal`` file
-   (the page cache) and does not fsync. This takes ~0.1–0.3 ms for a batch, so it runs on
-   the loop itself: no thread hand-off per statement, no GIL ping-pong.
+1. **Write** (one writer thread). The loop hands everything that arrived in one loop
+   iteration to the writer thread in one go; the writer makes the rows (ids, headers as
+   JSON) and writes everything queued in one transaction on the inbox's own SQLite
+   connection — one dedup lookup, one multi-row INSERT — committed with
+   ``synchronous=NORMAL``: in WAL mode that appends the frames to the ``-wal`` file (the
+   page cache) and does not fsync. This used to run on the loop (~1 ms a batch); in a
+   thread, SQLite's C work runs while the loop parses and verifies the next requests
+   (the sqlite3 module releases the GIL around each statement).
 2. **Sync** (one dedicated thread). It fsyncs the ``-wal`` file whenever commits are
    waiting, then releases every request whose commit happened before that fsync started.
-   While it fsyncs, the loop keeps committing the next batches, so one fsync covers
+   While it fsyncs, the writer keeps committing the next batches, so one fsync covers
    everything that arrived in the meantime: the batch grows with the load by itself.
 
 Why this is as safe as ``synchronous=FULL``: FULL means "fsync the WAL at each commit"; we
@@ -20,13 +22,14 @@ fsync the same file after the commit and answer only after that fsync returned. 
 frames are written to the WAL before COMMIT returns, so an fsync started afterwards makes
 them durable. If a checkpoint moved them into the database file first, SQLite (NORMAL)
 synced the WAL before checkpointing and the database after it. Automatic checkpoints are
-off on the inbox connection (they would block the loop); a third thread runs a passive
+off on the inbox connection (they would delay the writer); another thread runs a passive
 checkpoint every second while deliveries arrive.
 
 The writer also does the dedup check inside its transaction, so two concurrent copies of
 one delivery cannot both be recorded, and stamps ping verifications. Another process
-holding the write lock (the worker, the reconciler) never blocks the loop: the inbox
-connection does not wait for locks; the batch is retried a moment later.
+holding the write lock (the worker, the reconciler) never blocks the loop: only the
+writer thread waits (and retries); after LOCKED_GIVE_UP seconds the batch is refused
+with 503, which the upstream retries.
 
 An inbox belongs to one event loop (the one of its first request).
 """
@@ -54,6 +57,8 @@ log = logging.getLogger("hookd.inbox")
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between passive checkpoints while deliveries arrive
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
+BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock
+LOCKED_GIVE_UP = 10.0  # seconds of a held lock after which a batch is refused (503, retried)
 
 
 class InboxError(Exception):
@@ -71,7 +76,8 @@ class Recorded:
 @dataclass
 class _Job:
     kind: str  # "record" | "verify"
-    rows: Sequence[PreparedRow] = ()
+    deliveries: Sequence[NewDelivery] = ()
+    rows: Sequence[PreparedRow] = ()  # made from `deliveries` by the writer thread
     dedup_key: str | None = None
     subscription_id: str = ""
     when: float = 0.0
@@ -88,7 +94,7 @@ class InboxStats:
     failures: int = 0
     last_batch: int = 0
     max_batch: int = 0
-    commit_seconds: float = 0.0  # total time in write transactions (on the loop)
+    commit_seconds: float = 0.0  # total time in write transactions (writer thread)
     sync_seconds: float = 0.0  # total time in fsync
     latency_seconds: float = 0.0  # total time from queued to durable, over all jobs
     sync_wait_seconds: float = 0.0  # total time from a commit to the start of its fsync
@@ -122,8 +128,13 @@ class Inbox:
         self._deliveries: DeliveryStore | None = None
         self._subscriptions: SubscriptionStore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[_Job] = []
+        self._pending: list[_Job] = []  # loop only: arrived in this loop iteration
         self._scheduled = False
+        self._outstanding = 0  # loop only: requests waiting for an answer
+        self._write_cond = threading.Condition()
+        self._queue: list[_Job] = []  # handed to the writer thread, not yet written
+        self._writer_thread: threading.Thread | None = None
+        self._commit_info: list[tuple[int, int, float]] = []  # for on_commit, on the loop
         # Committed, waiting for an fsync: (commit sequence number, job, result).
         self._unsynced: list[tuple[int, _Job, Any]] = []
         self._committed_seq = 0
@@ -166,11 +177,7 @@ class Inbox:
         When `dedup_key` was recorded within `dedup_window`, nothing is written and the
         result carries the original delivery id with ``duplicate=True``.
         """
-        rows = [
-            prepare(d if d.dedup_key == dedup_key else dataclasses.replace(d, dedup_key=dedup_key))
-            for d in deliveries
-        ]
-        return await self._submit(_Job("record", rows=rows, dedup_key=dedup_key))
+        return await self._submit(_Job("record", deliveries=deliveries, dedup_key=dedup_key))
 
     async def mark_verified(self, subscription_id: str, when: float) -> bool:
         """Stamp a subscription's ``verified_at`` (a ping arrived); False when unknown."""
@@ -179,17 +186,22 @@ class Inbox:
         )
 
     def start(self) -> None:
-        """Open the connection and start the sync thread (done by the first `record`)."""
+        """Open the connection and start the threads (done by the first `record`)."""
         if self._conn is not None or self._closed:
             return
         conn = db.connect(self.db_path, check_same_thread=False)
         db.migrate(conn)
         conn.execute("PRAGMA synchronous=NORMAL")  # durability comes from our own fsync
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the sync thread
-        conn.execute("PRAGMA busy_timeout=0")  # never block the loop on another writer
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in their own thread
+        # Another process holding the write lock (worker, reconciler) makes the writer
+        # thread wait a little, never the loop; see _write_batch for longer waits.
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         self._conn = conn
         self._deliveries = DeliveryStore(conn, clock=self.clock)
         self._subscriptions = SubscriptionStore(conn, clock=self.clock)
+        self._writer_thread = threading.Thread(target=self._writer_loop, name="hookd-inbox-write",
+                                               daemon=True)
+        self._writer_thread.start()
         self._sync_thread = threading.Thread(target=self._sync_loop, name="hookd-inbox-sync",
                                              daemon=True)
         self._sync_thread.start()
@@ -199,90 +211,168 @@ class Inbox:
 
     async def aclose(self) -> None:
         """Write and sync what is pending, then stop."""
-        while self._pending or self._unsynced:
+        while self._outstanding:
             await asyncio.sleep(0.005)
-            if self._error is not None and not self._pending:
+            if self._error is not None and not self._pending and not self._queue:
                 break
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the sync thread and close the connection (idempotent). Requests still
-        pending are refused; use `aclose` from the loop to finish them first."""
+        """Stop the threads and close the connection (idempotent). Requests not yet
+        written are refused; use `aclose` from the loop to finish them first."""
         self._closed = True
         self._stopping.set()
-        thread = self._sync_thread
-        if thread is not None:
-            with self._sync_cond:
-                self._sync_cond.notify_all()
-            thread.join(timeout)
+        with self._write_cond:
+            self._write_cond.notify_all()
+        if self._writer_thread is not None:
+            self._writer_thread.join(timeout)
+            self._writer_thread = None
+        with self._sync_cond:
+            self._sync_cond.notify_all()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
             self._sync_thread = None
         if self._checkpoint_thread is not None:
             self._checkpoint_thread.join(timeout)
             self._checkpoint_thread = None
         refused = InboxError("the inbox is closed (hookd is stopping)")
-        for job in self._pending:
-            self._fail_soon(job, refused)
+        with self._write_cond:
+            left, self._queue = self._queue, []
+        left += self._pending
         self._pending = []
+        self._post(self._fail_jobs, [(job, refused) for job in left])
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
 
-    # ------------------------------------------------------------------ writing (loop)
+    # ------------------------------------------------------------------ loop side
 
     async def _submit(self, job: _Job) -> Any:
         if self._closed:
             raise InboxError("the inbox is closed (hookd is stopping)")
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            # Rebind only when idle: the futures of one batch all belong to one loop.
-            if self._loop is not None and not self._loop.is_closed() and (
-                self._pending or self._unsynced
-            ):
+            # Rebind only when idle: the futures the threads resolve all belong to one loop.
+            if self._loop is not None and not self._loop.is_closed() and self._outstanding:
                 raise InboxError("the inbox is busy on another event loop")
             self._loop, self._scheduled = loop, False
         if self._conn is None:
             self.start()
         job.future = loop.create_future()
         job.queued_at = time.perf_counter()
+        self._outstanding += 1
         self._pending.append(job)
         if not self._scheduled:
             self._scheduled = True
             if self.window > 0:
-                loop.call_later(self.window, self._write_pending)
+                loop.call_later(self.window, self._hand_over)
             else:
-                loop.call_soon(self._write_pending)
-        return await job.future
-
-    def _write_pending(self) -> None:
-        self._scheduled = False
-        if self._closed or not self._pending:
-            return
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
-        if self._pending:
-            self._schedule(0.0)
-        started = time.perf_counter()
+                loop.call_soon(self._hand_over)
         try:
-            results = self._write(batch)
-        except sqlite3.OperationalError as exc:
-            if _locked(exc):  # another process is writing: try again shortly
-                self._pending[:0] = batch
-                self._schedule(RETRY_LOCKED)
-                return
-            results = self._write_one_by_one(batch, exc)
-        except Exception as exc:
-            results = self._write_one_by_one(batch, exc)
+            return await job.future
+        finally:
+            self._outstanding -= 1
+
+    def _hand_over(self) -> None:
+        """Once per loop iteration: give what arrived to the writer thread in one go."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        with self._write_cond:
+            self._queue.extend(batch)
+            self._write_cond.notify()
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback(*args)` on the inbox's loop (from any thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _fail_jobs(self, failed: list[tuple[_Job, BaseException]]) -> None:
+        for job, exc in failed:
+            future = job.future
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    def _synced(
+        self, ready: list[tuple[_Job, Any]], commits: list[tuple[int, int, float]],
+        error: str | None, done: float = 0.0,
+    ) -> None:
+        """On the loop: resolve the requests whose commits the last fsync covered."""
+        now = time.perf_counter()
+        if done:
+            self.stats.resolve_seconds += now - done
+        self._error = error
+        for jobs, recorded, seconds in commits:
+            for callback in self._on_commit:
+                with contextlib.suppress(Exception):
+                    callback(jobs, recorded, seconds)
+        fresh = False
+        for job, result in ready:
+            self.stats.latency_seconds += now - job.queued_at
+            future = job.future
+            if future is None or future.done():
+                continue  # the request was cancelled (client gone); the row stays recorded
+            if error is not None:
+                # Committed but maybe not durable: refuse, the upstream retries (and the
+                # dedup key makes the retry answer with this same delivery if it survived).
+                future.set_exception(InboxError(error))
+            else:
+                fresh = fresh or (isinstance(result, Recorded) and not result.duplicate)
+                future.set_result(result)
+        if fresh:
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("inbox listener failed")
+
+    # ------------------------------------------------------------------ writing (thread)
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._write_cond:
+                while not self._queue and not self._closed:
+                    self._write_cond.wait()
+                if self._closed:
+                    return  # close() refuses what is still queued
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        deadline = started + LOCKED_GIVE_UP
+        while True:
+            try:
+                results = self._write(batch)
+                break
+            except sqlite3.OperationalError as exc:
+                if _locked(exc) and time.perf_counter() < deadline and not self._closed:
+                    time.sleep(RETRY_LOCKED)  # another process is writing: try again shortly
+                    continue
+                results = self._write_one_by_one(batch, exc)
+                break
+            except Exception as exc:
+                results = self._write_one_by_one(batch, exc)
+                break
         seconds = time.perf_counter() - started
-        self._committed_seq += 1
-        seq = self._committed_seq
+        failed: list[tuple[_Job, BaseException]] = []
+        committed: list[tuple[_Job, Any]] = []
         recorded = 0
         for job, result in results:
             if isinstance(result, BaseException):
-                self._fail_soon(job, result)
+                failed.append((job, result))
                 continue
             if isinstance(result, Recorded) and not result.duplicate:
                 recorded += len(result.ids)
-            self._unsynced.append((seq, job, result))
+            committed.append((job, result))
+        if failed:
+            self._post(self._fail_jobs, failed)
         st = self.stats
         st.commits += 1
         st.jobs += len(batch)
@@ -290,22 +380,14 @@ class Inbox:
         st.last_batch = len(batch)
         st.max_batch = max(st.max_batch, len(batch))
         st.commit_seconds += seconds
-        for callback in self._on_commit:
-            with contextlib.suppress(Exception):
-                callback(len(batch), recorded, seconds)
         with self._sync_cond:
+            self._committed_seq += 1
+            seq = self._committed_seq
+            self._unsynced.extend((seq, job, result) for job, result in committed)
+            self._commit_info.append((len(batch), recorded, seconds))
             self._sync_requested = seq
             self._commit_times.append((seq, time.perf_counter()))
             self._sync_cond.notify()
-
-    def _schedule(self, delay: float) -> None:
-        if self._scheduled or self._loop is None:
-            return
-        self._scheduled = True
-        if delay > 0:
-            self._loop.call_later(delay, self._write_pending)
-        else:
-            self._loop.call_soon(self._write_pending)
 
     def _write_one_by_one(self, batch: list[_Job], first: Exception) -> list[tuple[_Job, Any]]:
         """One bad job must not fail the others: retry each in its own transaction."""
@@ -325,6 +407,13 @@ class Inbox:
         BEGIN, one dedup lookup, one multi-row INSERT, COMMIT (+ rare ping stamps)."""
         conn, deliveries, subscriptions = self._conn, self._deliveries, self._subscriptions
         assert conn is not None and deliveries is not None and subscriptions is not None
+        for job in batch:
+            if job.kind == "record" and not job.rows:
+                key = job.dedup_key
+                job.rows = [
+                    prepare(d if d.dedup_key == key else dataclasses.replace(d, dedup_key=key))
+                    for d in job.deliveries
+                ]
         results: list[tuple[_Job, Any]] = []
         keys = {job.dedup_key for job in batch if job.dedup_key is not None}
         rows: list[PreparedRow] = []
@@ -354,11 +443,6 @@ class Inbox:
             raise
         return results
 
-    def _fail_soon(self, job: _Job, exc: BaseException) -> None:
-        future = job.future
-        if future is not None and not future.done():
-            future.set_exception(exc)
-
     # ------------------------------------------------------------------ syncing (thread)
 
     def _sync_loop(self) -> None:
@@ -387,7 +471,11 @@ class Inbox:
                 self.stats.syncs += 1
                 self.stats.sync_seconds += done - started
                 synced = target
-                self._release(target, error, done)
+                with self._sync_cond:
+                    ready = [(job, result) for seq, job, result in self._unsynced if seq <= target]
+                    self._unsynced = [u for u in self._unsynced if u[0] > target]
+                    commits, self._commit_info = self._commit_info, []
+                self._post(self._synced, ready, commits, error, done)
         finally:
             if fd is not None:
                 os.close(fd)
@@ -411,41 +499,6 @@ class Inbox:
         finally:
             if conn is not None:
                 conn.close()
-
-    def _release(self, target: int, error: str | None, done: float) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(self._synced, target, error, done)
-
-    def _synced(self, target: int, error: str | None, done: float = 0.0) -> None:
-        """On the loop: resolve every request committed at or before `target`."""
-        now = time.perf_counter()
-        if done:
-            self.stats.resolve_seconds += now - done
-        ready = [u for u in self._unsynced if u[0] <= target]
-        self._unsynced = [u for u in self._unsynced if u[0] > target]
-        self._error = error
-        fresh = False
-        for _, job, result in ready:
-            self.stats.latency_seconds += now - job.queued_at
-            future = job.future
-            if future is None or future.done():
-                continue  # the request was cancelled (client gone); the row stays recorded
-            if error is not None:
-                # Committed but maybe not durable: refuse, the upstream retries (and the
-                # dedup key makes the retry answer with this same delivery if it survived).
-                future.set_exception(InboxError(error))
-            else:
-                fresh = fresh or (isinstance(result, Recorded) and not result.duplicate)
-                future.set_result(result)
-        if fresh:
-            for listener in self._listeners:
-                try:
-                    listener()
-                except Exception:
-                    log.exception("inbox listener failed")
 
 
 # What SQLite itself calls for synchronous=FULL on Linux: data and size, not timestamps.

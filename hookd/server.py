@@ -269,13 +269,13 @@ class HookApp:
             answer, outcome = await _accept(state, route, scope, receive, received_at)
         except Exception as exc:
             answer, outcome = error_response(exc)
-        await _send_answer(send, answer)
-        m = state.metrics
+        m = state.metrics  # counted before answering: a client that got its answer sees it
         sub, flow = (route.subscription_id, route.flow) if route is not None else ("", "")
         m.deliveries.inc(sub, flow, outcome)
         if outcome == "unauthorized":
             m.verification_failures.inc(sub, flow)
         m.request_seconds.observe(time.perf_counter() - started, outcome)
+        await _send_answer(send, answer)
 
 
 _JSON_TYPE = (b"content-type", b"application/json")

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"inbox: {st.jobs} requests, {st.deliveries} deliveries in {st.commits} write "
             f"transactions (mean batch {st.jobs / max(st.commits, 1):.1f}, max {st.max_batch}, "
-            f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms on the loop) and "
+            f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms in the writer thread) and "
             f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
             f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
             f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
