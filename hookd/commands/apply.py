@@ -12,12 +12,10 @@ Exit codes: 0 everything done, 1 invalid config or some step failed, 2 usage err
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sqlite3
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd.commands.plan import (
     EXIT_CHANGES,
@@ -33,7 +31,9 @@ from hookd.commands.plan import (
     render_plan,
     use_color,
 )
-from hookd.model import Config
+
+if TYPE_CHECKING:
+    from hookd.model import Config
 
 PROGRESS_MIN_ITEMS = 20
 RESULT_WORDS = {"create": "created", "replace": "replaced", "adopt": "adopted",
@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import sqlite3
+
     if args.allow_deletes is not None and args.allow_deletes < 0:
         print("hookd apply: --allow-deletes must be 0 or more", file=sys.stderr)
         return 2

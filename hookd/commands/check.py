@@ -14,9 +14,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hookd.diagnostics import Diagnostic
+if TYPE_CHECKING:
+    from hookd.diagnostics import Diagnostic
 
 JSON_VERSION = 1
 

@@ -20,10 +20,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hookd.connector import Connector, DeleteStrategy, Operation
-from hookd.diagnostics import Diagnostic
+if TYPE_CHECKING:
+    from hookd.connector import Connector, DeleteStrategy, Operation
+    from hookd.diagnostics import Diagnostic
 
 JSON_VERSION = 1
 

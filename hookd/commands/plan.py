@@ -16,16 +16,14 @@ The helpers here (`load_valid_config`, `open_state`, `render_plan`) are shared b
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import secrets as pysecrets
-import sqlite3
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from hookd.model import Config
+if TYPE_CHECKING:
+    from hookd.model import Config
 
 JSON_VERSION = 1
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
@@ -98,6 +96,9 @@ def open_state(config: Config, *, create: bool) -> tuple[Any, bytes]:
     empty (an in-memory store) and an ephemeral secret stands in — with no secret file,
     no callback URL upstream can be ours.
     """
+    import secrets as pysecrets
+    import sqlite3
+
     from hookd import tokens
     from hookd.store import db
     from hookd.store.subscriptions import SubscriptionStore
@@ -210,6 +211,9 @@ def plan_json(the_plan: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import sqlite3
+
     config = load_valid_config(args, "plan")
     if config is None:
         return EXIT_ERRORS

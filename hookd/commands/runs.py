@@ -11,13 +11,14 @@ RUN may be a unique prefix of a run id. Exit codes: 0 success; 1 the run was not
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -156,6 +157,8 @@ def _json(value: Any) -> str:
 
 
 def _time(ts: float | None) -> str:
+    import datetime as dt
+
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")

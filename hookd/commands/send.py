@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +106,8 @@ def build_headers(
     now: float,
 ) -> dict[str, str]:
     """Content type, the connector's event and delivery-id headers, and the signature."""
+    import uuid
+
     from hookd.verify import sign
 
     headers = {"content-type": "application/json", "user-agent": "hookd-send"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -33,6 +32,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from hookd import desired, tokens
     from hookd.store import db
     from hookd.store.subscriptions import SubscriptionStore

@@ -13,11 +13,8 @@ failed, 2 usage error or not confirmed.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
-import sqlite3
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd.commands.apply import render_report
 from hookd.commands.plan import (
@@ -31,7 +28,9 @@ from hookd.commands.plan import (
     render_plan,
     use_color,
 )
-from hookd.model import Config
+
+if TYPE_CHECKING:
+    from hookd.model import Config
 
 UNLIMITED = 1_000_000
 
@@ -49,6 +48,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import sqlite3
+
     config = load_valid_config(args, "teardown")
     if config is None:
         return EXIT_ERRORS
