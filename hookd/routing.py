@@ -242,7 +242,7 @@ class SchemaCheck:
     common case, on every request); jsonschema explains the violations when there are.
 
     The fast validator is generated on the first payload, not here: generating it costs
-    ~7 ms per schema, and a config whose flows have many distinct schemas (request
+    5-30 ms per schema, and a config whose flows have many distinct schemas (request
     triggers each with their own) should not pay that at every start and reload for
     flows that may never receive anything.
     """
@@ -264,8 +264,18 @@ class SchemaCheck:
             try:
                 import fastjsonschema
 
-                self._fast = fastjsonschema.compile(
-                    {"$schema": "http://json-schema.org/draft-04/schema#", **self.schema})
+                # Only valid/invalid is asked of it (jsonschema explains), so no detailed
+                # exceptions: they embed each sub-schema's repr in the generated code and
+                # made the GitHub schema take 130 ms to compile instead of 25. No formats
+                # (jsonschema ignores them without a format checker: both must agree) and
+                # no defaults written into the payload.
+                definition = {"$schema": "http://json-schema.org/draft-04/schema#", **self.schema}
+                try:
+                    self._fast = fastjsonschema.compile(
+                        definition, use_default=False, use_formats=False, detailed_exceptions=False)
+                except TypeError:  # fastjsonschema < 2.21 has no detailed_exceptions
+                    self._fast = fastjsonschema.compile(
+                        definition, use_default=False, use_formats=False)
             except Exception:  # a schema fastjsonschema cannot compile: jsonschema alone
                 self._fast_failed = True
         return self._fast
@@ -341,20 +351,40 @@ def json_schema(schema: Schema) -> dict[str, Any]:
     - a schema with ``allOf``/``anyOf``/``oneOf``/``not`` (which null must satisfy too)
       becomes ``anyOf: [{type: null}, <the schema>]``.
 
-    Sub-schemas shared by several parents (a resolved ``$ref``) are translated once.
+    The connector loader inlines ``$ref``s, sharing one object per definition. A sub-schema
+    used in several places (GitHub's user object appears a dozen times in an event) goes
+    back into ``definitions`` and is referenced, so that fastjsonschema generates its code
+    once (inlined, the built-in GitHub schema compiled in twice the time), and a spec whose
+    definitions reference each other several times cannot blow up exponentially.
 
     >>> json_schema({"type": "object", "properties": {"d": {"type": "string", "x-nullable": True}}})
     {'type': 'object', 'properties': {'d': {'type': ['string', 'null'], 'x-nullable': True}}}
     """
-    done: dict[int, Any] = {}
+    uses: dict[int, int] = {}
+
+    def count(node: Mapping[str, Any], depth: int) -> None:
+        for sub in _sub_schemas(node):
+            uses[id(sub)] = uses.get(id(sub), 0) + 1
+            if uses[id(sub)] == 1 and depth < _MAX_DEPTH:
+                count(sub, depth + 1)
+
+    count(schema, 0)
+    names: dict[int, str] = {}
+    definitions: dict[str, Any] = {}
 
     def walk(node: Any, depth: int) -> Any:
-        if not isinstance(node, Mapping) or depth > 64:
+        if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
             return node
-        if id(node) in done:
-            return done[id(node)]
+        if uses.get(id(node), 0) > 1 and _worth_sharing(node):
+            name = names.get(id(node))
+            if name is None:
+                name = names[id(node)] = f"hookd-shared-{len(names)}"
+                definitions[name] = translate(node, depth)
+            return {"$ref": f"#/definitions/{name}"}
+        return translate(node, depth)
+
+    def translate(node: Mapping[str, Any], depth: int) -> dict[str, Any]:
         out: dict[str, Any] = dict(node)
-        done[id(node)] = out
         for key in _SUB_SCHEMA:
             if isinstance(out.get(key), Mapping):
                 out[key] = walk(out[key], depth + 1)
@@ -365,13 +395,31 @@ def json_schema(schema: Schema) -> dict[str, Any]:
             value = out.get(key)
             if isinstance(value, Mapping):
                 out[key] = {k: walk(v, depth + 1) for k, v in value.items()}
-        if out.get("x-nullable") is True:
-            out = _nullable(out)
-            done[id(node)] = out
-        return out
+        return _nullable(out) if out.get("x-nullable") is True else out
 
-    result = walk(schema, 0)
-    return result if isinstance(result, dict) else dict(schema)
+    result = translate(schema, 0)
+    if definitions:
+        result["definitions"] = {**(result.get("definitions") or {}), **definitions}
+    return result
+
+
+_MAX_DEPTH = 64
+
+
+def _sub_schemas(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out: list[Any] = [node.get(k) for k in _SUB_SCHEMA]
+    for key in _SUB_SCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            out.extend(node[key])
+    for key in _SUB_SCHEMA_MAPS:
+        if isinstance(node.get(key), Mapping):
+            out.extend(node[key].values())
+    return [sub for sub in out if isinstance(sub, Mapping)]
+
+
+def _worth_sharing(node: Mapping[str, Any]) -> bool:
+    """An object or array schema (a leaf is cheaper inline than as a function call)."""
+    return any(k in node for k in ("properties", "items", "allOf", "anyOf", "oneOf"))
 
 
 def _nullable(node: dict[str, Any]) -> dict[str, Any]:

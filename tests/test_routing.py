@@ -256,3 +256,38 @@ def test_milestone_must_still_match_its_schema_when_not_null() -> None:
     route = next(iter(table.routes.values()))
     assert routing.violations(route, {"milestone": {"title": "v1"}}) != []
     assert NULLABLE["properties"]["base_ref"] == {"type": "string", "x-nullable": True}
+
+
+def test_shared_sub_schemas_are_checked_everywhere_and_compiled_once() -> None:
+    # The loader inlines a $ref as one shared object; the check references it instead of
+    # copying it (so fastjsonschema generates it once), and it applies at every place.
+    user = {"type": "object", "properties": {"login": {"type": "string"},
+                                             "email": {"type": "string", "x-nullable": True}}}
+    nullable_user = {"allOf": [user], "x-nullable": True}
+    schema = {"type": "object", "properties": {
+        "sender": user, "owner": user, "assignee": nullable_user,
+        "assignees": {"type": "array", "items": user}}}
+    translated = routing.json_schema(schema)
+    assert len(translated["definitions"]) == 1
+    assert translated["properties"]["sender"] == translated["properties"]["owner"]
+    assert "$ref" in translated["properties"]["sender"]
+    table = routing.build(_flows_sharing_a_schema(1, schema), SECRET)
+    route = next(iter(table.routes.values()))
+    ok = {"sender": {"login": "a", "email": None}, "owner": {"login": "b"}, "assignee": None,
+          "assignees": [{"login": "c"}]}
+    assert routing.violations(route, ok) == [] and route.validator.is_valid(ok)
+    for bad, where in [({"owner": {"login": 1}}, "owner/login"),
+                       ({"assignee": {"login": 2}}, "assignee"),
+                       ({"assignees": [{"login": 3}]}, "assignees/0/login")]:
+        assert [p.split(":")[0] for p in routing.violations(route, bad)] == [where], bad
+        assert not route.validator.is_valid(bad)
+
+
+def test_fast_and_full_checks_agree_that_format_is_not_asserted() -> None:
+    # jsonschema without a format checker ignores `format`; the fast path must as well, or
+    # it says "invalid" while no violation can be named.
+    schema = {"type": "object", "properties": {"at": {"type": "string", "format": "date-time"}}}
+    table = routing.build(_flows_sharing_a_schema(1, schema), SECRET)
+    route = next(iter(table.routes.values()))
+    assert route.validator is not None and route.validator.is_valid({"at": "yesterday"})
+    assert routing.violations(route, {"at": "yesterday"}) == []
