@@ -200,7 +200,8 @@ def _route(
         batch=batch,
         drop_headers=frozenset(drop),
         reason=reason,
-        validator=_check_for(schema, checks) if validation != "off" else None,
+        # A disabled route answers 503 before any payload is read: nothing to compile.
+        validator=_check_for(schema, checks) if validation != "off" and state == "active" else None,
     )
 
 

@@ -55,7 +55,9 @@ def _lookup(table: routing.RouteTable, sub_id: str, token: str | None = None) ->
 def test_every_flow_has_a_route_disabled_ones_too() -> None:
     table = _table()
     assert sorted(r.flow for r in table.routes.values()) == sorted(CONFIG.flows)
-    assert table.routes[_sub_of(table, "paused")].state == "disabled"
+    paused = table.routes[_sub_of(table, "paused")]
+    assert paused.state == "disabled"
+    assert paused.validator is None  # answers 503 before reading a payload: nothing compiled
 
 
 @pytest.mark.parametrize(
