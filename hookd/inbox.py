@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -131,8 +132,9 @@ class Inbox:
         self._pending: list[_Job] = []  # loop only: arrived in this loop iteration
         self._scheduled = False
         self._outstanding = 0  # loop only: requests waiting for an answer
-        self._write_cond = threading.Condition()
-        self._queue: list[_Job] = []  # handed to the writer thread, not yet written
+        # Batches handed to the writer thread (None: stop). A SimpleQueue: one C call
+        # per batch on the loop, no Python-level lock or condition.
+        self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._commit_info: list[tuple[int, int, float]] = []  # for on_commit, on the loop
         # Committed, waiting for an fsync: (commit sequence number, job, result).
@@ -213,7 +215,7 @@ class Inbox:
         """Write and sync what is pending, then stop."""
         while self._outstanding:
             await asyncio.sleep(0.005)
-            if self._error is not None and not self._pending and not self._queue:
+            if self._error is not None and not self._pending and self._queue.empty():
                 break
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
@@ -222,8 +224,7 @@ class Inbox:
         written are refused; use `aclose` from the loop to finish them first."""
         self._closed = True
         self._stopping.set()
-        with self._write_cond:
-            self._write_cond.notify_all()
+        self._queue.put(None)
         if self._writer_thread is not None:
             self._writer_thread.join(timeout)
             self._writer_thread = None
@@ -236,10 +237,13 @@ class Inbox:
             self._checkpoint_thread.join(timeout)
             self._checkpoint_thread = None
         refused = InboxError("the inbox is closed (hookd is stopping)")
-        with self._write_cond:
-            left, self._queue = self._queue, []
-        left += self._pending
-        self._pending = []
+        left, self._pending = self._pending, []
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            left += batch or []
         self._post(self._fail_jobs, [(job, refused) for job in left])
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -280,9 +284,7 @@ class Inbox:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        with self._write_cond:
-            self._queue.extend(batch)
-            self._write_cond.notify()
+        self._queue.put(batch)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` on the inbox's loop (from any thread)."""
@@ -334,14 +336,26 @@ class Inbox:
     # ------------------------------------------------------------------ writing (thread)
 
     def _writer_loop(self) -> None:
+        get = self._queue.get
+        carry: list[_Job] = []
         while True:
-            with self._write_cond:
-                while not self._queue and not self._closed:
-                    self._write_cond.wait()
-                if self._closed:
-                    return  # close() refuses what is still queued
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
+            batch = carry or get()
+            carry = []
+            while batch is not None and len(batch) < self.max_batch:
+                try:  # everything handed over meanwhile goes into the same transaction
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch += more
+            if batch is None or self._closed:
+                if batch:
+                    self._queue.put(batch)  # close() refuses what is still queued
+                return
+            if len(batch) > self.max_batch:
+                batch, carry = batch[: self.max_batch], batch[self.max_batch:]
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Job]) -> None:
