@@ -3,7 +3,10 @@
 Each command lives in `hookd.commands.<name>` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` to a
 ``(argparse.Namespace) -> int`` callable. Commands import heavy modules inside ``func``
-so that ``hookd --help`` and ``hookd check`` start fast.
+so that ``hookd --help`` and ``hookd check`` start fast (``tests/test_cli.py`` checks,
+``bench/bench_cli.py`` measures). What the commands share — the config directory from
+DIR / ``--config`` / ``$HOOKD_CONFIG``, ``--state-dir``, ``--format``, loading and
+reporting a config, opening the store — is in `hookd.commands._common`.
 
 Exit codes shared by all commands: 0 success, 1 the command found errors, 2 usage or
 I/O error; `hookd plan` adds 3 (changes pending).
@@ -17,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from hookd import __version__
+from hookd.commands._common import EXIT_CHANGES, EXIT_ERRORS, EXIT_OK, EXIT_USAGE, UsageError
 
 # Order is the order shown in `hookd --help`.
 COMMANDS = (
@@ -33,7 +37,8 @@ COMMANDS = (
     "teardown",
 )
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
+__all__ = ["COMMANDS", "EXIT_CHANGES", "EXIT_ERRORS", "EXIT_OK", "EXIT_USAGE", "build_parser",
+           "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except UsageError as exc:
+        print(f"hookd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"hookd {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

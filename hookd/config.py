@@ -375,14 +375,7 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
     ret = data.get("retention") or {}
     rd = Retention()
     log = data.get("log") or {}
-    state = data.get("state_dir")
-    if state is not None:
-        state_dir = (root / Path(state).expanduser()).absolute()
-    elif env.get("STATE_DIRECTORY"):
-        # systemd's StateDirectory= may list several, colon-separated: the first is ours.
-        state_dir = Path(env["STATE_DIRECTORY"].split(":")[0])
-    else:
-        state_dir = root / "state"
+    state_dir = state_dir_setting(data.get("state_dir"), root, env)
     return Settings(
         public_url=str(data["public_url"]).rstrip("/"),
         public=_listener(listen.get("public"), default.public),
@@ -410,6 +403,18 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         log_level=log.get("level", default.log_level),
         pos=pos,
     )
+
+
+def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
+    """The state directory: hookd.yaml's `state_dir` (relative to `root`), else
+    ``$STATE_DIRECTORY``, else ``root/state``. Also used by `hookd runs`, which must find
+    the store while the rest of the config is broken."""
+    if state is not None:
+        return (root / Path(str(state)).expanduser()).absolute()
+    if env.get("STATE_DIRECTORY"):
+        # systemd's StateDirectory= may list several, colon-separated: the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return root / "state"
 
 
 def _listener(data: Mapping[str, Any] | None, default: Listener) -> Listener:

@@ -6,10 +6,16 @@ dependencies belong inside each command's ``func`` (see `hookd.cli`).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from hookd.cli import build_parser, main
+from hookd.commands._common import config_dir
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config"
 HEAVY = ("asyncio", "sqlite3", "httpx", "starlette", "uvicorn", "jinja2", "jsonschema",
@@ -36,3 +42,69 @@ def test_check_imports_no_io_layer() -> None:
         f"    assert hookd.cli.main(['check', {str(SHIPPED_CONFIG)!r}]) == 0")
     assert sorted(m for m in ("asyncio", "sqlite3", "httpx", "starlette", "uvicorn")
                   if m in loaded) == []
+
+
+# ------------------------------------------------------------- the shared argument forms
+
+CONFIG_COMMANDS = ("run", "check", "plan", "apply", "connectors", "subscriptions", "status",
+                   "teardown")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("command", CONFIG_COMMANDS)
+def test_config_dir_is_dir_or_config_option(command: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKD_CONFIG", "/from/env")
+    assert config_dir(parse(command, str(tmp_path))) == tmp_path
+    assert config_dir(parse(command, "--config", str(tmp_path))) == tmp_path
+    assert config_dir(parse(command, "-c", str(tmp_path))) == tmp_path
+    assert config_dir(parse(command)) == Path("/from/env")
+    monkeypatch.delenv("HOOKD_CONFIG")
+    assert config_dir(parse(command)) == Path(".")
+
+
+@pytest.mark.parametrize("argv", [("send", "flow", "p.json"), ("replay", "r1"), ("runs",),
+                                  ("runs", "show", "r1")])
+def test_commands_with_other_positionals_take_config_option(argv: tuple[str, ...]) -> None:
+    assert config_dir(parse(*argv, "--config", "/etc/hookd")) == Path("/etc/hookd")
+
+
+@pytest.mark.parametrize("option", ["--state-dir", "--state"])
+@pytest.mark.parametrize("command", ["run", "plan", "apply", "subscriptions", "teardown",
+                                     "runs", "replay"])
+def test_state_dir_option_everywhere(command: str, option: str) -> None:
+    extra = ("r1",) if command == "replay" else ()
+    assert parse(command, *extra, option, "/var/lib/x").state_dir == Path("/var/lib/x")
+
+
+def test_runs_show_keeps_the_location_given_before_it() -> None:
+    args = parse("runs", "--config", "/etc/hookd", "--state-dir", "/s", "show", "r1")
+    assert (config_dir(args), args.state_dir, args.format) == (Path("/etc/hookd"), Path("/s"),
+                                                               "text")
+
+
+def test_dir_and_config_naming_different_directories_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path), "--config", str(tmp_path / "other")]) == 2
+    assert "name different directories" in capsys.readouterr().err
+    assert main(["check", str(SHIPPED_CONFIG), "--config", str(SHIPPED_CONFIG)]) == 0
+
+
+def test_status_dir_and_admin_exclude_each_other() -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse("status", "/etc/hookd", "--admin", "http://127.0.0.1:1")
+    assert exc.value.code == 2
+
+
+def test_invalid_config_is_reported_the_same_by_every_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "hookd.yaml").write_text("public_url: 42\n")
+    for argv, code in ((["plan"], 1), (["subscriptions"], 1), (["send", "f", "-"], 2),
+                       (["status"], 2)):
+        assert main([*argv, "--config", str(tmp_path)]) == code
+        err = capsys.readouterr().err
+        assert err.startswith("hookd.yaml:1:"), err  # relative to DIR, as `hookd check` prints
+        assert f"hookd {argv[0]}: {tmp_path}: invalid config;" in err

@@ -17,14 +17,19 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from hookd.commands.plan import (
+from hookd.commands._common import (
     EXIT_CHANGES,
     EXIT_ERRORS,
     EXIT_OK,
-    SYMBOLS,
-    add_common_arguments,
-    item_json,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
     load_valid_config,
+)
+from hookd.commands.plan import (
+    SYMBOLS,
+    item_json,
     make_upstream,
     open_state,
     paint,
@@ -47,10 +52,11 @@ def register(subparsers: Any) -> None:
         description="Run one reconcile and print the report. Exit 0 done, 1 invalid config "
         "or a failed step, 3 done but deletes were blocked by max_deletes.",
     )
-    add_common_arguments(parser)
+    add_config_args(parser)
+    add_state_arg(parser)
     parser.add_argument("--allow-deletes", type=int, metavar="N", default=None,
                         help="allow up to N deletes in this run (overrides reconcile.max_deletes once)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.allow_deletes is not None and args.allow_deletes < 0:
         print("hookd apply: --allow-deletes must be 0 or more", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     config = load_valid_config(args, "apply")
     if config is None:
         return EXIT_ERRORS

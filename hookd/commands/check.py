@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hookd.commands._common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    config_dir,
+)
 
 if TYPE_CHECKING:
     from hookd.diagnostics import Diagnostic
@@ -29,10 +37,8 @@ def register(subparsers: Any) -> None:
         description="Validate a config directory and report all problems at once. "
         "Exit 0 when there are no errors, 1 when there are, 2 on a usage or I/O error.",
     )
-    parser.add_argument("directory", nargs="?", metavar="DIR",
-                        help="config directory (default: $HOOKD_CONFIG, else the current directory)")
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="output format (default text)")
+    add_config_args(parser)
+    add_format_arg(parser)
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--offline-secrets", action="store_true",
                         help="check the form of secret references but do not resolve them")
@@ -42,11 +48,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from hookd import config
 
-    directory = Path(args.directory or os.environ.get("HOOKD_CONFIG") or ".")
+    directory = config_dir(args)
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is not a directory"
         print(f"hookd check: {directory} {what}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     result = config.load(directory, resolve_secrets=not args.offline_secrets, revision=False)
     diagnostics = result.diagnostics
     if args.strict:
@@ -62,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
         print(f"{directory}: {'ok' if not errors else 'failed'} ({summary})", file=sys.stderr)
     if result.io_error:
-        return 2
-    return 1 if errors else 0
+        return EXIT_USAGE
+    return EXIT_ERRORS if errors else EXIT_OK
 
 
 def to_json(diagnostics: list[Diagnostic], base: Path) -> dict[str, Any]:

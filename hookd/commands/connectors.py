@@ -22,6 +22,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hookd.commands._common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    given_config_dir,
+)
+
 if TYPE_CHECKING:
     from hookd.connector import Connector, DeleteStrategy, Operation
     from hookd.diagnostics import Diagnostic
@@ -37,13 +46,12 @@ def register(subparsers: Any) -> None:
         "callback URL goes and how hooks are deleted. Exit 0 when all loaded, 1 when some "
         "had errors, 2 when DIR is missing.",
     )
-    parser.add_argument(
-        "directory", nargs="?", metavar="DIR",
+    add_config_args(
+        parser,
         help="a config directory, or a directory of connectors (default: $HOOKD_CONFIG or "
         "the current directory when it is a config directory, else only the built-ins)",
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="output format (default text)")
+    add_format_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -76,13 +84,12 @@ def collect(directory: Path | None) -> tuple[dict[str, Connector], list[Diagnost
 
 
 def run(args: argparse.Namespace) -> int:
-    directory: Path | None
-    if args.directory is not None:
-        directory = Path(args.directory)
+    directory = given_config_dir(args)
+    if directory is not None:
         if not directory.is_dir():
             what = "does not exist" if not directory.exists() else "is not a directory"
             print(f"hookd connectors: {directory} {what}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     else:
         candidate = Path(os.environ.get("HOOKD_CONFIG") or ".")
         directory = candidate if is_config_dir(candidate, explicit=False) else None
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(to_json(connectors, diags, root), indent=2, sort_keys=True))
     else:
         print(to_text(connectors, root), end="")
-    return 1 if any(d.is_error for d in diags) else 0
+    return EXIT_ERRORS if any(d.is_error for d in diags) else EXIT_OK
 
 
 # --------------------------------------------------------------------------- rendering

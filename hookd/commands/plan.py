@@ -9,8 +9,8 @@ action (coloured on a TTY unless ``NO_COLOR`` is set) or a stable JSON document 
 Exit codes: 0 no changes, 3 changes pending, 1 error (invalid config, state unreadable),
 2 usage error.
 
-The helpers here (`load_valid_config`, `open_state`, `render_plan`) are shared by
-`hookd apply`, `hookd subscriptions` and `hookd teardown`.
+The helpers here (`open_state`, `make_upstream`, `render_plan`) are shared by `hookd
+apply` and `hookd teardown`; what every command shares is in `hookd.commands._common`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,25 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from hookd.commands._common import (
+    EXIT_CHANGES,
+    EXIT_ERRORS,
+    EXIT_OK,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
+    config_dir,
+    existing_server_secret,
+    load_valid_config,
+    open_existing_store,
+)
 
 if TYPE_CHECKING:
     from hookd.model import Config
 
 JSON_VERSION = 1
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
 
 SYMBOLS = {"create": "+", "replace": "~", "adopt": "=", "delete": "-", "forget": ".",
            "blocked": "!", "keep": " "}
@@ -46,47 +57,13 @@ def register(subparsers: Any) -> None:
         "upstreams list, and print what `hookd apply` would do. Exit 0 no changes, "
         "3 changes pending, 1 error, 2 usage error.",
     )
-    add_common_arguments(parser)
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="output format (default text)")
+    add_config_args(parser)
+    add_state_arg(parser)
+    add_format_arg(parser)
     parser.set_defaults(func=run)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", nargs="?", metavar="DIR",
-                        help="config directory (default: $HOOKD_CONFIG, else the current directory)")
-    parser.add_argument("--state-dir", type=Path, metavar="DIR", default=None,
-                        help="state directory, overriding state_dir in hookd.yaml")
-
-
 # ---------------------------------------------------------------------- shared helpers
-
-
-def config_dir(args: argparse.Namespace) -> Path:
-    return Path(args.directory or os.environ.get("HOOKD_CONFIG") or ".")
-
-
-def load_valid_config(args: argparse.Namespace, command: str,
-                      *, resolve_secrets: bool = True) -> Config | None:
-    """The loaded config, or None after printing every error (nothing may then be changed)."""
-    import dataclasses
-
-    from hookd.config import load_config
-
-    directory = config_dir(args)
-    config, diagnostics = load_config(directory, resolve_secrets=resolve_secrets)
-    if config is None:
-        base = directory.absolute()
-        for d in diagnostics:
-            if d.is_error:
-                print(d.format(relative_to=base), file=sys.stderr)
-        print(f"hookd {command}: {directory}: invalid config; nothing was planned or changed",
-              file=sys.stderr)
-        return None
-    if args.state_dir is not None:
-        settings = dataclasses.replace(config.settings, state_dir=args.state_dir.absolute())
-        config = dataclasses.replace(config, settings=settings)
-    return config
 
 
 def open_state(config: Config, *, create: bool) -> tuple[Any, bytes]:
@@ -106,12 +83,9 @@ def open_state(config: Config, *, create: bool) -> tuple[Any, bytes]:
     state = config.settings.state_dir
     if create:
         return SubscriptionStore(db.open_db(state)), tokens.load_or_create_server_secret(state)
-    secret_file = state / tokens.SECRET_FILE
-    secret = (tokens.load_or_create_server_secret(state) if secret_file.exists()
-              else pysecrets.token_bytes(32))
-    if (state / db.DB_NAME).exists():
-        conn = db.open_db(state)
-    else:
+    secret = existing_server_secret(state) or pysecrets.token_bytes(32)
+    conn = open_existing_store(state)
+    if conn is None:
         conn = sqlite3.connect(":memory:")
         conn.row_factory = sqlite3.Row
         db.migrate(conn)

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from hookd.commands._common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
 from hookd.commands.runs import add_location_args, open_store
 
 
@@ -33,13 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     conn = open_store(args)
     if conn is None:
-        return 2
+        return EXIT_USAGE
     try:
         delivery_id = replay(conn, args.target)
     except ReplayError as exc:
         print(f"hookd replay: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERRORS
     finally:
         conn.close()
     print(f"queued delivery {delivery_id} for a new run")
-    return 0
+    return EXIT_OK

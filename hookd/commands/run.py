@@ -8,9 +8,9 @@ store cannot be opened, a listener cannot bind).
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
+
+from hookd.commands._common import add_config_args, add_state_arg, config_dir
 
 
 def register(subparsers: Any) -> None:
@@ -20,20 +20,13 @@ def register(subparsers: Any) -> None:
         description="Run hookd in the foreground. SIGHUP reloads the config; SIGTERM or "
         "SIGINT stops gracefully (upstream hooks are kept).",
     )
-    parser.add_argument(
-        "--config", "-c", type=Path, metavar="DIR",
-        default=Path(os.environ.get("HOOKD_CONFIG", ".")),
-        help="config directory (default: $HOOKD_CONFIG, else the current directory)",
-    )
-    parser.add_argument(
-        "--state-dir", type=Path, metavar="DIR", default=None,
-        help="state directory, overriding state_dir in hookd.yaml (the systemd unit passes "
-        "$STATE_DIRECTORY)",
-    )
+    add_config_args(parser)
+    add_state_arg(parser, help="state directory, overriding state_dir in hookd.yaml (the "
+                  "systemd unit passes $STATE_DIRECTORY)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hookd import daemon
 
-    return daemon.main(args.config, state_dir=args.state_dir)
+    return daemon.main(config_dir(args), state_dir=args.state_dir)

@@ -1,8 +1,9 @@
 """`hookd runs`: the run history, read straight from the state directory's SQLite file,
 so it works whether or not the daemon is running (and on a copy of the state).
 
-    hookd runs [--flow F] [--status S] [--limit N] [--format text|json]
-    hookd runs show RUN [--format text|json]
+    hookd runs [--config DIR] [--state-dir DIR] [--flow F] [--status S] [--limit N]
+               [--format text|json]
+    hookd runs show RUN [--config DIR] [--state-dir DIR] [--format text|json]
 
 RUN may be a unique prefix of a run id. Exit codes: 0 success; 1 the run was not found;
 2 usage or I/O error (no state yet, unreadable file).
@@ -12,10 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hookd.commands._common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
+    open_existing_store,
+    table_lines,
+    unvalidated_state_dir,
+    utc_time,
+)
 
 if TYPE_CHECKING:
     import sqlite3
@@ -24,16 +36,12 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def add_location_args(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
-    # In a sub-subcommand the defaults are suppressed, so that `hookd runs --config D show
-    # X` keeps the D given before the subcommand.
-    parser.add_argument(
-        "--config", "-c", type=Path, metavar="DIR",
-        default=argparse.SUPPRESS if nested else Path(os.environ.get("HOOKD_CONFIG") or "."),
-        help="config directory whose state_dir holds the store (default: $HOOKD_CONFIG, else .)",
-    )
-    parser.add_argument("--state", type=Path, metavar="DIR",
-                        default=argparse.SUPPRESS if nested else None,
-                        help="state directory (overrides the config's state_dir)")
+    """``--config`` and ``--state-dir``: the store of `hookd runs` and `hookd replay`
+    is found without validating the config (see `_common.unvalidated_state_dir`)."""
+    add_config_args(parser, positional=False, nested=nested,
+                    help="config directory whose state_dir holds the store "
+                    "(default: $HOOKD_CONFIG, else the current directory)")
+    add_state_arg(parser, nested=nested)
 
 
 def register(subparsers: Any) -> None:
@@ -46,49 +54,26 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--flow", help="only runs of this flow")
     parser.add_argument("--status", choices=STATUSES, help="only runs with this status")
     parser.add_argument("--limit", type=int, default=50, help="at most N runs (default 50)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.set_defaults(func=run_list)
     sub = parser.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
     show = sub.add_parser("show", help="one run with its steps")
     show.add_argument("run", metavar="RUN", help="run id (or a unique prefix)")
     add_location_args(show, nested=True)
-    show.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    add_format_arg(show, nested=True)
     show.set_defaults(func=run_show)
 
 
-def state_dir(args: argparse.Namespace) -> Path:
-    """The state directory as `hookd.config` would compute it, without requiring the rest
-    of the config to be valid: ``state_dir`` in hookd.yaml (relative to the config
-    directory), else ``$STATE_DIRECTORY``, else ``DIR/state``."""
-    if getattr(args, "state", None):
-        return Path(args.state)
-    root = Path(args.config)
-    settings: Any = {}
-    path = root / "hookd.yaml"
-    if path.is_file():
-        import yaml
-
-        try:
-            settings = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            settings = {}
-    state = settings.get("state_dir") if isinstance(settings, dict) else None
-    if state:
-        return (root / Path(str(state)).expanduser()).absolute()
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    return (root / "state").absolute()
-
-
 def open_store(args: argparse.Namespace) -> sqlite3.Connection | None:
+    """The store, or None after saying there is none (hookd has not run there yet)."""
     from hookd.store import db
 
-    directory = state_dir(args)
-    if not (directory / db.DB_NAME).is_file():
+    directory = unvalidated_state_dir(args)
+    conn = open_existing_store(directory)
+    if conn is None:
         print(f"hookd {args.command}: no store at {directory / db.DB_NAME} "
               "(has hookd run with this config?)", file=sys.stderr)
-        return None
-    return db.open_db(directory)
+    return conn
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -96,23 +81,23 @@ def run_list(args: argparse.Namespace) -> int:
 
     conn = open_store(args)
     if conn is None:
-        return 2
+        return EXIT_USAGE
     try:
         runs = RunStore(conn).list(flow=args.flow, status=args.status, limit=args.limit)
     finally:
         conn.close()
     if args.format == "json":
         print(json.dumps([r.to_json(steps=False) for r in runs], indent=2))
-        return 0
+        return EXIT_OK
     if not runs:
         print("no runs")
-        return 0
+        return EXIT_OK
     rows: list[tuple[str, ...]] = [("RUN", "FLOW", "STATUS", "ATTEMPT", "STARTED", "DURATION", "DELIVERY", "ERROR")]
     for r in runs:
-        rows.append((r.id, r.flow, r.status, str(r.attempt), _time(r.started_at or r.created_at),
+        rows.append((r.id, r.flow, r.status, str(r.attempt), utc_time(r.started_at or r.created_at),
                      _duration(r.duration), r.delivery_id, _short(r.error or "", 60)))
-    _table(rows)
-    return 0
+    print("\n".join(table_lines(rows)))
+    return EXIT_OK
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -120,23 +105,23 @@ def run_show(args: argparse.Namespace) -> int:
 
     conn = open_store(args)
     if conn is None:
-        return 2
+        return EXIT_USAGE
     try:
         run = RunStore(conn).get(args.run)
     finally:
         conn.close()
     if run is None:
         print(f"hookd runs show: no run {args.run!r}", file=sys.stderr)
-        return 1
+        return EXIT_ERRORS
     if args.format == "json":
         print(json.dumps(run.to_json(), indent=2, default=str))
-        return 0
+        return EXIT_OK
     print(f"run       {run.id}")
     print(f"flow      {run.flow}")
     print(f"status    {run.status}")
     print(f"attempt   {run.attempt}")
     print(f"delivery  {run.delivery_id}")
-    print(f"started   {_time(run.started_at)}")
+    print(f"started   {utc_time(run.started_at)}")
     print(f"duration  {_duration(run.duration)}")
     if run.error:
         print(f"error     {run.error}")
@@ -149,19 +134,11 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"      output: {_short(_json(s.output), 2000)}")
         if s.error:
             print(f"      error:  {s.error}")
-    return 0
+    return EXIT_OK
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _time(ts: float | None) -> str:
-    import datetime as dt
-
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _duration(seconds: float | None) -> str:
@@ -175,9 +152,3 @@ def _duration(seconds: float | None) -> str:
 def _short(text: str, limit: int) -> str:
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

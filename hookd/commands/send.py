@@ -7,7 +7,8 @@ connector's scheme (GitHub HMAC, GitLab token, Standard Webhooks, …), adds the
 delivery-id headers the connector names, and prints the answer.
 
     hookd send FLOW|SUBSCRIPTION PAYLOAD_FILE [--event E] [--delivery-id ID]
-               [--url URL] [--config DIR] [--in-process] [--format text|json]
+               [--url URL] [--config DIR] [--state-dir DIR] [--in-process]
+               [--format text|json]
 
 Without `--in-process` it posts to the running daemon's public listener (`--url`, default
 from hookd.yaml). With `--in-process` it runs the callback app inside this command
@@ -22,13 +23,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+from hookd.commands._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
+    existing_server_secret,
+    load_valid_config,
+    local_url,
+    open_existing_store,
+)
+
+EXIT_REFUSED = 1
 
 
 def register(subparsers: Any) -> None:
@@ -46,36 +58,33 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--delivery-id", help="delivery-id header value (default: a new UUID)")
     parser.add_argument("--url", help="base URL of the public listener "
                         "(default: from hookd.yaml listen.public)")
-    parser.add_argument(
-        "--config", "-c", type=Path, metavar="DIR",
-        default=Path(os.environ.get("HOOKD_CONFIG", ".")),
-        help="config directory (default: $HOOKD_CONFIG, else the current directory)",
-    )
+    add_config_args(parser, positional=False)
+    add_state_arg(parser)
     parser.add_argument("--in-process", action="store_true",
                         help="run the callback app in this process (nothing is recorded)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hookd import routing, tokens
-    from hookd.config import load_config
 
-    config, diagnostics = load_config(args.config)
+    config = load_valid_config(args, "send", consequence="nothing was sent")
     if config is None:
-        for d in diagnostics:
-            if d.is_error:
-                print(d.format(relative_to=args.config), file=sys.stderr)
         return EXIT_USAGE
     state_dir = Path(config.settings.state_dir)
-    secret_file = state_dir / tokens.SECRET_FILE
-    if not secret_file.exists() and not args.in_process:
+    try:
+        found_secret = existing_server_secret(state_dir)
+    except ValueError as exc:
+        print(f"hookd send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if found_secret is None and not args.in_process:
         print(f"hookd send: no server secret in {state_dir}; has hookd run with this config? "
               "(use --in-process to try without a daemon)", file=sys.stderr)
         return EXIT_USAGE
-    server_secret = (secret_file.read_bytes() if secret_file.exists()
-                     else bytes(32))  # in-process only: any secret gives consistent URLs
+    # In-process only: any secret gives consistent URLs.
+    server_secret = found_secret if found_secret is not None else bytes(32)
     table = routing.build(config, server_secret, rows=_store_rows(state_dir))
     route = _find_route(table, args.target)
     if route is None:
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.in_process:
         status, answer = _send_in_process(config, server_secret, path, headers, body)
     else:
-        base = (args.url or _public_url(config)).rstrip("/")
+        base = (args.url or local_url(config.settings.public)).rstrip("/")
         try:
             status, answer = _send_http(base + path, headers, body, args.timeout)
         except OSError as exc:
@@ -128,15 +137,12 @@ def _store_rows(state_dir: Path) -> dict[str, Any]:
     """The store's subscriptions (read-only; empty when there is no store yet)."""
     import sqlite3
 
-    from hookd.store.db import DB_NAME
     from hookd.store.subscriptions import SubscriptionStore
 
-    path = state_dir / DB_NAME
-    if not path.exists():
-        return {}
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
+        conn = open_existing_store(state_dir, readonly=True)
+        if conn is None:
+            return {}
         try:
             return {r.id: r for r in SubscriptionStore(conn).all()}
         finally:
@@ -151,15 +157,6 @@ def _find_route(table: Any, target: str) -> Any:
         return routes[target]
     by_flow = [r for r in routes.values() if r.flow == target]
     return by_flow[0] if by_flow else None
-
-
-def _public_url(config: Any) -> str:
-    host, port = config.settings.public.host, config.settings.public.port
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def _send_http(url: str, headers: dict[str, str], body: bytes, timeout: float) -> tuple[int, Any]:

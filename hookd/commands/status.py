@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
+
+from hookd.commands._common import (
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    load_valid_config,
+    local_url,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -22,13 +28,10 @@ def register(subparsers: Any) -> None:
         "reload, subscriptions by state, recent failures, inbox depth, runs in the last hour.",
     )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--config", "-c", type=Path, metavar="DIR",
-        default=Path(os.environ.get("HOOKD_CONFIG", ".")),
-        help="find the admin listener in DIR/hookd.yaml (default: $HOOKD_CONFIG, else .)",
-    )
+    add_config_args(where, help="find the admin listener in DIR/hookd.yaml (default: "
+                    "$HOOKD_CONFIG, else the current directory)")
     where.add_argument("--admin", metavar="URL", help="admin listener URL, e.g. http://127.0.0.1:8081")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     parser.set_defaults(func=run)
 
@@ -36,20 +39,9 @@ def register(subparsers: Any) -> None:
 def admin_url(args: argparse.Namespace) -> str | None:
     if args.admin:
         return str(args.admin).rstrip("/")
-    from hookd.config import load_config
-
-    config, diagnostics = load_config(args.config, resolve_secrets=False)
-    if config is None:
-        for d in diagnostics:
-            if d.is_error:
-                print(d.format(relative_to=args.config), file=sys.stderr)
-        return None
-    host, port = config.settings.admin.host, config.settings.admin.port
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    config = load_valid_config(args, "status", resolve_secrets=False,
+                               consequence="cannot find the admin listener")
+    return None if config is None else local_url(config.settings.admin)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if base is None:
         print("hookd status: cannot read the admin listener address; use --admin URL",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         response = httpx.get(f"{base}/api/status", timeout=args.timeout)
         response.raise_for_status()
         doc = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         print(f"hookd status: no hookd answering at {base}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.format == "json":
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:

@@ -13,10 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
-from hookd.commands.plan import EXIT_ERRORS, EXIT_OK, add_common_arguments, load_valid_config
+from hookd.commands._common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
+    existing_server_secret,
+    load_valid_config,
+    open_existing_store,
+    table_lines,
+    utc_time,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -26,16 +36,16 @@ def register(subparsers: Any) -> None:
         description="List the state store's subscriptions (status, upstream id, last error) "
         "and the callback URLs of request-trigger flows.",
     )
-    add_common_arguments(parser)
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_config_args(parser)
+    add_state_arg(parser)
+    add_format_arg(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from hookd import desired, tokens
-    from hookd.store import db
+    from hookd import desired
     from hookd.store.subscriptions import SubscriptionStore
 
     config = load_valid_config(args, "subscriptions", resolve_secrets=False)
@@ -43,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     state = config.settings.state_dir
     try:
-        rows = (SubscriptionStore(db.open_db(state)).all()
-                if (state / db.DB_NAME).exists() else [])
-        secret = (tokens.load_or_create_server_secret(state)
-                  if (state / tokens.SECRET_FILE).exists() else None)
+        conn = open_existing_store(state)
+        rows = SubscriptionStore(conn).all() if conn is not None else []
+        secret = existing_server_secret(state)
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"hookd subscriptions: cannot read the state: {exc}", file=sys.stderr)
         return EXIT_ERRORS
@@ -66,11 +75,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         header = ("FLOW", "SUBSCRIPTION", "STATUS", "CONNECTOR", "UPSTREAM ID", "VERIFIED")
         table = [header] + [
-            (r.flow, r.id, r.status, r.connector, r.upstream_id or "-", _when(r.verified_at))
+            (r.flow, r.id, r.status, r.connector, r.upstream_id or "-", utc_time(r.verified_at))
             for r in rows]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-        for n, row in enumerate(table):
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for n, line in enumerate(table_lines(table)):
+            print(line)
             if n and rows[n - 1].last_error:
                 print(f"    last error: {rows[n - 1].last_error}")
     if routes:
@@ -81,9 +89,3 @@ def run(args: argparse.Namespace) -> int:
                                 for f in config.flows.values()):
         print("\n(no state yet: callback URLs are minted when hookd first runs or applies)")
     return EXIT_OK
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))

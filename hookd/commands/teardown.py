@@ -16,18 +16,16 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from hookd.commands.apply import render_report
-from hookd.commands.plan import (
+from hookd.commands._common import (
     EXIT_ERRORS,
     EXIT_OK,
     EXIT_USAGE,
-    add_common_arguments,
+    add_config_args,
+    add_state_arg,
     load_valid_config,
-    make_upstream,
-    open_state,
-    render_plan,
-    use_color,
 )
+from hookd.commands.apply import render_report
+from hookd.commands.plan import make_upstream, open_state, render_plan, use_color
 
 if TYPE_CHECKING:
     from hookd.model import Config
@@ -42,7 +40,8 @@ def register(subparsers: Any) -> None:
         description="Delete every subscription hookd created upstream. Prints what will be "
         "deleted and asks for confirmation unless --yes.",
     )
-    add_common_arguments(parser)
+    add_config_args(parser)
+    add_state_arg(parser)
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(func=run)
 
