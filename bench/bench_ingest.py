@@ -1,7 +1,7 @@
 """Ingest throughput: hookd's durable callback path against a bare HMAC-checking app.
 
     python bench/bench_ingest.py [--duration 10] [--connections 32] [--window 0]
-                                 [--profile py-spy]
+                                 [--profile py-spy] [--worker none|inline|process]
 
 Both servers are real uvicorn processes on 127.0.0.1 (tests/ingest_launcher.py), driven by
 wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
@@ -11,6 +11,10 @@ wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
 - hookd:    `hookd.server` — route + token check, HMAC, JSON parse, schema validation,
             dedup lookup, durable record through the group-commit inbox (SQLite WAL,
             synchronous=FULL: fsync before the answer), 202 with the delivery id.
+
+``--worker inline|process`` also runs hookd's pipeline worker (in the listener's process,
+or in a child, as ``worker.mode`` in hookd.yaml chooses), the push flow being one ``log``
+step: the listener's numbers while deliveries are being processed.
 
 Prints both requests/s, the ratio (goal ≥ 0.6), p50/p99 latency (goal p99 < 50 ms),
 non-2xx answers, each server's CPU milliseconds per request (all its threads: less
@@ -161,12 +165,18 @@ async def _py_load(port: int, path: str, signature: str, args: argparse.Namespac
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far; 0 when unknown."""
+    """User + system CPU seconds of a process (all its threads) and of its live children
+    (the worker process) so far; 0 when unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(_cpu_seconds(int(child)) for child in children)
 
 
 def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -213,10 +223,14 @@ def main() -> int:
     parser.add_argument("--loop", default="auto", help="uvicorn --loop for both servers")
     parser.add_argument("--http", default="auto", help="uvicorn --http for both servers")
     parser.add_argument("--profile", choices=["py-spy", "none"], default="none")
+    parser.add_argument("--worker", choices=["inline", "process", "none"], default="none",
+                        help="also run the pipeline worker (push flow: one log step)")
     args = parser.parse_args()
 
     common = ["--loop", args.loop, "--http", args.http]
     hookd_extra = [*common, *(["--window", str(args.window)] if args.window is not None else [])]
+    if args.worker != "none":
+        hookd_extra += ["--worker", args.worker]
     with tempfile.TemporaryDirectory(prefix="hookd-bench-") as tmp:
         root = Path(tmp)
         bare = measure("bare", root, args, common)

@@ -1,12 +1,16 @@
 """A real hookd ingest process for end-to-end tests, the crash test and bench/bench_ingest.py.
 
     python tests/ingest_launcher.py --state DIR --port N [--mode hookd|bare] [--consume]
+                                    [--worker inline|process]
 
 `--mode hookd` serves `hookd.server.create_app` (routing, verification, schema, dedup,
 durable group-commit inbox) under uvicorn; `--mode bare` serves the baseline the
 benchmark compares against: a starlette app that only checks the GitHub HMAC and answers
 202. `--consume` also runs a stand-in for the pipeline worker (requeue at start, then
-claim → done), so a test can see deliveries *processed* after a crash.
+claim → done), so a test can see deliveries *processed* after a crash. `--worker` runs
+the real pipeline worker instead — in the listener's process or in a child
+(`hookd.worker_process`) — with the ``push`` flow given one ``log`` step, so the
+ingest benchmark can measure the listener while deliveries are being processed.
 
 `make_config` builds the config in code (no YAML loader needed): a GitHub-shaped connector
 plus connectors for each other verification kind, and one flow per case the tests need.
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["hookd", "bare"], default="hookd")
     parser.add_argument("--window", type=float, default=None, help="group-commit window, s")
     parser.add_argument("--consume", action="store_true")
+    parser.add_argument("--worker", choices=["inline", "process"], default=None)
     parser.add_argument("--loop", default="auto")
     parser.add_argument("--http", default="auto")
     args = parser.parse_args(argv)
@@ -209,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state_dir: Path = args.state
     config = make_config(state_dir, f"http://127.0.0.1:{args.port}")
+    if args.worker:
+        config = with_log_step(config)
     app: Any
     state: Any = None
     if args.mode == "bare":
@@ -227,10 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.consume:
         threading.Thread(target=consume, args=(state_dir, stop), daemon=True).start()
     print(f"listening on 127.0.0.1:{args.port} mode={args.mode}", file=sys.stderr, flush=True)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
         loop=args.loop, http=args.http, lifespan="off",
     )
+    if args.worker and state is not None:
+        run_with_worker(server_config, state, args.worker)
+    else:
+        uvicorn.Server(server_config).run()
     stop.set()
     if state is not None:
         state.inbox.close()
@@ -246,6 +257,43 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr, flush=True,
         )
     return 0
+
+
+def with_log_step(config: Config) -> Config:
+    """The ``push`` flow with one ``log`` step (its lines go to stderr), as a real flow."""
+    import dataclasses
+
+    from hookd import logs, model
+
+    logs.configure("json", "info")
+    push = dataclasses.replace(config.flows["push"], steps=(model.Step(
+        id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
+                                         fields={"after": "{{ trigger.body.after }}"})),))
+    return dataclasses.replace(config, flows={**config.flows, "push": push})
+
+
+def run_with_worker(server_config: Any, state: Any, mode: str) -> None:
+    """Run uvicorn with the pipeline worker (``inline`` or ``process``) on its loop."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def serve(self, sockets: Any = None) -> None:
+            worker: Any
+            if mode == "process":
+                from hookd.worker_process import ProcessWorker
+
+                worker = ProcessWorker(state, log_format="json", log_level="info")
+            else:
+                from hookd.worker import Worker
+
+                worker = Worker(state)
+            await worker.start()
+            try:
+                await super().serve(sockets)
+            finally:
+                await worker.stop(10)
+
+    Server(server_config).run()
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:
