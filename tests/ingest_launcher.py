@@ -20,6 +20,7 @@ plus connectors for each other verification kind, and one flow per case the test
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import sys
@@ -238,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
         loop=args.loop, http=args.http, lifespan="off",
     )
-    if args.worker and state is not None:
-        run_with_worker(server_config, state, args.worker)
-    else:
-        uvicorn.Server(server_config).run()
+    # uvicorn re-raises the SIGINT that stopped it once it has shut down (as uvicorn.run).
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.worker and state is not None:
+            run_with_worker(server_config, state, args.worker)
+        else:
+            uvicorn.Server(server_config).run()
     stop.set()
     if state is not None:
         state.inbox.close()
