@@ -238,6 +238,11 @@ class HookApp:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        # Routes already looked up with a valid token, for the current route table only:
+        # the token check is an HMAC per request otherwise. Only active routes of the
+        # table are kept, so wrong tokens and unknown ids cannot grow it.
+        self._known: dict[tuple[str, str], routing.Route] = {}
+        self._known_table: routing.RouteTable | None = None
 
         async def routed(scope: Scope, receive: Receive, send: Send) -> None:
             params = scope["path_params"]
@@ -265,7 +270,7 @@ class HookApp:
         try:
             if state.draining:
                 raise Draining("hookd is shutting down; retry")
-            route = routing.lookup(state.routes, subscription_id, token, state.find_row)
+            route = self._route(subscription_id, token)
             answer, outcome = await _accept(state, route, scope, receive, received_at)
         except Exception as exc:
             answer, outcome = error_response(exc)
@@ -276,6 +281,19 @@ class HookApp:
             m.verification_failures.inc(sub, flow)
         m.request_seconds.observe(time.perf_counter() - started, outcome)
         await _send_answer(send, answer)
+
+
+    def _route(self, subscription_id: str, token: str) -> routing.Route:
+        table = self.state.routes
+        if table is not self._known_table:  # a reload or a reconcile swapped the table
+            self._known, self._known_table = {}, table
+        key = (subscription_id, token)
+        route = self._known.get(key)
+        if route is None:
+            route = routing.lookup(table, subscription_id, token, self.state.find_row)
+            if table.routes.get(subscription_id) is route:
+                self._known[key] = route
+        return route
 
 
 _JSON_TYPE = (b"content-type", b"application/json")
