@@ -20,17 +20,26 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hookd import secrets as secrets_mod
 from hookd.connector import Connector, Operation, Schema
 from hookd.diagnostics import Diagnostic
 from hookd.model import Connection, Flow, SecretRef, Settings
+from hookd.schemacheck import describe
 from hookd.templatecheck import analyse, flatten_schema, known, schema_path_problem, suggest
 from hookd.yamlpos import Document, KeyPath
 
 T = TypeVar("T")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
 
 # Step keys whose values are templates (everything but the step's own settings).
 _STEP_SETTINGS = frozenset({"id", "timeout", "retry", "continue_on_error", "if", "foreach"})
@@ -98,26 +107,31 @@ def check_config(
     out: list[Diagnostic] = []
     by_name: dict[str, Located[Connection]] = {}
     for conn in connections:
-        first = by_name.get(conn.item.name)
-        if first is not None:
-            out.append(conn.diag(("name",), f"duplicate connection name '{conn.item.name}'",
-                                 hint=f"also defined at {first.where}"))
+        duplicate = _duplicate(conn, "connection", by_name)
+        if duplicate is not None:
+            out.append(duplicate)  # the first definition is the one checked and used
             continue
-        by_name[conn.item.name] = conn
         out.extend(check_connection(conn, connectors))
     seen_flows: dict[str, Located[Flow]] = {}
     for flow in flows:
-        first_flow = seen_flows.get(flow.item.name)
-        if first_flow is not None:
-            out.append(flow.diag(("name",), f"duplicate flow name '{flow.item.name}'",
-                                 hint=f"also defined at {first_flow.where}"))
-        else:
-            seen_flows[flow.item.name] = flow
+        duplicate = _duplicate(flow, "flow", seen_flows)
+        if duplicate is not None:
+            out.append(duplicate)  # still checked: its own problems are worth showing
         out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()},
                               env_allow=settings.env_allow, public_url=settings.public_url))
     if secrets is not None:
         out.extend(check_secrets(by_name, flows, secrets))
     return out
+
+
+def _duplicate(located: Located[N], kind: str, seen: dict[str, Located[N]]) -> Diagnostic | None:
+    """The error for a second `kind` of the same name; records a first one in `seen`."""
+    name = located.item.name
+    first = seen.setdefault(name, located)
+    if first is located:
+        return None
+    return located.diag(("name",), f"duplicate {kind} name '{name}'",
+                        hint=f"also defined at {first.where}")
 
 
 # --------------------------------------------------------------------------- connections
@@ -374,19 +388,7 @@ def type_problem(value: Any, schema: Schema) -> str:
     if ok:
         return ""
     article = "an" if wanted[0] in "aeiou" else "a"
-    return f"should be {article} {wanted}, not {_describe(value)}"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"the string '{value[:40]}'"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return "a list" if isinstance(value, list | tuple) else type(value).__name__
+    return f"should be {article} {wanted}, not {describe(value)}"
 
 
 # --------------------------------------------------------------------------- steps

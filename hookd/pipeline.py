@@ -339,6 +339,13 @@ class Pipeline:
         kind = step.kind
         record = functools.partial(self.db, self.store.step_finished, run_id, step.id,
                                    index=cs.index, kind=kind)
+
+        async def failed(message: str, output: Any = None) -> dict[str, Any]:
+            # Recorded and returned with every resolved secret value masked.
+            error, out = redact(message, secrets.resolved), redact(output, secrets.resolved)
+            await record("failed", error=error, output=out)
+            return {"output": out, "status": "failed", "error": error}
+
         try:
             if cs.foreach is None:
                 if cs.condition is not None and not templating.truthy(cs.condition.render(ctx)):
@@ -350,13 +357,8 @@ class Pipeline:
                 if not isinstance(rendered, list | tuple):
                     raise _StepFailed(f"foreach must render a list, not {type(rendered).__name__}")
                 items = list(rendered)
-        except templating.TemplateError as exc:
-            error = redact(str(exc), secrets.resolved)
-            await record("failed", error=error)
-            return {"output": None, "status": "failed", "error": error}
-        except _StepFailed as exc:
-            await record("failed", error=str(exc))
-            return {"output": None, "status": "failed", "error": str(exc)}
+        except (templating.TemplateError, _StepFailed) as exc:
+            return await failed(str(exc))
 
         step_actx = dataclasses.replace(actx, timeout=step.timeout)
         execute = executor(kind)
@@ -378,14 +380,9 @@ class Pipeline:
                     except _StepFailed as exc:
                         raise _StepFailed(str(exc), [*output, exc.output]) from None
         except templating.TemplateError as exc:
-            error = redact(str(exc), secrets.resolved)
-            await record("failed", error=error)
-            return {"output": None, "status": "failed", "error": error}
+            return await failed(str(exc))
         except _StepFailed as exc:
-            error = redact(str(exc), secrets.resolved)
-            out = redact(exc.output, secrets.resolved)
-            await record("failed", error=error, output=out)
-            return {"output": out, "status": "failed", "error": error}
+            return await failed(str(exc), exc.output)
         await record("succeeded", output=redact(output, secrets.resolved))
         return {"output": output, "status": "succeeded", "error": None}
 

@@ -162,7 +162,7 @@ def _explain_branches(error: ValidationError, doc: Document, prefix: KeyPath) ->
     if path and path[-1] == "run" and isinstance(error.instance, str):
         hint = "run takes an argv list, never a shell string: [\"/usr/bin/prog\", \"arg\"]"
     yield doc.diagnostic(path, f"should be {' or '.join(w for w in wanted if w) or 'something else'}, "
-                               f"not {_describe(error.instance)}", hint=hint)
+                               f"not {describe(error.instance)}", hint=hint)
 
 
 def _type_words(schema: Mapping[str, Any]) -> str:
@@ -179,7 +179,7 @@ def _type_words(schema: Mapping[str, Any]) -> str:
 def _message(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
     kind = error.validator
     if kind == "type":
-        return f"should be {_type_words(sch) or error.validator_value}, not {_describe(inst)}"
+        return f"should be {_type_words(sch) or error.validator_value}, not {describe(inst)}"
     if kind == "enum":
         return f"'{inst}' is not one of: {', '.join(map(str, error.validator_value))}"
     if kind == "pattern":
@@ -221,7 +221,9 @@ def _hint(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
     return ""
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A YAML value as a message names it: ``the string 'x'``, ``a mapping``, … (also
+    used by `hookd.check` for connector parameter types)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -232,7 +234,7 @@ def _describe(value: Any) -> str:
         return f"the number {value}"
     if isinstance(value, Mapping):
         return "a mapping"
-    return "a list" if isinstance(value, list) else type(value).__name__
+    return "a list" if isinstance(value, list | tuple) else type(value).__name__
 
 
 def _known(names: Any) -> str:

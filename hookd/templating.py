@@ -104,6 +104,13 @@ class _Undefined(ChainableUndefined, StrictUndefined):
         return f"missing key or attribute '{self._undefined_name}' (on a {kind})"
 
 
+def as_text(value: Any) -> str:
+    """How a rendered value becomes text — an argv item, a header, a body — the same way
+    it prints inside a larger template string: booleans lowercase, None empty,
+    containers as compact JSON."""
+    return str(_finalize(value))
+
+
 def _finalize(value: Any) -> Any:
     # How a value prints inside a larger string (see module docstring).
     if value is None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from hookd import model
+from hookd.templating import as_text as as_text  # the actions' one way to make text
 
 
 class ActionError(Exception):
@@ -83,19 +84,3 @@ def executor(kind: str) -> Executor:
         return table[kind]
     except KeyError:
         raise ActionError(f"unknown action '{kind}'", retryable=False) from None
-
-
-def as_text(value: Any) -> str:
-    """How a rendered non-string value becomes text (an argv item, a header, a body):
-    booleans lowercase, None empty, containers as compact JSON — as in templates."""
-    import json
-
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    return str(value)

@@ -25,13 +25,12 @@ from hookd.commands._common import (
     add_config_args,
     add_format_arg,
     add_state_arg,
-    load_valid_config,
 )
 from hookd.commands.plan import (
     SYMBOLS,
+    config_and_state,
     item_json,
     make_upstream,
-    open_state,
     paint,
     render_plan,
     use_color,
@@ -62,19 +61,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import sqlite3
 
     if args.allow_deletes is not None and args.allow_deletes < 0:
         print("hookd apply: --allow-deletes must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
-    config = load_valid_config(args, "apply")
-    if config is None:
+    loaded = config_and_state(args, "apply", create=True)
+    if loaded is None:
         return EXIT_ERRORS
-    try:
-        store, secret = open_state(config, create=True)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        print(f"hookd apply: cannot open the state: {exc}", file=sys.stderr)
-        return EXIT_ERRORS
+    config, store, secret = loaded
     color = use_color(sys.stdout)
     report = asyncio.run(_apply(config, store, secret, args.allow_deletes,
                                 None if args.format == "json" else sys.stderr))

@@ -92,6 +92,24 @@ def open_state(config: Config, *, create: bool) -> tuple[Any, bytes]:
     return SubscriptionStore(conn), secret
 
 
+def config_and_state(args: argparse.Namespace, command: str,
+                     *, create: bool) -> tuple[Config, Any, bytes] | None:
+    """(config, SubscriptionStore, server secret) for plan, apply and teardown, or None
+    after saying why not (an invalid config, an unreadable state)."""
+    import sqlite3
+
+    config = load_valid_config(args, command)
+    if config is None:
+        return None
+    try:
+        store, secret = open_state(config, create=create)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        print(f"hookd {command}: cannot {'open' if create else 'read'} the state: {exc}",
+              file=sys.stderr)
+        return None
+    return config, store, secret
+
+
 def make_upstream(config: Config) -> Any:
     from hookd.upstream import RetryPolicy, Upstream
 
@@ -186,16 +204,11 @@ def plan_json(the_plan: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import sqlite3
 
-    config = load_valid_config(args, "plan")
-    if config is None:
+    loaded = config_and_state(args, "plan", create=False)
+    if loaded is None:
         return EXIT_ERRORS
-    try:
-        store, secret = open_state(config, create=False)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        print(f"hookd plan: cannot read the state: {exc}", file=sys.stderr)
-        return EXIT_ERRORS
+    config, store, secret = loaded
     the_plan = asyncio.run(_plan(config, store, secret))
     if args.format == "json":
         print(json.dumps(plan_json(the_plan), indent=2))

@@ -22,10 +22,9 @@ from hookd.commands._common import (
     EXIT_USAGE,
     add_config_args,
     add_state_arg,
-    load_valid_config,
 )
 from hookd.commands.apply import render_report
-from hookd.commands.plan import make_upstream, open_state, render_plan, use_color
+from hookd.commands.plan import config_and_state, make_upstream, render_plan, use_color
 
 if TYPE_CHECKING:
     from hookd.model import Config
@@ -49,16 +48,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
-    import sqlite3
 
-    config = load_valid_config(args, "teardown")
-    if config is None:
+    loaded = config_and_state(args, "teardown", create=True)
+    if loaded is None:
         return EXIT_ERRORS
-    try:
-        store, secret = open_state(config, create=True)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        print(f"hookd teardown: cannot open the state: {exc}", file=sys.stderr)
-        return EXIT_ERRORS
+    config, store, secret = loaded
     empty = dataclasses.replace(config, flows={})
     return asyncio.run(_teardown(empty, store, secret, args.yes))
 

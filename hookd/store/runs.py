@@ -21,15 +21,14 @@ Inputs are stored as rendered, after the pipeline replaced every secret value by
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hookd.store.db import Migration
+from hookd.store.deliveries import new_id
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped"]
@@ -149,31 +148,9 @@ class Run:
         return out
 
 
-class _Ids:
-    """Time-ordered run ids (12 hex ms, 4 hex sequence, 8 hex random): sorting by id is
-    sorting by creation, and ids from two processes do not collide."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-        self._seq = 0
-
-    def __call__(self, now: float) -> str:
-        ms = int(now * 1000)
-        with self._lock:
-            if ms <= self._last:
-                ms = self._last
-                self._seq += 1
-                if self._seq > 0xFFFF:
-                    ms, self._seq = ms + 1, 0
-            else:
-                self._seq = 0
-            self._last = ms
-            seq = self._seq
-        return f"{ms:012x}{seq:04x}{os.urandom(4).hex()}"
-
-
-new_run_id = _Ids()
+# Run ids are time-ordered like delivery ids (sorting by id is sorting by creation, ids
+# from two processes do not collide): one generator serves both.
+new_run_id = new_id
 
 _RUN_COLUMNS = (
     "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
@@ -199,34 +176,17 @@ def _decode(text: str | None) -> Any:
 
 
 def _run(r: sqlite3.Row, steps: tuple[StepResult, ...] = ()) -> Run:
-    return Run(
-        id=r["id"],
-        delivery_id=r["delivery_id"],
-        flow=r["flow"],
-        status=r["status"],
-        attempt=r["attempt"],
-        config_revision=r["config_revision"],
-        created_at=r["created_at"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
-        error=r["error"],
-        steps=steps,
-    )
+    # The columns of _RUN_COLUMNS are named as Run's fields.
+    return Run(**dict(zip(r.keys(), r, strict=True)), steps=steps)
 
 
 def _step(r: sqlite3.Row) -> StepResult:
-    return StepResult(
-        step_id=r["step_id"],
-        index=r["idx"],
-        kind=r["kind"],
-        status=r["status"],
-        attempt=r["attempt"],
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
-        input=_decode(r["input"]),
-        output=_decode(r["output"]),
-        error=r["error"],
-    )
+    # The columns of _STEP_COLUMNS are named as StepResult's fields, but for `idx`
+    # (`index` is an SQL keyword) and the JSON-encoded input and output.
+    fields = dict(zip(r.keys(), r, strict=True))
+    fields["index"] = fields.pop("idx")
+    fields["input"], fields["output"] = _decode(fields["input"]), _decode(fields["output"])
+    return StepResult(**fields)
 
 
 class RunStore:
