@@ -159,3 +159,47 @@ def test_an_idle_inbox_can_be_used_from_a_new_event_loop(inbox: Inbox) -> None:
 
     assert not asyncio.run(go(1)).duplicate
     assert not asyncio.run(go(2)).duplicate  # e.g. `hookd send --in-process`, tests
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's writer (the worker, the reconciler) holding the write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_a_held_write_lock_delays_the_record_but_not_the_event_loop(inbox: Inbox, tmp_path: Path) -> None:
+    inbox.start()
+    other = _hold_write_lock(tmp_path / DB_NAME)
+
+    async def go() -> tuple[Recorded, int]:
+        task = asyncio.ensure_future(inbox.record([_d(1)]))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the writer waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+            assert not task.done()
+        other.execute("COMMIT")
+        return await asyncio.wait_for(task, 10), ticks
+
+    result, ticks = asyncio.run(go())
+    assert ticks == 20 and not result.duplicate
+    assert DeliveryStore(open_db(tmp_path)).get(result.ids[0]) is not None
+
+
+def test_a_lock_held_too_long_refuses_the_batch(
+    inbox: Inbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookd.inbox.LOCKED_GIVE_UP", 0.3)
+    inbox.start()
+    other = _hold_write_lock(tmp_path / DB_NAME)
+
+    async def go() -> Recorded:
+        return await inbox.record([_d(1)])
+
+    try:
+        with pytest.raises(InboxError):
+            asyncio.run(go())
+    finally:
+        other.execute("ROLLBACK")
+    assert asyncio.run(go()).ids  # the lock is gone: the next request is recorded
