@@ -29,10 +29,12 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hookd.desired import DesiredSubscription
-from hookd.store.subscriptions import SubscriptionRow
+
+if TYPE_CHECKING:  # the row type only: the plan reads rows, the store module does I/O
+    from hookd.store.subscriptions import SubscriptionRow
 
 Action = Literal["create", "replace", "adopt", "delete", "forget", "keep", "blocked"]
 ACTIONS: tuple[Action, ...] = ("create", "replace", "adopt", "delete", "forget", "blocked", "keep")
