@@ -179,6 +179,15 @@ def _cpu_seconds(pid: int) -> float:
     return total + sum(_cpu_seconds(int(child)) for child in children)
 
 
+def _thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's main thread (hookd's event loop); 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     state = root / mode
     port = _free_port()
@@ -196,11 +205,13 @@ def measure(mode: str, root: Path, args: argparse.Namespace, extra: list[str]) -
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tag = str(int(time.time()))
         cpu_before = _cpu_seconds(proc.pid)  # after start-up (imports, migrations)
+        loop_before = _thread_cpu_seconds(proc.pid)
         if shutil.which("wrk"):
             result = run_wrk(port, target.path, signature, args, tag)
         else:
             result = asyncio.run(_py_load(port, target.path, signature, args, tag))
         result["cpu"] = _cpu_seconds(proc.pid) - cpu_before
+        result["loop_cpu"] = _thread_cpu_seconds(proc.pid) - loop_before
     finally:
         if profiler is not None:
             profiler.wait()
@@ -250,6 +261,7 @@ def main() -> int:
     for name, r in (("bare starlette + HMAC", bare), ("hookd durable ingest", hookd)):
         print(f"{name:24s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
               f"  non-2xx {r['non2xx']}  CPU {1000 * r['cpu'] / max(r['requests'], 1):.3f} ms/req"
+              f" (loop {1000 * r['loop_cpu'] / max(r['requests'], 1):.3f})"
               f"  {r['socket_errors']}")
     print(hookd["inbox"])
     ratio = hookd["rps"] / bare["rps"] if bare["rps"] else 0.0

@@ -42,7 +42,6 @@ async def drive(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: b
                 n: int, concurrency: int, first: int = 0) -> tuple[dict[int, int], float, float, float]:
     """Send `n` requests through `app`; returns statuses, wall, loop-thread and process CPU s."""
     statuses: dict[int, int] = {}
-    gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         scope = {
@@ -65,11 +64,14 @@ async def drive(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: b
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
-        async with gate:
-            await app(scope, receive, send)
+        await app(scope, receive, send)
+
+    async def client(k: int) -> None:  # one of `concurrency` keep-alive clients
+        for i in range(first + k, first + n, concurrency):
+            await one(i)
 
     wall, loop_cpu, cpu = time.perf_counter(), time.thread_time(), time.process_time()
-    await asyncio.gather(*(one(first + i) for i in range(n)))
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
     return (statuses, time.perf_counter() - wall, time.thread_time() - loop_cpu,
             time.process_time() - cpu)
 
@@ -112,6 +114,9 @@ def main() -> int:
     for name, (statuses, wall, loop_cpu, cpu) in results.items():
         print(f"{name:22s} {n / wall:7.0f} req/s  loop thread {1000 * loop_cpu / n:.3f} ms/req"
               f"  process {1000 * cpu / n:.3f} ms/req  answers {statuses}")
+    st = state.inbox.stats
+    print(f"inbox: {st.commits} write transactions (mean batch {st.jobs / max(st.commits, 1):.1f}),"
+          f" {st.syncs} fsyncs")
     base, hookd = results["bare starlette + HMAC"], results["hookd"]
     print(f"ratio hookd/bare CPU per request: loop thread {hookd[2] / base[2]:.2f}x, "
           f"process {hookd[3] / base[3]:.2f}x")
