@@ -272,7 +272,15 @@ def build_connector(
 ) -> tuple[Connector | None, list[Diagnostic]]:
     """The `Connector` of a parsed spec (and apiProperties.json); pure apart from logging
     nothing — all problems come back as diagnostics."""
-    return _Builder(name, spec, properties, builtin).build()
+    builder = _Builder(name, spec, properties, builtin)
+    try:
+        return builder.build()
+    finally:
+        builder.release()
+
+
+def _ignore_bad_ref(ref: str, message: str, hint: str) -> None:
+    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -293,6 +301,13 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.resolver = swagger.Resolver(spec.value, self._bad_ref)
         self.raw_ops: dict[str, tuple[KeyPath, dict[str, Any], dict[str, Any]]] = {}
+
+    def release(self) -> None:
+        """Break the builder -> resolver -> builder cycle (the resolver reports through a
+        bound method): without it, each connector's whole raw spec stays alive until the
+        next GC run, and loading pauses the GC: 70 MB more for the corpus, and the page
+        faults and cache misses that go with it."""
+        self.resolver.report = _ignore_bad_ref
 
     # ------------------------------------------------------------------ reporting
 
