@@ -51,18 +51,21 @@ async def drive(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: b
             "server": ("127.0.0.1", 80),
             "headers": [*headers, (b"x-github-delivery", b"cpu-%d" % i)],
         }
-        delivered = False
+        delivered, answered = False, asyncio.Event()
 
         async def receive() -> dict[str, Any]:
             nonlocal delivered
-            if delivered:
-                await asyncio.Event().wait()  # no disconnect while the app answers
+            if delivered:  # as uvicorn: "disconnect" once the response is complete
+                await answered.wait()
+                return {"type": "http.disconnect"}
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+            elif not message.get("more_body", False):
+                answered.set()
 
         await app(scope, receive, send)
 
