@@ -350,11 +350,13 @@ class Daemon:
     # ------------------------------------------------------------------ parts
 
     async def _make_worker(self) -> Any:
-        """The pipeline worker: in this process, or with ``HOOKD_WORKER=process`` in a
-        child process of its own (`hookd.worker_process`), which gives the pipelines a
-        CPU core apart from the callback listener at the cost of a second interpreter."""
+        """The pipeline worker: in a child process of its own (`hookd.worker_process`,
+        ``worker.mode: process``, the default), which gives the pipelines a CPU core apart
+        from the callback listener at the cost of a second interpreter, or in this process
+        (``inline``). ``HOOKD_WORKER`` overrides hookd.yaml. The mode is read at start."""
         assert self.state is not None
-        if self.env.get("HOOKD_WORKER", "inline") == "process":
+        mode = self.env.get("HOOKD_WORKER") or self.config.settings.worker_mode
+        if mode == "process":
             module = await asyncio.to_thread(importlib.import_module, "hookd.worker_process")
             settings = self.config.settings
             return module.ProcessWorker(self.state, log_format=settings.log_format,

@@ -94,6 +94,9 @@ class Settings:
     retention: Retention = Retention()
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "info"
+    # Where the pipeline worker runs: a child process (hookd.worker_process) or the
+    # daemon's own event loop; HOOKD_WORKER overrides it (docs/config.md).
+    worker_mode: Literal["process", "inline"] = "process"
     pos: Pos | None = None
 
 

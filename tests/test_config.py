@@ -81,12 +81,19 @@ def test_settings_defaults_units_and_state_dir(tmp_path: Path) -> None:
     assert s.retention.max_age == 172800.0 and s.retention.max_runs == 100_000
     assert s.env_allow == ("TOPIC",) and s.log_format == "json" and s.log_level == "info"
     assert s.state_dir == tmp_path.absolute() / "state"
+    assert s.worker_mode == "process"  # the pipeline worker in a child process by default
     assert config.revision.startswith("sha256:")
     config, _ = load_config(tmp_path, connectors=connectors(), env={"STATE_DIRECTORY": "/var/lib/hookd"})
     assert config is not None and config.settings.state_dir == Path("/var/lib/hookd")
     (tmp_path / "hookd.yaml").write_text("public_url: http://x\nstate_dir: data\n")
     config, _ = load_config(tmp_path, connectors=connectors(), env={"STATE_DIRECTORY": "/var/lib/hookd"})
     assert config is not None and config.settings.state_dir == tmp_path.absolute() / "data"
+    (tmp_path / "hookd.yaml").write_text("public_url: http://x\nworker: {mode: inline}\n")
+    config, _ = load_config(tmp_path, connectors=connectors(), env={})
+    assert config is not None and config.settings.worker_mode == "inline"
+    (tmp_path / "hookd.yaml").write_text("public_url: http://x\nworker: {mode: thread}\n")
+    config, diagnostics = load_config(tmp_path, connectors=connectors(), env={})
+    assert config is None and any("worker" in str(d) for d in diagnostics)
 
 
 def test_steps_become_typed_actions_with_defaults(tmp_path: Path) -> None:
