@@ -26,13 +26,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hookd import tokens
 from hookd.connector import Connector, Schema, Verification
 from hookd.desired import DesiredSubscription, desired_for_flow
 from hookd.model import Config, Flow, MaybeSecret
-from hookd.store.subscriptions import SubscriptionRow
+
+if TYPE_CHECKING:  # the pure core names store rows in annotations only
+    from hookd.store.subscriptions import SubscriptionRow
 
 RouteState = Literal["active", "gone", "disabled"]
 Policy = Literal["reject", "warn", "off"]

@@ -30,9 +30,7 @@ IO_LAYERS = (
     "asyncio",
 )
 # Known, reported to the module's owner; remove an entry when it is fixed.
-KNOWN = {
-    ("routing", "hookd.store.subscriptions"),  # SubscriptionRow, in annotations only
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def imported_modules(tree: ast.Module) -> set[str]:
