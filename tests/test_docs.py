@@ -54,9 +54,49 @@ def test_schemas_have_keys() -> None:
 def test_every_schema_key_is_documented(key: str) -> None:
     """As `key` (a table row), as the parent of documented keys (`reconcile.…`), or as a
     section heading (`#### set`)."""
-    docs = (REPO / "docs" / "config.md").read_text()
     pattern = rf"`{re.escape(key)}(\.[\w.]+)?`|^#+ {re.escape(key)}$"
-    assert re.search(pattern, docs, re.MULTILINE), f"{key} is not documented in docs/config.md"
+    for doc in ("docs/config.md", "README.md"):
+        text = (REPO / doc).read_text()
+        assert re.search(pattern, text, re.MULTILINE), f"{key} is not documented in {doc}"
+
+
+def cli_options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every `hookd` subcommand."""
+    import argparse
+
+    from hookd.cli import build_parser
+
+    out: set[tuple[str, str]] = set()
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(f"{name} {sub_name}".strip(), sub)
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    out.add((name, option))
+
+    walk("hookd", build_parser())
+    return sorted(out)
+
+
+@pytest.mark.parametrize(("command", "option"), cli_options())
+def test_every_cli_option_is_in_the_readme(command: str, option: str) -> None:
+    """The README's CLI reference names every flag of every command."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## CLI reference"):]
+    intro = section[: section.index("| Command")]
+    if command == "hookd":
+        assert f"`hookd {option}`" in section
+        return
+    if option in ("-c", "--state"):  # shared aliases: in the intro
+        assert f"`{option}`" in intro
+        return
+    row = next((line for line in section.splitlines() if line.startswith(f"| `{command} ")
+                or line.startswith(f"| `{command}`")), None)
+    assert row is not None, f"no row for `{command}` in the README's CLI reference"
+    assert f"`{option}" in row, f"{command} {option} is not in its README row"
 
 
 def test_shipped_files_point_editors_at_the_schemas() -> None:
