@@ -42,6 +42,17 @@ def test_record_many_returns_ids_and_rows_round_trip(store: DeliveryStore) -> No
     assert store.get("nope") is None
 
 
+def test_any_header_value_and_flags_round_trip(store: DeliveryStore) -> None:
+    # Header values arrive decoded as latin-1; a lone surrogate cannot come from the
+    # server but must not make recording fail either.
+    headers = {"x-name": "café ✓", "x-odd": "\ud800", "x-quote": 'a"b\\c'}
+    new = NewDelivery("sub1", "f", 1000.0, headers, b"{}", flags=("schema-warning",))
+    (delivery_id,) = store.record_many([new])
+    d = store.get(delivery_id)
+    assert d is not None
+    assert dict(d.headers) == headers and d.flags == ("schema-warning",)
+
+
 def test_ids_sort_in_generation_order_within_one_millisecond() -> None:
     ids = [new_id(5.0) for _ in range(1000)]
     assert ids == sorted(ids) and len(set(ids)) == 1000

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from hookd.store.db import Migration
 
 Status = Literal["queued", "running", "done", "failed"]
@@ -175,13 +177,23 @@ def prepare(d: NewDelivery) -> PreparedRow:
         d.subscription_id,
         d.flow,
         d.received_at,
-        json.dumps(dict(d.headers), separators=(",", ":")),
+        _headers_json(d.headers),
         d.body,
         d.event,
         d.dedup_key,
         d.item,
-        json.dumps(list(d.flags)),
+        json.dumps(list(d.flags)) if d.flags else "[]",
     )
+
+
+def _headers_json(headers: Mapping[str, str]) -> str:
+    """The headers as a JSON object. orjson takes ~0.5 µs where `json.dumps` takes ~7 µs,
+    and this runs once per delivery in the inbox's writer thread; `json` remains for what
+    orjson refuses (a lone surrogate), and `_row` reads either back with `json.loads`."""
+    try:
+        return orjson.dumps(dict(headers)).decode()
+    except TypeError:  # orjson.JSONEncodeError subclasses TypeError
+        return json.dumps(dict(headers), separators=(",", ":"))
 
 
 def _row(r: sqlite3.Row) -> Delivery:
