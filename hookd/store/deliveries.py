@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import orjson
 
-from hookd.store.db import Migration
+from hookd.store.db import Migration, immediate_transaction
 
 Status = Literal["queued", "running", "done", "failed"]
 FINAL_STATUSES = ("done", "failed")
@@ -236,7 +236,7 @@ class DeliveryStore:
         """
         if not deliveries:
             return []
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             return self.insert(deliveries)
 
     def insert(self, deliveries: Sequence[NewDelivery]) -> list[str]:
@@ -281,7 +281,7 @@ class DeliveryStore:
                 return []
             where += f" AND flow IN ({','.join('?' * len(flows))})"
             args.extend(flows)
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             rows = self.conn.execute(
                 f"UPDATE deliveries SET status = 'running', attempts = attempts + 1,"
                 f" updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE {where}"
@@ -294,7 +294,7 @@ class DeliveryStore:
         """Record the outcome of a claimed delivery: done, failed, or queued (try again)."""
         if status not in ("done", "failed", "queued"):
             raise ValueError(f"finish: status must be done, failed or queued, not {status!r}")
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             self.conn.execute(
                 "UPDATE deliveries SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                 (status, error, self._clock(), delivery_id),
@@ -305,7 +305,7 @@ class DeliveryStore:
         if status not in ("done", "failed", "queued"):
             raise ValueError(f"finish: status must be done, failed or queued, not {status!r}")
         now = self._clock()
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             self.conn.executemany(
                 "UPDATE deliveries SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                 [(status, error, now, i) for i in delivery_ids],
@@ -313,7 +313,7 @@ class DeliveryStore:
 
     def requeue_running(self) -> int:
         """At start: deliveries left running by a dead process go back to queued."""
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             cur = self.conn.execute(
                 "UPDATE deliveries SET status = 'queued', updated_at = ? WHERE status = 'running'",
                 (self._clock(),),
@@ -322,7 +322,7 @@ class DeliveryStore:
 
     def requeue(self, delivery_id: str) -> bool:
         """Put a finished delivery back in the queue (for `hookd replay`)."""
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             cur = self.conn.execute(
                 "UPDATE deliveries SET status = 'queued', error = NULL, updated_at = ?"
                 " WHERE id = ? AND status IN ('done', 'failed')",
@@ -332,7 +332,7 @@ class DeliveryStore:
 
     def prune(self, before: float) -> int:
         """Delete finished deliveries received before `before`; returns how many."""
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             cur = self.conn.execute(
                 "DELETE FROM deliveries WHERE received_at < ? AND status IN ('done', 'failed')",
                 (before,),
@@ -406,22 +406,3 @@ class DeliveryStore:
         return [_row(r) for r in rows]
 
 
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection.
-
-    IMMEDIATE takes the write lock up front, so a claim's read and update cannot
-    interleave with another writer's.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")

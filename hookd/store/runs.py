@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hookd.store.db import Migration
+from hookd.store.db import Migration, immediate_transaction
 from hookd.store.deliveries import new_id
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -213,7 +213,7 @@ class RunStore:
         """A new run of `delivery_id`, with the next attempt number for that delivery
         (``status="running"`` creates and starts it in one write)."""
         now = self._clock()
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             r = self.conn.execute(
                 "SELECT coalesce(max(attempt), 0) FROM runs WHERE delivery_id = ?",
                 (delivery_id,),
@@ -366,7 +366,7 @@ class RunStore:
         """Delete finished runs older than `max_age` seconds, then the oldest finished runs
         beyond `max_runs`; unfinished runs are never pruned. Returns how many went."""
         removed = 0
-        with _transaction(self.conn):
+        with immediate_transaction(self.conn):
             if max_age is not None:
                 cur = self.conn.execute(
                     "DELETE FROM runs WHERE created_at < ? AND status IN"
@@ -393,7 +393,7 @@ def prune(conn: sqlite3.Connection, *, max_age: float, max_runs: int) -> dict[st
     deliveries older than `max_age` that no kept run refers to."""
     runs = RunStore(conn).prune(max_age=max_age, max_runs=max_runs)
     cutoff = time.time() - max_age
-    with _transaction(conn):
+    with immediate_transaction(conn):
         cur = conn.execute(
             "DELETE FROM deliveries WHERE received_at < ? AND status IN ('done', 'failed')"
             " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.delivery_id = deliveries.id)",
@@ -407,18 +407,6 @@ def steps_done(results: Sequence[StepResult]) -> dict[str, StepResult]:
     return {s.step_id: s for s in results if s.status != "running"}
 
 
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection (ROLLBACK on error)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 class ReplayError(Exception):
