@@ -87,6 +87,21 @@ def migrate(conn: sqlite3.Connection, migrations: Iterable[Migration] | None = N
                 raise
 
 
+def where_equal(pairs: Iterable[tuple[str, object]]) -> tuple[str, list[object]]:
+    """A ``WHERE col = ? AND …`` clause for the pairs whose value is not None, and its args.
+
+    >>> where_equal([("flow", "a"), ("status", None)])
+    ('WHERE flow = ?', ['a'])
+    """
+    clauses: list[str] = []
+    args: list[object] = []
+    for column, value in pairs:
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
 class immediate_transaction:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection.
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import orjson
 
-from hookd.store.db import Migration, immediate_transaction
+from hookd.store.db import Migration, immediate_transaction, where_equal
 
 Status = Literal["queued", "running", "done", "failed"]
 FINAL_STATUSES = ("done", "failed")
@@ -390,15 +390,7 @@ class DeliveryStore:
         self, limit: int = 50, *, flow: str | None = None, status: Status | None = None
     ) -> list[Delivery]:
         """Newest first, optionally for one flow and/or status."""
-        clauses: list[str] = []
-        args: list[object] = []
-        if flow is not None:
-            clauses.append("flow = ?")
-            args.append(flow)
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = where_equal((("flow", flow), ("status", status)))
         rows = self.conn.execute(
             f"SELECT {_COLUMNS} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
             (*args, limit),

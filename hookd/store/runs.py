@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hookd.store.db import Migration, immediate_transaction
+from hookd.store.db import Migration, immediate_transaction, where_equal
 from hookd.store.deliveries import new_id
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -277,16 +277,10 @@ class RunStore:
         before: str | None = None,
     ) -> list[Run]:
         """Newest first, without steps; `before` (a run id) pages further back."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column, value in (("flow", flow), ("status", status), ("delivery_id", delivery_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
+        where, args = where_equal((("flow", flow), ("status", status), ("delivery_id", delivery_id)))
         if before is not None:
-            clauses.append("id < ?")
+            where += " AND id < ?" if where else "WHERE id < ?"
             args.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",
             (*args, max(0, limit)),
