@@ -453,6 +453,10 @@ class Daemon:
             self.state.rejected_config = None
         self.config = config
         self.revision = revision_
+        if self.worker is not None:
+            # A child worker would see the new config only at its next periodic check;
+            # push it now so that deliveries accepted from here on run on it.
+            self.worker.poke()
 
     def config_rejected(self, outcome: status.ReloadOutcome) -> None:
         """`reload.Target`: keep the running config; show the rejection on /readyz."""

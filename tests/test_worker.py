@@ -244,6 +244,7 @@ def test_process_worker_runs_flows_in_a_child_and_follows_config_changes(
         worker.poke()
         await wait_for(1)
         holder["config"] = v2  # a reload: the next run uses the new flow
+        worker.poke()  # as the daemon does on every config swap: push it to the child
         record(state, "f", [{"n": 2}])
         worker.poke()
         await wait_for(2)
