@@ -376,7 +376,9 @@ class Daemon:
         from hookd import metrics
         from hookd.server import AppState
 
-        state = AppState(self.config, self.conn, self.server_secret)
+        # HOOKD_INBOX overrides inbox.mode (docs/daemon.md); read at start.
+        state = AppState(self.config, self.conn, self.server_secret,
+                         inbox_mode=self.env.get("HOOKD_INBOX") or None)
         state.metrics.extra.extend(self._metrics(metrics))
         return state
 

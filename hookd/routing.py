@@ -255,6 +255,7 @@ class SchemaCheck:
 
         # Swagger 2.0 schemas are JSON Schema draft 4 plus extensions (x-ms-*: ignored;
         # x-nullable: translated).
+        self.source = schema  # as given: what another process compiles the same check from
         self.schema = json_schema(schema)
         self.full = jsonschema.Draft4Validator(self.schema)
         self._fast: Callable[[Any], Any] | None = None
@@ -439,19 +440,24 @@ def _nullable(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def violations(route: Route, value: Any, *, limit: int = 3) -> list[str]:
+    """Up to `limit` violations of `value` against the route's payload schema (empty when
+    valid or when the route checks nothing); see `check_violations`."""
+    if route.validator is None or route.validation == "off":
+        return []
+    return check_violations(route.validator, value, limit=limit)
+
+
+def check_violations(check: SchemaCheck, value: Any, *, limit: int = 3) -> list[str]:
     """Up to `limit` schema violations of `value`, as ``path: message`` (empty when valid).
 
     A schema hookd cannot evaluate (broken ``$ref``, unknown format) reports nothing:
     payload validation is a help, it must not refuse deliveries because of a spec bug.
     """
-    validator = route.validator
-    if validator is None or route.validation == "off":
-        return []
     out: list[str] = []
     try:
-        if validator.is_valid(value):
+        if check.is_valid(value):
             return []
-        for error in validator.iter_errors(value):
+        for error in check.iter_errors(value):
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             out.append(f"{where}: {_short(error.message)}")
             if len(out) >= limit:

@@ -4,9 +4,14 @@ Upstreams give a webhook receiver seconds (GitHub: 10 s, no retry), so this app 
 what must happen before the answer, in this order, each step able to refuse:
 
     route (404/410/503) → size cap (413) → content type (400) → read body, capped (413)
-    → verify signature (401) → parse JSON (400) → ping? (200, stamp the subscription)
-    → payload schema (400 under policy reject; flag under warn) → dedup + durable record
-    through the group-commit inbox → 202 {"delivery": id}   (200 + original id on a repeat)
+    → verify signature (401) → ping? (200, stamp the subscription)
+    → the inbox: parse JSON (400) → payload schema (400 under policy reject; flag under
+      warn) → dedup + durable record (group commit) → 202 {"delivery": id}
+      (200 + original id on a repeat)
+
+The inbox's writer parses and checks the body (`hookd.payload`), not this event loop: the
+loop is what limits ingest, and the writer (a process of its own by default) does it in
+the round trip that makes the delivery durable anyway.
 
 Nothing is recorded unless every check passed, and nothing is answered 2xx before the
 inbox has committed it. Each refusal is an exception; `error_response` is the one place
@@ -20,7 +25,6 @@ store connection, the inbox, the metrics and the draining flag.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
@@ -33,12 +37,12 @@ import orjson
 from starlette.applications import Starlette
 from starlette.routing import Route as StarletteRoute
 
-from hookd import routing, verify
+from hookd import payload, routing, verify
 from hookd.inbox import Inbox, InboxError
 from hookd.metrics import Metrics
 from hookd.model import Config
 from hookd.store import db
-from hookd.store.deliveries import FLAG_SCHEMA_WARNING, NewDelivery
+from hookd.store.deliveries import NewDelivery
 from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
 
 log = logging.getLogger("hookd.server")
@@ -63,10 +67,6 @@ class HookError(Exception):
 
 class BadRequest(HookError):
     pass
-
-
-class InvalidPayload(HookError):
-    outcome = "invalid_payload"
 
 
 class TooLarge(HookError):
@@ -98,6 +98,9 @@ def error_response(exc: Exception) -> tuple[Answer, str]:
         status, outcome, body = 503, "disabled", {"error": str(exc)}
     elif isinstance(exc, verify.VerificationFailed):
         status, outcome, body = 401, "unauthorized", {"error": f"verification failed: {exc.reason}"}
+    elif isinstance(exc, payload.Refused):
+        status, outcome = 400, exc.outcome
+        body = {"error": exc.reason, **({"violations": exc.violations} if exc.violations else {})}
     elif isinstance(exc, InboxError):
         status, outcome, body = 503, "unavailable", {"error": "cannot record the delivery now; retry"}
     else:
@@ -129,6 +132,7 @@ class AppState:
         clock: Callable[[], float] = time.time,
         max_body: int | None = None,
         resolve: Callable[[Any], str] | None = None,
+        inbox_mode: str | None = None,
     ) -> None:
         self.conn = conn
         self.server_secret = server_secret
@@ -139,10 +143,15 @@ class AppState:
         self._max_body = max_body
         self._resolve = resolve or _default_resolve
         self._current: tuple[Config, routing.RouteTable] = (config, self._build(config))
+        settings = config.settings
+        mode = inbox_mode or settings.inbox_mode
         self.inbox = inbox or Inbox(
             self._db_path(config),
-            dedup_window=config.settings.retention.dedup_window,
+            dedup_window=settings.retention.dedup_window,
             clock=clock,
+            mode="inline" if mode == "inline" else "process",
+            log_format=settings.log_format,
+            log_level=settings.log_level,
         )
         self.inbox.on_commit(self.metrics.observe_commit)
         # The pipeline worker sets itself here (`hookd.worker.Worker`); it is poked after
@@ -320,33 +329,22 @@ async def _send_answer(send: Send, answer: Answer) -> None:
 async def _accept(
     state: AppState, route: routing.Route, scope: Scope, receive: Receive, received_at: float
 ) -> tuple[Answer, str]:
-    """Everything after routing; returns the answer and its metrics outcome."""
+    """Everything after routing; returns the answer and its metrics outcome.
+
+    The body is parsed and checked against the trigger's schema by the inbox's writer
+    (`Inbox.record_body`, `hookd.payload`), off this event loop: a body that is not JSON,
+    or that the ``reject`` policy refuses, comes back as `payload.Refused` (400) and
+    nothing is recorded.
+    """
     headers = _headers(scope)
     body = await _read_body(receive, headers, state.max_body)
     verify.verify(route.verification, route.secret, headers, body, now=received_at)
-    # Batch items are re-encoded one by one: parse those exactly (see _parse_json).
-    payload = _parse_json(body, exact=route.batch)
 
     event = headers.get(route.event_header) if route.event_header else None
     if route.ping_event is not None and event == route.ping_event:
+        payload.parse_json(body)  # a ping is JSON too
         await state.inbox.mark_verified(route.subscription_id, received_at)
         return Answer(200, {"ping": "ok", "subscription": route.subscription_id}), "ping"
-
-    items: list[Any] = payload if route.batch and isinstance(payload, list) else [payload]
-    flags: tuple[str, ...] = ()
-    if route.validator is not None:
-        problems = [p for item in items for p in routing.violations(route, item)][:3]
-        if problems and not route.batch:
-            # Rare: judge by the exact parse (an integer beyond 64 bits is no float).
-            payload = _parse_json(body, exact=True)
-            items = [payload]
-            problems = routing.violations(route, payload)[:3]
-        if problems and route.validation == "reject":
-            raise InvalidPayload("payload does not match the trigger's schema", violations=problems)
-        if problems:
-            flags = (FLAG_SCHEMA_WARNING,)
-            log.warning("payload does not match the trigger's schema",
-                        extra={"flow": route.flow, "violations": problems})
 
     dedup_key = None
     if route.delivery_id_header:
@@ -355,28 +353,18 @@ async def _accept(
             dedup_key = f"{route.subscription_id}:{delivery_id}"
 
     drop = route.drop_headers
-    recorded_headers = {k: v for k, v in headers.items() if k not in drop} if drop else headers
-    if len(items) == 1 and items[0] is payload:
-        bodies = [body]  # the raw body as received, not re-encoded
-        indexes: list[int | None] = [None]
-    else:
-        bodies = [json.dumps(item, separators=(",", ":")).encode() for item in items]
-        indexes = list(range(len(items)))
-    deliveries = [
-        NewDelivery(
-            subscription_id=route.subscription_id,
-            flow=route.flow,
-            received_at=received_at,
-            headers=recorded_headers,
-            body=b,
-            event=event,
-            dedup_key=dedup_key,
-            flags=flags,
-            item=i,
-        )
-        for b, i in zip(bodies, indexes, strict=True)
-    ]
-    result = await state.inbox.record(deliveries, dedup_key=dedup_key)
+    delivery = NewDelivery(
+        subscription_id=route.subscription_id,
+        flow=route.flow,
+        received_at=received_at,
+        headers={k: v for k, v in headers.items() if k not in drop} if drop else headers,
+        body=body,
+        event=event,
+        dedup_key=dedup_key,
+    )
+    check = route.validator if route.validation != "off" else None
+    result = await state.inbox.record_body(delivery, dedup_key=dedup_key, check=check,
+                                           policy=route.validation, batch=route.batch)
     if result.duplicate:
         return Answer(200, {"delivery": result.ids[0], "duplicate": True}), "duplicate"
     accepted: dict[str, Any] = {"delivery": result.ids[0] if result.ids else None}
@@ -421,31 +409,3 @@ async def _read_body(receive: Receive, headers: dict[str, str], cap: int) -> byt
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _parse_json(body: bytes, *, exact: bool = False) -> Any:
-    """The parsed body. orjson parses a 7 KB payload ~3x faster than `json`; anything it
-    refuses goes through `json` as well, so what is accepted (NaN, UTF-16 bodies, lone
-    surrogate escapes) and every error message stay the standard library's.
-
-    One difference remains: orjson turns an integer beyond 64 bits into a float. Callers
-    that re-encode the value, or whose verdict depends on it, ask for `exact` (`json`).
-    """
-    if not body:
-        raise BadRequest("empty body; expected JSON")
-    if not exact:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise BadRequest("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
-        raise BadRequest(f"invalid JSON: {_one_line(str(exc))}") from None
-
-
-def _one_line(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,17 +1,22 @@
-"""The group-commit inbox: durable before it answers, batched, deduplicating, isolating failures."""
+"""The group-commit inbox: durable before it answers, batched, deduplicating, isolating
+failures — with its writer in a child process (the default) and in threads (inline)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hookd import inboxlog
 from hookd.inbox import Inbox, InboxError, Recorded
+from hookd.payload import Refused
+from hookd.routing import compile_schema
 from hookd.store.db import DB_NAME, open_db
-from hookd.store.deliveries import DeliveryStore, NewDelivery
+from hookd.store.deliveries import FLAG_SCHEMA_WARNING, DeliveryStore, NewDelivery, prepare
 from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
 
 
@@ -19,9 +24,17 @@ def _d(n: int, **kw: object) -> NewDelivery:
     return NewDelivery("sub", "flow", 1000.0 + n, {"h": str(n)}, b'{"n": %d}' % n, **kw)  # type: ignore[arg-type]
 
 
+MODES = ["process", "inline"]
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[Inbox]:
-    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, dedup_window=3600.0)
+def inbox(tmp_path: Path, mode: str) -> Iterator[Inbox]:
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, dedup_window=3600.0, mode=mode)  # type: ignore[arg-type]
     yield box
     box.close()
 
@@ -69,9 +82,9 @@ def test_dedup_across_and_within_batches(inbox: Inbox) -> None:
     assert later == Recorded([first], duplicate=True)
 
 
-def test_dedup_window_expires(tmp_path: Path) -> None:
+def test_dedup_window_expires(tmp_path: Path, mode: str) -> None:
     now = [1000.0]
-    box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0)
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0, mode=mode)  # type: ignore[arg-type]
 
     async def go() -> tuple[Recorded, Recorded]:
         a = await box.record([_d(0, dedup_key="k")], dedup_key="k")
@@ -112,8 +125,8 @@ def test_closed_inbox_refuses(inbox: Inbox) -> None:
     assert not inbox.healthy
 
 
-def test_close_commits_what_is_queued(tmp_path: Path) -> None:
-    box = Inbox(tmp_path / DB_NAME)
+def test_close_commits_what_is_queued(tmp_path: Path, mode: str) -> None:
+    box = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
 
     async def go() -> list[Recorded]:
         tasks = [asyncio.ensure_future(box.record([_d(i)])) for i in range(50)]
@@ -187,10 +200,9 @@ def test_a_held_write_lock_delays_the_record_but_not_the_event_loop(inbox: Inbox
     assert DeliveryStore(open_db(tmp_path)).get(result.ids[0]) is not None
 
 
-def test_a_lock_held_too_long_refuses_the_batch(
-    inbox: Inbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("hookd.inbox.LOCKED_GIVE_UP", 0.3)
+def test_a_lock_held_too_long_refuses_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hookd.inbox_engine.LOCKED_GIVE_UP", 0.3)  # inline: this process's engine
+    inbox = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, mode="inline")
     inbox.start()
     other = _hold_write_lock(tmp_path / DB_NAME)
 
@@ -203,3 +215,129 @@ def test_a_lock_held_too_long_refuses_the_batch(
     finally:
         other.execute("ROLLBACK")
     assert asyncio.run(go()).ids  # the lock is gone: the next request is recorded
+    inbox.close()
+
+
+# ---------------------------------------------------------------------------- raw bodies
+
+SCHEMA = {"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string"}}}
+
+
+def _raw(body: bytes, key: str | None = None) -> NewDelivery:
+    return NewDelivery("sub", "flow", 1000.0, {"h": "1"}, body, dedup_key=key)
+
+
+def test_bodies_are_parsed_and_checked_by_the_writer(inbox: Inbox, tmp_path: Path) -> None:
+    check = compile_schema(SCHEMA)
+
+    async def go() -> tuple[object, ...]:
+        return await asyncio.gather(
+            inbox.record_body(_raw(b'{"ref": "main"}'), check=check, policy="reject"),
+            inbox.record_body(_raw(b'{"ref": '), check=check, policy="reject"),
+            inbox.record_body(_raw(b'{"ref": 1}'), check=check, policy="reject"),
+            inbox.record_body(_raw(b'{"ref": 2}'), check=check, policy="warn"),
+            return_exceptions=True,
+        )
+
+    good, malformed, rejected, warned = asyncio.run(go())
+    assert isinstance(good, Recorded) and isinstance(warned, Recorded)
+    assert isinstance(malformed, Refused) and malformed.outcome == "bad_request"
+    assert "invalid JSON" in malformed.reason
+    assert isinstance(rejected, Refused) and rejected.outcome == "invalid_payload"
+    assert rejected.violations and rejected.violations[0].startswith("ref:")
+    store = DeliveryStore(open_db(tmp_path))
+    assert store.depth() == 2  # refused bodies are not recorded
+    flagged = store.get(warned.ids[0])
+    assert flagged is not None and FLAG_SCHEMA_WARNING in flagged.flags
+    kept = store.get(good.ids[0])
+    assert kept is not None and kept.body == b'{"ref": "main"}' and not kept.flags
+
+
+def test_a_batch_body_becomes_one_delivery_per_item(inbox: Inbox, tmp_path: Path) -> None:
+    async def go() -> Recorded:
+        return await inbox.record_body(_raw(b'[{"ref": "a"}, {"ref": "b"}]'),
+                                       check=compile_schema(SCHEMA), policy="reject", batch=True)
+
+    result = asyncio.run(go())
+    assert len(result.ids) == 2
+    store = DeliveryStore(open_db(tmp_path))
+    items = [store.get(i) for i in result.ids]
+    assert [(d.item, json.loads(d.body)) for d in items if d] == [(0, {"ref": "a"}), (1, {"ref": "b"})]
+
+
+# ---------------------------------------------------------------------------- the log
+
+
+def test_a_closed_inbox_leaves_no_log_behind(inbox: Inbox, tmp_path: Path) -> None:
+    async def go() -> None:
+        await asyncio.gather(*(inbox.record([_d(i)]) for i in range(20)))
+
+    asyncio.run(go())
+    assert list((tmp_path / "inbox").glob("*.log"))  # the open segment holds the batch
+    inbox.close()
+    assert not list((tmp_path / "inbox").glob("*.log"))  # the synced WAL covers it now
+
+
+def test_deliveries_only_the_log_kept_are_restored_at_start(tmp_path: Path, mode: str) -> None:
+    """A crash after the log's fsync and before SQLite's commit reached the disk: the
+    next start puts the delivery into the store (and leaves the ones already there)."""
+    first = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
+
+    async def one(box: Inbox, n: int) -> Recorded:
+        return await box.record([_d(n)])
+
+    kept = asyncio.run(one(first, 1))
+    first.close()
+    lost = prepare(_d(2))
+    log_dir = tmp_path / "inbox"
+    (log_dir / "00000000000000000001-1-0.log").write_bytes(
+        inboxlog.encode([lost, prepare(_d(3))]) + b"HKD1 cut off")
+    again = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
+    try:
+        asyncio.run(one(again, 4))
+        assert again.stats.replayed == 2
+    finally:
+        again.close()
+    store = DeliveryStore(open_db(tmp_path))
+    restored = store.get(lost[0])
+    assert restored is not None and restored.body == lost[5] and restored.status == "queued"
+    assert store.get(kept.ids[0]) is not None
+    assert store.depth() == 4
+    assert not list(log_dir.glob("*.log"))
+
+
+def test_a_live_writer_s_segment_is_not_replayed(tmp_path: Path) -> None:
+    segment = inboxlog.create(tmp_path / "inbox")  # held (flock) by this "process"
+    segment.append(inboxlog.encode([prepare(_d(1))]))
+    conn = open_db(tmp_path)
+    try:
+        assert inboxlog.replay(tmp_path / DB_NAME, conn) == 0
+        assert segment.path.exists()
+        assert DeliveryStore(conn).depth() == 0
+    finally:
+        segment.close()
+    assert inboxlog.replay(tmp_path / DB_NAME, conn) == 1  # its writer is gone now
+    assert not segment.path.exists()
+
+
+def test_the_writer_process_dying_refuses_then_recovers(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / DB_NAME, mode="process")
+
+    async def one(n: int) -> Recorded:
+        return await box.record([_d(n)])
+
+    try:
+        before = asyncio.run(one(1))
+        proc = box._link._proc  # type: ignore[union-attr]
+        assert proc is not None
+        proc.kill()
+        proc.wait()
+        with pytest.raises(InboxError):  # 503 for the request the dead writer held
+            asyncio.run(one(2))
+        assert not box.healthy
+        after = asyncio.run(one(3))  # a new writer process
+        assert box.healthy
+    finally:
+        box.close()
+    store = DeliveryStore(open_db(tmp_path))
+    assert store.get(before.ids[0]) is not None and store.get(after.ids[0]) is not None

@@ -20,10 +20,11 @@ PURE_CORE = (
     "model", "connector", "diagnostics", "config", "yamlpos", "openapi", "swagger",
     "connector_extensions", "lenientjson", "secrets", "check", "schemacheck",
     "templatecheck", "templating", "units", "desired", "plan", "tokens", "routing",
-    "verify", "metrics",
+    "verify", "metrics", "payload",
 )
 IO_LAYERS = (
-    "hookd.server", "hookd.admin", "hookd.api", "hookd.inbox", "hookd.worker",
+    "hookd.server", "hookd.admin", "hookd.api", "hookd.inbox", "hookd.inbox_engine",
+    "hookd.inbox_process", "hookd.inboxlog", "hookd.worker",
     "hookd.worker_process", "hookd.pipeline", "hookd.actions", "hookd.store",
     "hookd.upstream", "hookd.reconcile", "hookd.daemon", "hookd.reload", "hookd.commands",
     "hookd.cli", "httpx", "sqlite3", "starlette", "uvicorn", "watchfiles", "apscheduler",

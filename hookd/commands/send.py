@@ -182,7 +182,9 @@ def _send_in_process(
 
     async def go(state_dir: Path) -> tuple[int, Any]:
         settings = dataclasses.replace(config.settings, state_dir=state_dir)
-        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret)
+        # inline: a one-shot request needs no writer process of its own
+        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret,
+                         inbox_mode="inline")
         transport = httpx.ASGITransport(app=create_app(state))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://hookd") as client:
