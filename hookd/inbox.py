@@ -9,14 +9,14 @@ hands it to the engine, and resolves each request's future when its result comes
 
 Where the engine runs (``inbox.mode``):
 
-- ``process`` (default): in a child process (`hookd.inbox_process`). CPython runs one
-  thread at a time, so in the listener's process the writer's Python work (making rows,
-  binding them) and its wake-ups wait for the event loop, and the loop waits for them:
-  each batch took several ms longer to become durable than its SQLite and fsync work,
-  and requests waited for it (bench/bench_ingest.py). The child has its own interpreter;
-  the loop's cost is one pickle and one ``send`` per batch.
-- ``inline``: in threads of the listener's process (one interpreter; tests, small
-  machines).
+- ``inline`` (default): in threads of the listener's process. CPython runs one thread
+  at a time, so the writer's Python work (parsing and checking bodies, making rows) takes
+  turns with the event loop; the SQLite and fsync work does not (the GIL is released).
+- ``process``: in a child process (`hookd.inbox_process`) with its own interpreter; the
+  loop's cost is one pickle and one ``send`` per batch. Built to take the writer's Python
+  work off the loop's interpreter; on the 2-core development machine it measured no
+  faster (bench/bench_ingest.py ``--inbox``: the same requests/s within the noise, p99
+  35–70 ms against 23–38 ms, more CPU per request for the pickling), so it is opt-in.
 
 An inbox belongs to one event loop (the one of its first request), and moves to another
 only while idle.

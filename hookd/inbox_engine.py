@@ -1,9 +1,9 @@
 """The inbox's writer: the threads that record deliveries durably, in whichever process.
 
 `hookd.inbox.Inbox` (the event loop's side) hands batches of jobs to an `Engine` and gets
-each job's result back through the engine's ``deliver`` callback. By default the engine
-runs in a child process (`hookd.inbox_process`); ``mode: thread`` keeps it in the
-listener's process. The engine is the same in both; why it is built this way:
+each job's result back through the engine's ``deliver`` callback. The engine runs in
+threads of the listener's process (``inbox.mode: inline``, the default) or in a child
+process (`hookd.inbox_process`, ``process``), the same in both; why it is built this way:
 
 1. **Write** (one writer thread). In one SQLite transaction on the engine's own
    connection the writer looks a batch's dedup keys up (one query), appends the new rows
@@ -65,7 +65,8 @@ log = logging.getLogger("hookd.inbox")
 
 # Seconds between passive checkpoints while deliveries arrive: often, so that each one
 # (and the WAL and database fsyncs it does) is small and does not stall the log's fsyncs
-# for long (hookd's p99 latency 37 ms at 0.25 s, 65 ms at 1 s; bench/bench_ingest.py).
+# for long (p99 latency with the writer in a child process: 37 ms at 0.25 s, 65 ms at
+# 1 s; bench/bench_ingest.py --inbox process).
 CHECKPOINT_INTERVAL = 0.25
 ROTATE_INTERVAL = 1.0  # seconds a log segment takes writes before the next one starts
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock

@@ -1,4 +1,4 @@
-"""The inbox engine in a child process (``inbox.mode: process``, the default).
+"""The inbox engine in a child process (``inbox.mode: process``; opt-in, see `hookd.inbox`).
 
 Why: see `hookd.inbox`. The parent (`ProcessLink`) and the child (`child_main`) share one
 Unix socket pair; each message is a 4-byte length and a pickle:

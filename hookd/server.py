@@ -10,8 +10,8 @@ what must happen before the answer, in this order, each step able to refuse:
       (200 + original id on a repeat)
 
 The inbox's writer parses and checks the body (`hookd.payload`), not this event loop: the
-loop is what limits ingest, and the writer (a process of its own by default) does it in
-the round trip that makes the delivery durable anyway.
+loop is what limits ingest, and the writer does it in the round trip that makes the
+delivery durable anyway (its SQLite and fsync work runs without the GIL meanwhile).
 
 Nothing is recorded unless every check passed, and nothing is answered 2xx before the
 inbox has committed it. Each refusal is an exception; `error_response` is the one place
@@ -149,7 +149,7 @@ class AppState:
             self._db_path(config),
             dedup_window=settings.retention.dedup_window,
             clock=clock,
-            mode="inline" if mode == "inline" else "process",
+            mode="process" if mode == "process" else "inline",
             log_format=settings.log_format,
             log_level=settings.log_level,
         )

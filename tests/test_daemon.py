@@ -667,7 +667,7 @@ def test_the_inbox_writer_process_ends_with_hookd(
     daemon_on: Callable[..., Running], tmp_path: Path, how: str
 ) -> None:
     """Stopped or killed, hookd leaves no writer behind; what it answered is stored."""
-    hookd = daemon_on(texts={"echo": http_flow("echo")})
+    hookd = daemon_on(texts={"echo": http_flow("echo")}, env={"HOOKD_INBOX": "process"})
     hookd.notify.wait_for("READY")
     answer = httpx.post(callback_url(tmp_path), json={"n": 1}, timeout=5)
     assert answer.status_code == 202
