@@ -249,8 +249,6 @@ def main() -> int:
     parser.add_argument("--profile", choices=["py-spy", "none"], default="none")
     parser.add_argument("--worker", choices=["inline", "process", "none"], default="none",
                         help="also run the pipeline worker (push flow: one log step)")
-    parser.add_argument("--inbox", choices=["process", "inline"], default=None,
-                        help="where hookd's inbox writer runs (default: hookd's default)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of bare + hookd; the ratio reported is the median")
     args = parser.parse_args()
@@ -259,8 +257,6 @@ def main() -> int:
     hookd_extra = [*common, *(["--window", str(args.window)] if args.window is not None else [])]
     if args.worker != "none":
         hookd_extra += ["--worker", args.worker]
-    if args.inbox:
-        hookd_extra += ["--inbox", args.inbox]
     load = "wrk" if shutil.which("wrk") else "python (httpx)"
     print(f"load: {load}, {args.connections} connections, {args.duration}s, "
           f"payload {PAYLOAD.stat().st_size} bytes, signed; {args.repeat} rounds, "

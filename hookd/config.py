@@ -402,7 +402,6 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         log_format=log.get("format", default.log_format),
         log_level=log.get("level", default.log_level),
         worker_mode=(data.get("worker") or {}).get("mode", default.worker_mode),
-        inbox_mode=(data.get("inbox") or {}).get("mode", default.inbox_mode),
         pos=pos,
     )
 

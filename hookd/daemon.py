@@ -376,9 +376,7 @@ class Daemon:
         from hookd import metrics
         from hookd.server import AppState
 
-        # HOOKD_INBOX overrides inbox.mode (docs/daemon.md); read at start.
-        state = AppState(self.config, self.conn, self.server_secret,
-                         inbox_mode=self.env.get("HOOKD_INBOX") or None)
+        state = AppState(self.config, self.conn, self.server_secret)
         state.metrics.extra.extend(self._metrics(metrics))
         return state
 

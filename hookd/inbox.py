@@ -2,21 +2,10 @@
 delivery is on disk.
 
 hookd must not answer 2xx before a delivery survives a crash, and must not pay one fsync
-per request for it. The recording itself — dedup, the inbox log, SQLite, fsync — is the
+per request for it. The recording itself — parsing and checking bodies, dedup, SQLite, fsync — is the
 `hookd.inbox_engine.Engine`'s (its docstring says how it is made safe and fast). This
 side collects what arrives during one loop iteration into one batch (group commit),
 hands it to the engine, and resolves each request's future when its result comes back.
-
-Where the engine runs (``inbox.mode``):
-
-- ``inline`` (default): in threads of the listener's process. CPython runs one thread
-  at a time, so the writer's Python work (parsing and checking bodies, making rows) takes
-  turns with the event loop; the SQLite and fsync work does not (the GIL is released).
-- ``process``: in a child process (`hookd.inbox_process`) with its own interpreter; the
-  loop's cost is one pickle and one ``send`` per batch. Built to take the writer's Python
-  work off the loop's interpreter; on the 2-core development machine it measured no
-  faster (bench/bench_ingest.py ``--inbox``: the same requests/s within the noise, p99
-  35–70 ms against 23–38 ms, more CPU per request for the pickling), so it is opt-in.
 
 An inbox belongs to one event loop (the one of its first request), and moves to another
 only while idle.
@@ -31,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from hookd.inbox_engine import (
     FAILED,
@@ -63,22 +52,13 @@ class Recorded:
     duplicate: bool = False
 
 
-class Link(Protocol):
-    """How batches reach an engine and results come back (`_InlineLink`, `ProcessLink`)."""
-
-    def start(self) -> int: ...
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None: ...
-    def send(self, jobs: list[Job]) -> None: ...
-    def close(self, timeout: float) -> InboxStats | None: ...
-
-
 class Inbox:
     """The single writer of deliveries. Use `record` from the event loop.
 
     `db_path` is the SQLite file (the engine opens its own connection); `dedup_window`
     how far back a repeated delivery id counts as a repeat; `window` how long to wait
     after the first pending request before handing a batch over (0: the next loop
-    iteration); `mode` where the engine runs (module docstring).
+    iteration).
     """
 
     def __init__(
@@ -89,19 +69,14 @@ class Inbox:
         window: float = 0.0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
-        mode: Literal["process", "inline"] = "inline",
-        log_format: str | None = None,
-        log_level: str | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.dedup_window = dedup_window
         self.window = window
         self.max_batch = max_batch
         self.clock = clock
-        self.mode = mode
         self.stats = InboxStats()
-        self._log_options = (log_format, log_level)
-        self._link: Link | None = None
+        self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Job] = []  # loop only: arrived in this loop iteration
         self._waiting: dict[int, tuple[asyncio.Future[Any], float]] = {}  # job id → (future, queued)
@@ -158,27 +133,20 @@ class Inbox:
         return await self._submit("verify", subscription_id=subscription_id, when=when)
 
     def start(self) -> None:
-        """Start the engine (done by the first `record`): opens the store, replays what a
-        crashed process left in the inbox log. Raises on a bad state directory."""
-        if self._link is not None or self._closed:
+        """Start the engine (done by the first `record`): opens the store and starts the
+        threads. Raises on a bad state directory."""
+        if self._engine is not None or self._closed:
             return
-        link: Link
-        if self.mode == "process":
-            from hookd.inbox_process import ProcessLink
-
-            link = ProcessLink(self.db_path, self._results, self._lost, max_batch=self.max_batch,
-                               log_format=self._log_options[0], log_level=self._log_options[1])
-        else:
-            link = _InlineLink(self.db_path, self._results, max_batch=self.max_batch)
-        self.stats.replayed = link.start()
-        self._link = link
+        engine = Engine(self.db_path, self._deliver, max_batch=self.max_batch)
+        engine.start()
+        self._engine = engine
         self._error = None
 
     async def aclose(self) -> None:
         """Write and sync what is pending, then stop."""
         while self._waiting or self._pending:
             await asyncio.sleep(0.005)
-            if self._error is not None and self._link is None:
+            if self._error is not None and self._engine is None:
                 break
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
@@ -186,11 +154,10 @@ class Inbox:
         """Stop the engine (idempotent). Requests not yet answered are refused; use
         `aclose` from the loop to finish them first."""
         self._closed = True
-        link, self._link = self._link, None
-        if link is not None:
-            final = link.close(timeout)
-            if final is not None:
-                self._take_stats(final)
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close(timeout)
+            self._take_stats(engine.stats)
         refused = "the inbox is closed (hookd is stopping)"
         left = [(job.id, FAILED, refused) for job in self._pending] + [
             (job_id, FAILED, refused) for job_id in self._waiting]
@@ -209,12 +176,8 @@ class Inbox:
             if self._loop is not None and not self._loop.is_closed() and self._waiting:
                 raise InboxError("the inbox is busy on another event loop")
             self._loop, self._scheduled = loop, False
-            if self._link is not None:
-                self._link.attach(loop)
-        if self._link is None:
+        if self._engine is None:
             self.start()
-            assert self._link is not None
-            self._link.attach(loop)
         self._next_id += 1
         job = Job(self._next_id, kind, **fields)
         future: asyncio.Future[Any] = loop.create_future()
@@ -241,16 +204,12 @@ class Inbox:
         cutoff = now - self.dedup_window
         for job in batch:
             job.now, job.cutoff = now, cutoff
-        link = self._link
-        if link is None:
+        engine = self._engine
+        if engine is None:
             self._results([(job.id, FAILED, "the inbox is closed") for job in batch], [], None,
                           self.stats, 0.0)
             return
-        try:
-            link.send(batch)
-        except Exception as exc:  # the child is gone: refuse, the upstream retries
-            self._results([(job.id, FAILED, f"inbox writer unavailable: {exc}") for job in batch],
-                          [], str(exc), self.stats, 0.0)
+        engine.submit(batch)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` on the inbox's loop (from any thread)."""
@@ -260,14 +219,11 @@ class Inbox:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             loop.call_soon_threadsafe(callback, *args)
 
-    def _lost(self, reason: str) -> None:
-        """On the loop: the engine's process died. Refuse what it held (the upstream
-        retries; anything it had recorded is replayed by the next engine), start anew
-        with the next request."""
-        log.error("the inbox writer process exited", extra={"error": reason})
-        self._link = None
-        self._results([(job_id, FAILED, reason) for job_id in list(self._waiting)], [], reason,
-                      self.stats, 0.0)
+    def _deliver(self, results: list[Result], commits: list[CommitInfo], error: str | None,
+                 stats: InboxStats) -> None:
+        """The engine's results (from its threads): resolved on the loop."""
+        self._post(self._results, results, commits, error, InboxStats(**vars(stats)),
+                   time.perf_counter())
 
     def _take_stats(self, engine: InboxStats) -> None:
         """Keep the engine's counters; latency and resolve time are measured here."""
@@ -316,34 +272,3 @@ class Inbox:
                     listener()
                 except Exception:
                     log.exception("inbox listener failed")
-
-
-class _InlineLink:
-    """``inbox.mode: inline``: the engine's threads in this process."""
-
-    def __init__(self, db_path: Path, on_results: Callable[..., None], *, max_batch: int) -> None:
-        self._on_results = on_results
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._engine = Engine(db_path, self._deliver, max_batch=max_batch)
-
-    def start(self) -> int:
-        return self._engine.start()
-
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def send(self, jobs: list[Job]) -> None:
-        self._engine.submit(jobs)
-
-    def close(self, timeout: float) -> InboxStats | None:
-        self._engine.close(timeout)
-        return self._engine.stats
-
-    def _deliver(self, results: list[Result], commits: list[CommitInfo], error: str | None,
-                 stats: InboxStats) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(self._on_results, results, commits, error,
-                                      InboxStats(**vars(stats)), time.perf_counter())

@@ -97,9 +97,6 @@ class Settings:
     # Where the pipeline worker runs: a child process (hookd.worker_process) or the
     # daemon's own event loop; HOOKD_WORKER overrides it (docs/config.md).
     worker_mode: Literal["process", "inline"] = "process"
-    # Where the durable inbox's writer runs (hookd.inbox): threads of the listener's
-    # process or a child process; HOOKD_INBOX overrides it (docs/config.md).
-    inbox_mode: Literal["process", "inline"] = "inline"
     pos: Pos | None = None
 
 

@@ -132,7 +132,6 @@ class AppState:
         clock: Callable[[], float] = time.time,
         max_body: int | None = None,
         resolve: Callable[[Any], str] | None = None,
-        inbox_mode: str | None = None,
     ) -> None:
         self.conn = conn
         self.server_secret = server_secret
@@ -143,15 +142,10 @@ class AppState:
         self._max_body = max_body
         self._resolve = resolve or _default_resolve
         self._current: tuple[Config, routing.RouteTable] = (config, self._build(config))
-        settings = config.settings
-        mode = inbox_mode or settings.inbox_mode
         self.inbox = inbox or Inbox(
             self._db_path(config),
-            dedup_window=settings.retention.dedup_window,
+            dedup_window=config.settings.retention.dedup_window,
             clock=clock,
-            mode="process" if mode == "process" else "inline",
-            log_format=settings.log_format,
-            log_level=settings.log_level,
         )
         self.inbox.on_commit(self.metrics.observe_commit)
         # The pipeline worker sets itself here (`hookd.worker.Worker`); it is poked after

@@ -205,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["hookd", "bare"], default="hookd")
     parser.add_argument("--window", type=float, default=None, help="group-commit window, s")
-    parser.add_argument("--inbox", choices=["process", "inline"], default=None,
-                        help="where the inbox writer runs (default: hookd's, inbox.mode)")
     parser.add_argument("--consume", action="store_true")
     parser.add_argument("--worker", choices=["inline", "process"], default=None)
     parser.add_argument("--loop", default="auto")
@@ -228,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         from hookd.store.db import open_db
 
         conn = open_db(state_dir, check_same_thread=False)
-        state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir),
-                         inbox_mode=args.inbox)
+        state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
         if args.window is not None:
             state.inbox.window = args.window
         state.inbox.start()
@@ -258,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms in the writer thread) and "
             f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
             f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
-            f"(log write → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
-            f"result → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms)",
+            f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
+            f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms)",
             file=sys.stderr, flush=True,
         )
     return 0

@@ -82,7 +82,6 @@ def test_settings_defaults_units_and_state_dir(tmp_path: Path) -> None:
     assert s.env_allow == ("TOPIC",) and s.log_format == "json" and s.log_level == "info"
     assert s.state_dir == tmp_path.absolute() / "state"
     assert s.worker_mode == "process"  # the pipeline worker in a child process by default
-    assert s.inbox_mode == "inline"  # the inbox writer in threads of the daemon's process
     assert config.revision.startswith("sha256:")
     config, _ = load_config(tmp_path, connectors=connectors(), env={"STATE_DIRECTORY": "/var/lib/hookd"})
     assert config is not None and config.settings.state_dir == Path("/var/lib/hookd")
@@ -92,12 +91,6 @@ def test_settings_defaults_units_and_state_dir(tmp_path: Path) -> None:
     (tmp_path / "hookd.yaml").write_text("public_url: http://x\nworker: {mode: inline}\n")
     config, _ = load_config(tmp_path, connectors=connectors(), env={})
     assert config is not None and config.settings.worker_mode == "inline"
-    (tmp_path / "hookd.yaml").write_text("public_url: http://x\ninbox: {mode: process}\n")
-    config, _ = load_config(tmp_path, connectors=connectors(), env={})
-    assert config is not None and config.settings.inbox_mode == "process"
-    (tmp_path / "hookd.yaml").write_text("public_url: http://x\ninbox: {mode: fast}\n")
-    config, diagnostics = load_config(tmp_path, connectors=connectors(), env={})
-    assert config is None and any("inbox" in str(d) for d in diagnostics)
     (tmp_path / "hookd.yaml").write_text("public_url: http://x\nworker: {mode: thread}\n")
     config, diagnostics = load_config(tmp_path, connectors=connectors(), env={})
     assert config is None and any("worker" in str(d) for d in diagnostics)

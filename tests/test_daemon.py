@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -642,43 +641,3 @@ def test_docstring_examples_hold() -> None:
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__
-
-
-def _inbox_writers(pid: int) -> list[int]:
-    """The inbox writer processes among `pid`'s children."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(c) for c in children
-            if "hookd.inbox_process" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_the_inbox_writer_process_ends_with_hookd(
-    daemon_on: Callable[..., Running], tmp_path: Path, how: str
-) -> None:
-    """Stopped or killed, hookd leaves no writer behind; what it answered is stored."""
-    hookd = daemon_on(texts={"echo": http_flow("echo")}, env={"HOOKD_INBOX": "process"})
-    hookd.notify.wait_for("READY")
-    answer = httpx.post(callback_url(tmp_path), json={"n": 1}, timeout=5)
-    assert answer.status_code == 202
-    (writer,) = wait_until(lambda: _inbox_writers(hookd.proc.pid), what="inbox writer")
-    hookd.proc.send_signal(getattr(signal, how))
-    hookd.proc.wait(15)
-    wait_until(lambda: not _alive(writer), what="inbox writer gone")
-    conn = sqlite3.connect(tmp_path / "state" / "hookd.db")
-    try:
-        assert conn.execute("SELECT count(*) FROM deliveries WHERE id = ?",
-                            (answer.json()["delivery"],)).fetchone() == (1,)
-    finally:
-        conn.close()
-    assert not list((tmp_path / "state" / "inbox").glob("*.log"))  # synced and retired

@@ -1,5 +1,5 @@
 """The group-commit inbox: durable before it answers, batched, deduplicating, isolating
-failures — with its writer in a child process (the default) and in threads (inline)."""
+failures; bodies parsed and checked by its writer."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hookd import inboxlog
 from hookd.inbox import Inbox, InboxError, Recorded
 from hookd.payload import Refused
 from hookd.routing import compile_schema
 from hookd.store.db import DB_NAME, open_db
-from hookd.store.deliveries import FLAG_SCHEMA_WARNING, DeliveryStore, NewDelivery, prepare
+from hookd.store.deliveries import FLAG_SCHEMA_WARNING, DeliveryStore, NewDelivery
 from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
 
 
@@ -24,17 +23,9 @@ def _d(n: int, **kw: object) -> NewDelivery:
     return NewDelivery("sub", "flow", 1000.0 + n, {"h": str(n)}, b'{"n": %d}' % n, **kw)  # type: ignore[arg-type]
 
 
-MODES = ["process", "inline"]
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def inbox(tmp_path: Path, mode: str) -> Iterator[Inbox]:
-    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, dedup_window=3600.0, mode=mode)  # type: ignore[arg-type]
+def inbox(tmp_path: Path) -> Iterator[Inbox]:
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, dedup_window=3600.0)
     yield box
     box.close()
 
@@ -82,9 +73,9 @@ def test_dedup_across_and_within_batches(inbox: Inbox) -> None:
     assert later == Recorded([first], duplicate=True)
 
 
-def test_dedup_window_expires(tmp_path: Path, mode: str) -> None:
+def test_dedup_window_expires(tmp_path: Path) -> None:
     now = [1000.0]
-    box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0, mode=mode)  # type: ignore[arg-type]
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0)
 
     async def go() -> tuple[Recorded, Recorded]:
         a = await box.record([_d(0, dedup_key="k")], dedup_key="k")
@@ -125,8 +116,8 @@ def test_closed_inbox_refuses(inbox: Inbox) -> None:
     assert not inbox.healthy
 
 
-def test_close_commits_what_is_queued(tmp_path: Path, mode: str) -> None:
-    box = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
+def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / DB_NAME)
 
     async def go() -> list[Recorded]:
         tasks = [asyncio.ensure_future(box.record([_d(i)])) for i in range(50)]
@@ -201,8 +192,8 @@ def test_a_held_write_lock_delays_the_record_but_not_the_event_loop(inbox: Inbox
 
 
 def test_a_lock_held_too_long_refuses_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hookd.inbox_engine.LOCKED_GIVE_UP", 0.3)  # inline: this process's engine
-    inbox = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0, mode="inline")
+    monkeypatch.setattr("hookd.inbox_engine.LOCKED_GIVE_UP", 0.3)
+    inbox = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0)
     inbox.start()
     other = _hold_write_lock(tmp_path / DB_NAME)
 
@@ -263,81 +254,3 @@ def test_a_batch_body_becomes_one_delivery_per_item(inbox: Inbox, tmp_path: Path
     store = DeliveryStore(open_db(tmp_path))
     items = [store.get(i) for i in result.ids]
     assert [(d.item, json.loads(d.body)) for d in items if d] == [(0, {"ref": "a"}), (1, {"ref": "b"})]
-
-
-# ---------------------------------------------------------------------------- the log
-
-
-def test_a_closed_inbox_leaves_no_log_behind(inbox: Inbox, tmp_path: Path) -> None:
-    async def go() -> None:
-        await asyncio.gather(*(inbox.record([_d(i)]) for i in range(20)))
-
-    asyncio.run(go())
-    assert list((tmp_path / "inbox").glob("*.log"))  # the open segment holds the batch
-    inbox.close()
-    assert not list((tmp_path / "inbox").glob("*.log"))  # the synced WAL covers it now
-
-
-def test_deliveries_only_the_log_kept_are_restored_at_start(tmp_path: Path, mode: str) -> None:
-    """A crash after the log's fsync and before SQLite's commit reached the disk: the
-    next start puts the delivery into the store (and leaves the ones already there)."""
-    first = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
-
-    async def one(box: Inbox, n: int) -> Recorded:
-        return await box.record([_d(n)])
-
-    kept = asyncio.run(one(first, 1))
-    first.close()
-    lost = prepare(_d(2))
-    log_dir = tmp_path / "inbox"
-    (log_dir / "00000000000000000001-1-0.log").write_bytes(
-        inboxlog.encode([lost, prepare(_d(3))]) + b"HKD1 cut off")
-    again = Inbox(tmp_path / DB_NAME, mode=mode)  # type: ignore[arg-type]
-    try:
-        asyncio.run(one(again, 4))
-        assert again.stats.replayed == 2
-    finally:
-        again.close()
-    store = DeliveryStore(open_db(tmp_path))
-    restored = store.get(lost[0])
-    assert restored is not None and restored.body == lost[5] and restored.status == "queued"
-    assert store.get(kept.ids[0]) is not None
-    assert store.depth() == 4
-    assert not list(log_dir.glob("*.log"))
-
-
-def test_a_live_writer_s_segment_is_not_replayed(tmp_path: Path) -> None:
-    segment = inboxlog.create(tmp_path / "inbox")  # held (flock) by this "process"
-    segment.append(inboxlog.encode([prepare(_d(1))]))
-    conn = open_db(tmp_path)
-    try:
-        assert inboxlog.replay(tmp_path / DB_NAME, conn) == 0
-        assert segment.path.exists()
-        assert DeliveryStore(conn).depth() == 0
-    finally:
-        segment.close()
-    assert inboxlog.replay(tmp_path / DB_NAME, conn) == 1  # its writer is gone now
-    assert not segment.path.exists()
-
-
-def test_the_writer_process_dying_refuses_then_recovers(tmp_path: Path) -> None:
-    box = Inbox(tmp_path / DB_NAME, mode="process")
-
-    async def one(n: int) -> Recorded:
-        return await box.record([_d(n)])
-
-    try:
-        before = asyncio.run(one(1))
-        proc = box._link._proc  # type: ignore[union-attr]
-        assert proc is not None
-        proc.kill()
-        proc.wait()
-        with pytest.raises(InboxError):  # 503 for the request the dead writer held
-            asyncio.run(one(2))
-        assert not box.healthy
-        after = asyncio.run(one(3))  # a new writer process
-        assert box.healthy
-    finally:
-        box.close()
-    store = DeliveryStore(open_db(tmp_path))
-    assert store.get(before.ids[0]) is not None and store.get(after.ids[0]) is not None

@@ -24,7 +24,7 @@ PURE_CORE = (
 )
 IO_LAYERS = (
     "hookd.server", "hookd.admin", "hookd.api", "hookd.inbox", "hookd.inbox_engine",
-    "hookd.inbox_process", "hookd.inboxlog", "hookd.worker",
+    "hookd.worker",
     "hookd.worker_process", "hookd.pipeline", "hookd.actions", "hookd.store",
     "hookd.upstream", "hookd.reconcile", "hookd.daemon", "hookd.reload", "hookd.commands",
     "hookd.cli", "httpx", "sqlite3", "starlette", "uvicorn", "watchfiles", "apscheduler",

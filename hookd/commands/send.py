@@ -182,9 +182,7 @@ def _send_in_process(
 
     async def go(state_dir: Path) -> tuple[int, Any]:
         settings = dataclasses.replace(config.settings, state_dir=state_dir)
-        # inline: a one-shot request needs no writer process of its own
-        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret,
-                         inbox_mode="inline")
+        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret)
         transport = httpx.ASGITransport(app=create_app(state))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://hookd") as client:
