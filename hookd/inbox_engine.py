@@ -144,7 +144,6 @@ class Engine:
         self._sync_cond = threading.Condition()
         self._deliver_lock = threading.Lock()  # results leave in the order they are made
         self._committed = 0  # sequence number of the writer's last commit
-        self._synced = 0  # last commit an fdatasync of the WAL has covered
         self._commit_times: list[tuple[int, float]] = []  # (seq, when), for statistics
         self._sync_thread: threading.Thread | None = None
         self._checkpoint_thread: threading.Thread | None = None
@@ -398,7 +397,6 @@ class Engine:
                 self.stats.sync_seconds += done - started
                 synced = target
                 with self._sync_cond:
-                    self._synced = target
                     ready = [r for seq, r in self._unsynced if seq <= target]
                     self._unsynced = [u for u in self._unsynced if u[0] > target]
                     commits, self._commit_info = self._commit_info, []
