@@ -18,38 +18,23 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hookd.inbox_engine import (
-    FAILED,
-    RECORDED,
-    REFUSED,
     CommitInfo,
     Engine,
+    InboxError,
     InboxStats,
     Job,
-    Result,
+    Outcome,
+    Recorded,
 )
-from hookd.payload import Refused
 from hookd.store.deliveries import NewDelivery
 
 log = logging.getLogger("hookd.inbox")
 
 __all__ = ["Inbox", "InboxError", "InboxStats", "Recorded"]
-
-
-class InboxError(Exception):
-    """The delivery could not be recorded (disk full, store locked, inbox closed)."""
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What the inbox did with one request: the delivery ids, or the original's on a repeat."""
-
-    ids: list[str]
-    duplicate: bool = False
 
 
 class Inbox:
@@ -79,8 +64,7 @@ class Inbox:
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Job] = []  # loop only: arrived in this loop iteration
-        self._waiting: dict[int, tuple[asyncio.Future[Any], float]] = {}  # job id → (future, queued)
-        self._next_id = 0
+        self._outstanding = 0  # loop only: requests waiting for an answer
         self._scheduled = False
         self._closed = False
         self._error: str | None = None
@@ -137,14 +121,15 @@ class Inbox:
         threads. Raises on a bad state directory."""
         if self._engine is not None or self._closed:
             return
-        engine = Engine(self.db_path, self._deliver, max_batch=self.max_batch)
+        engine = Engine(self.db_path, self._deliver, dedup_window=self.dedup_window,
+                        max_batch=self.max_batch, clock=self.clock, stats=self.stats)
         engine.start()
         self._engine = engine
         self._error = None
 
     async def aclose(self) -> None:
         """Write and sync what is pending, then stop."""
-        while self._waiting or self._pending:
+        while self._outstanding:
             await asyncio.sleep(0.005)
             if self._error is not None and self._engine is None:
                 break
@@ -156,14 +141,11 @@ class Inbox:
         self._closed = True
         engine, self._engine = self._engine, None
         if engine is not None:
-            engine.close(timeout)
-            self._take_stats(engine.stats)
-        refused = "the inbox is closed (hookd is stopping)"
-        left = [(job.id, FAILED, refused) for job in self._pending] + [
-            (job_id, FAILED, refused) for job_id in self._waiting]
-        self._pending = []
+            engine.close(timeout)  # refuses what it had not written yet
+        refused = InboxError("the inbox is closed (hookd is stopping)")
+        left, self._pending = self._pending, []
         if left:
-            self._post(self._results, left, [], None, self.stats, time.perf_counter())
+            self._post(self._results, [(job, refused) for job in left], [], None, 0.0)
 
     # ------------------------------------------------------------------ loop side
 
@@ -173,15 +155,15 @@ class Inbox:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Rebind only when idle: the futures the results resolve all belong to one loop.
-            if self._loop is not None and not self._loop.is_closed() and self._waiting:
+            if self._loop is not None and not self._loop.is_closed() and self._outstanding:
                 raise InboxError("the inbox is busy on another event loop")
             self._loop, self._scheduled = loop, False
         if self._engine is None:
             self.start()
-        self._next_id += 1
-        job = Job(self._next_id, kind, **fields)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._waiting[job.id] = (future, time.perf_counter())
+        job = Job(kind, **fields)
+        job.future = loop.create_future()
+        job.queued = time.perf_counter()
+        self._outstanding += 1
         self._pending.append(job)
         if not self._scheduled:
             self._scheduled = True
@@ -190,9 +172,9 @@ class Inbox:
             else:
                 loop.call_soon(self._hand_over)
         try:
-            return await future
+            return await job.future
         finally:
-            self._waiting.pop(job.id, None)
+            self._outstanding -= 1
 
     def _hand_over(self) -> None:
         """Once per loop iteration: give what arrived to the engine in one go."""
@@ -200,14 +182,10 @@ class Inbox:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        now = self.clock()
-        cutoff = now - self.dedup_window
-        for job in batch:
-            job.now, job.cutoff = now, cutoff
         engine = self._engine
         if engine is None:
-            self._results([(job.id, FAILED, "the inbox is closed") for job in batch], [], None,
-                          self.stats, 0.0)
+            refused = InboxError("the inbox is closed")
+            self._results([(job, refused) for job in batch], [], None, 0.0)
             return
         engine.submit(batch)
 
@@ -219,53 +197,34 @@ class Inbox:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             loop.call_soon_threadsafe(callback, *args)
 
-    def _deliver(self, results: list[Result], commits: list[CommitInfo], error: str | None,
-                 stats: InboxStats) -> None:
-        """The engine's results (from its threads): resolved on the loop."""
-        self._post(self._results, results, commits, error, InboxStats(**vars(stats)),
-                   time.perf_counter())
-
-    def _take_stats(self, engine: InboxStats) -> None:
-        """Keep the engine's counters; latency and resolve time are measured here."""
-        mine = (self.stats.latency_seconds, self.stats.resolve_seconds)
-        self.stats = InboxStats(**{**vars(engine)})
-        self.stats.latency_seconds, self.stats.resolve_seconds = mine
+    def _deliver(self, outcomes: list[Outcome], commits: list[CommitInfo],
+                 error: str | None) -> None:
+        """The engine's outcomes (from its threads): resolved on the loop."""
+        self._post(self._results, outcomes, commits, error, time.perf_counter())
 
     def _results(
-        self, results: list[Result], commits: list[CommitInfo], error: str | None,
-        stats: InboxStats, sent: float,
+        self, outcomes: list[Outcome], commits: list[CommitInfo], error: str | None, sent: float
     ) -> None:
         """On the loop: resolve the requests the engine has finished."""
         now = time.perf_counter()
         if sent:
             self.stats.resolve_seconds += now - sent
-        if stats is not self.stats:
-            self._take_stats(stats)
         self._error = error
         for jobs, recorded, seconds in commits:
             for callback in self._on_commit:
                 with contextlib.suppress(Exception):
                     callback(jobs, recorded, seconds)
         fresh = False
-        waiting = self._waiting
-        for job_id, code, value in results:
-            entry = waiting.get(job_id)
-            if entry is None:
-                continue
-            future, queued = entry
-            self.stats.latency_seconds += now - queued
-            if future.done():
+        for job, outcome in outcomes:
+            self.stats.latency_seconds += now - job.queued
+            future = job.future
+            if future is None or future.done():
                 continue  # the request was cancelled (client gone); the row stays recorded
-            if code == FAILED:
-                future.set_exception(InboxError(value))
-            elif code == REFUSED:
-                future.set_exception(Refused(*value))
-            elif code == RECORDED:
-                ids, duplicate = value
-                fresh = fresh or not duplicate
-                future.set_result(Recorded(list(ids), duplicate))
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
             else:
-                future.set_result(value)
+                fresh = fresh or (isinstance(outcome, Recorded) and not outcome.duplicate)
+                future.set_result(outcome)
         if fresh:
             for listener in self._listeners:
                 try:

@@ -29,9 +29,6 @@ the write lock (the worker, the reconciler) delays only the writer thread, which
 retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
 which the upstream retries).
 
-Jobs carry the listener's clock (``now`` and the dedup window's ``cutoff``), so tests can
-set time.
-
 Tried and taken out again (bench/bench_ingest.py, same machine, alternating runs): an
 fsync'd append-only log written beside SQLite so that the fsync overlapped the insert
 (median ratio 0.49/0.56 with it, 0.48/0.55 without: the fsync is not what requests wait
@@ -76,29 +73,27 @@ RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process hol
 BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock
 LOCKED_GIVE_UP = 10.0  # seconds of a held lock after which a batch is refused (503, retried)
 
-# What a job's result is: (job id, code, value).
-RECORDED = 0  # value: (delivery ids, duplicate?)
-VERIFIED = 1  # value: whether the subscription is known
-FAILED = 2  # value: the reason, one line
-REFUSED = 3  # value: (outcome, reason, violations) of a body not recorded (hookd.payload)
-Result = tuple[int, int, Any]
-CommitInfo = tuple[int, int, float]  # (jobs, deliveries recorded, seconds) of one transaction
-# deliver(results, commits, error, stats): called from the engine's threads.
-Deliver = Callable[[list[Result], list[CommitInfo], "str | None", "InboxStats"], None]
+class InboxError(Exception):
+    """The delivery could not be recorded (disk full, store locked, inbox closed)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the inbox did with one request: the delivery ids, or the original's on a repeat."""
+
+    ids: list[str]
+    duplicate: bool = False
 
 
 @dataclass(slots=True)
 class Job:
     """One request's work: record its deliveries, or stamp a ping verification."""
 
-    id: int
     kind: str  # "record" | "verify"
     deliveries: Sequence[NewDelivery] = ()
     dedup_key: str | None = None
     subscription_id: str = ""
     when: float = 0.0
-    now: float = 0.0  # the listener's clock when the job was handed over
-    cutoff: float = 0.0  # a repeat counts when recorded after this time
     # examine: deliveries[0] holds the raw body; parse it, check it against `check` (a
     # routing.SchemaCheck) under `policy`, split it when `batch` (hookd.payload) first.
     examine: bool = False
@@ -106,6 +101,16 @@ class Job:
     policy: str = "off"
     batch: bool = False
     rows: list[PreparedRow] = field(default_factory=list)  # made by the writer thread
+    future: Any = field(default=None, repr=False)  # the listener's, resolved on its loop
+    queued: float = 0.0  # perf_counter when queued (statistics)
+
+
+# A job's outcome: Recorded, a bool (verify: whether the subscription is known), or the
+# exception to raise (InboxError, hookd.payload.Refused).
+Outcome = tuple[Job, Any]
+CommitInfo = tuple[int, int, float]  # (jobs, deliveries recorded, seconds) of one transaction
+# deliver(outcomes, commits, error): called from the engine's threads.
+Deliver = Callable[[list[Outcome], list[CommitInfo], "str | None"], None]
 
 
 @dataclass
@@ -127,20 +132,24 @@ class InboxStats:
 class Engine:
     """The writer, sync and checkpoint threads of one inbox (see the module docstring)."""
 
-    def __init__(self, db_path: Path, deliver: Deliver, *, max_batch: int = 2000) -> None:
+    def __init__(
+        self, db_path: Path, deliver: Deliver, *, dedup_window: float, max_batch: int = 2000,
+        clock: Callable[[], float] = time.time, stats: InboxStats | None = None,
+    ) -> None:
         self.db_path = Path(db_path)
+        self.dedup_window = dedup_window
         self.max_batch = max_batch
-        self.stats = InboxStats()
+        self.clock = clock
+        self.stats = stats or InboxStats()
         self._deliver_to = deliver
         self._conn: sqlite3.Connection | None = None
         self._deliveries: DeliveryStore | None = None
         self._subscriptions: SubscriptionStore | None = None
-        self._now = 0.0  # the current batch's `now` (the stores' clock)
         self._queue: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._commit_info: list[CommitInfo] = []
-        # Committed, waiting for an fsync: (commit sequence number, result).
-        self._unsynced: list[tuple[int, Result]] = []
+        # Committed, waiting for an fsync: (commit sequence number, outcome).
+        self._unsynced: list[tuple[int, Outcome]] = []
         self._sync_cond = threading.Condition()
         self._deliver_lock = threading.Lock()  # results leave in the order they are made
         self._committed = 0  # sequence number of the writer's last commit
@@ -160,8 +169,8 @@ class Engine:
         # thread wait a little; see _write_batch for longer waits.
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         self._conn = conn
-        self._deliveries = DeliveryStore(conn, clock=lambda: self._now)
-        self._subscriptions = SubscriptionStore(conn, clock=lambda: self._now)
+        self._deliveries = DeliveryStore(conn, clock=self.clock)
+        self._subscriptions = SubscriptionStore(conn, clock=self.clock)
         self._writer_thread = threading.Thread(
             target=self._serve, name="hookd-inbox-write", daemon=True)
         self._writer_thread.start()
@@ -201,19 +210,19 @@ class Engine:
             except queue.Empty:
                 break
             left += batch or []
-        self._deliver([(job.id, FAILED, "the inbox is closed (hookd is stopping)")
-                       for job in left], [], None)
+        refused = InboxError("the inbox is closed (hookd is stopping)")
+        self._deliver([(job, refused) for job in left], [], None)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
 
-    def _deliver(self, results: list[Result], commits: list[CommitInfo], error: str | None) -> None:
-        if not results and not commits and error is None:
+    def _deliver(self, outcomes: list[Outcome], commits: list[CommitInfo], error: str | None) -> None:
+        if not outcomes and not commits and error is None:
             return
         with self._deliver_lock:
             try:
-                self._deliver_to(results, commits, error, self.stats)
+                self._deliver_to(outcomes, commits, error)
             except Exception:
                 log.exception("cannot hand inbox results back")
 
@@ -250,14 +259,14 @@ class Engine:
     def _examined(self, batch: list[Job]) -> list[Job]:
         """The jobs to write: record jobs' bodies examined (`hookd.payload`), the refused
         ones answered."""
-        refused: list[Result] = []
+        refused: list[Outcome] = []
         accepted: list[Job] = []
         for job in batch:
             if job.examine and job.kind == "record":
                 try:
                     _examine(job)
                 except payload.Refused as exc:
-                    refused.append((job.id, REFUSED, (exc.outcome, exc.reason, exc.violations)))
+                    refused.append((job, exc))
                     continue
             accepted.append(job)
         if refused:
@@ -267,7 +276,6 @@ class Engine:
     def _write_batch(self, batch: list[Job]) -> None:
         if not batch:
             return
-        self._now = batch[-1].now
         started = time.perf_counter()
         deadline = started + LOCKED_GIVE_UP
         while True:
@@ -284,19 +292,16 @@ class Engine:
                 results = self._write_one_by_one(batch, exc)
                 break
         seconds = time.perf_counter() - started
-        failed: list[Result] = []
-        committed: list[Result] = []
+        failed: list[Outcome] = []
+        committed: list[Outcome] = []
         recorded = 0
         for job, result in results:
             if isinstance(result, BaseException):
-                failed.append((job.id, FAILED, str(result)))
-            elif job.kind == "verify":
-                committed.append((job.id, VERIFIED, result))
-            else:
-                ids, duplicate = result
-                if not duplicate:
-                    recorded += len(ids)
-                committed.append((job.id, RECORDED, result))
+                failed.append((job, result))
+                continue
+            if isinstance(result, Recorded) and not result.duplicate:
+                recorded += len(result.ids)
+            committed.append((job, result))
         if failed:
             self._deliver(failed, [], None)
         st = self.stats
@@ -310,7 +315,7 @@ class Engine:
             # Answered once an fsync covers this commit (for a repeat: its original's,
             # made by this or an earlier commit).
             self._committed += 1
-            self._unsynced.extend((self._committed, result) for result in committed)
+            self._unsynced.extend((self._committed, outcome) for outcome in committed)
             self._commit_info.append((len(batch), recorded, seconds))
             self._commit_times.append((self._committed, time.perf_counter()))
             self._sync_cond.notify()
@@ -325,7 +330,7 @@ class Engine:
             except Exception as exc:
                 self.stats.failures += 1
                 log.error("cannot record a delivery", extra={"error": str(exc)})
-                results.append((job, RuntimeError(f"cannot record the delivery: {exc}")))
+                results.append((job, InboxError(f"cannot record the delivery: {exc}")))
         return results
 
     def _write(self, batch: list[Job]) -> list[tuple[Job, Any]]:
@@ -345,7 +350,7 @@ class Engine:
         rows: list[PreparedRow] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            known = deliveries.seen_many(sorted(keys), batch[-1].cutoff) if keys else {}
+            known = deliveries.seen_many(sorted(keys), self.clock() - self.dedup_window) if keys else {}
             for job in batch:
                 if job.kind == "verify":
                     results.append((job, subscriptions.mark_verified(job.subscription_id, job.when)))
@@ -353,13 +358,13 @@ class Engine:
                 key = job.dedup_key
                 original = known.get(key) if key is not None else None
                 if original is not None:
-                    results.append((job, ([original], True)))
+                    results.append((job, Recorded([original], duplicate=True)))
                     continue
                 ids = [row[0] for row in job.rows]
                 if key is not None and ids:
                     known[key] = ids[0]  # a second copy in this same batch is a repeat too
                 rows.extend(job.rows)
-                results.append((job, (ids, False)))
+                results.append((job, Recorded(ids)))
             if rows:
                 deliveries.insert_prepared(rows)
             conn.execute("COMMIT")  # frames appended to the WAL; the sync thread fsyncs them
@@ -403,7 +408,8 @@ class Engine:
                 if error is not None:
                     # Committed but maybe not durable: refuse, the upstream retries (and the
                     # dedup key makes the retry answer with this same delivery if it survived).
-                    ready = [(job_id, FAILED, error) for job_id, _, _ in ready]
+                    failure = InboxError(error)
+                    ready = [(job, failure) for job, _ in ready]
                 self._deliver(ready, commits, error)
         finally:
             if fd is not None:

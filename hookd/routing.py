@@ -255,7 +255,6 @@ class SchemaCheck:
 
         # Swagger 2.0 schemas are JSON Schema draft 4 plus extensions (x-ms-*: ignored;
         # x-nullable: translated).
-        self.source = schema  # as given: what another process compiles the same check from
         self.schema = json_schema(schema)
         self.full = jsonschema.Draft4Validator(self.schema)
         self._fast: Callable[[Any], Any] | None = None
