@@ -4,9 +4,10 @@
 each job's result back through the engine's ``deliver`` callback. Why it is built so:
 
 1. **Write** (one writer thread). It takes everything handed over so far, examines each
-   record job's body (`hookd.payload`: parse, schema check, batch split — work that used
-   to sit on the event loop) and writes the batch in **one** SQLite transaction on the
-   engine's own connection: one dedup lookup, one multi-row INSERT, COMMIT with
+   record job's body (`hookd.payload`: JSON check, schema check under ``reject``, batch
+   split — work that used to sit on the event loop) and writes the batch in **one**
+   SQLite transaction on the engine's own connection: one dedup lookup, one multi-row
+   INSERT, COMMIT with
    ``synchronous=NORMAL`` — in WAL mode that appends the frames to the ``-wal`` file (the
    page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop.
 2. **Sync** (one dedicated thread). It fdatasyncs the ``-wal`` file whenever commits are
@@ -340,11 +341,7 @@ class Engine:
         assert conn is not None and deliveries is not None and subscriptions is not None
         for job in batch:
             if job.kind == "record" and not job.rows:
-                key = job.dedup_key
-                job.rows = [
-                    prepare(d if d.dedup_key == key else dataclasses.replace(d, dedup_key=key))
-                    for d in job.deliveries
-                ]
+                job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
         results: list[tuple[Job, Any]] = []
         keys = {job.dedup_key for job in batch if job.dedup_key is not None}
         rows: list[PreparedRow] = []

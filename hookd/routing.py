@@ -219,6 +219,19 @@ def _check_for(schema: Schema | None, checks: dict[int, SchemaCheck | None] | No
     return checks[key]
 
 
+def deferred_check(flow: Flow, config: Config) -> SchemaCheck | None:
+    """The schema check the worker runs for a recorded delivery of `flow`: under ``warn``,
+    for single bodies (`hookd.payload.examine` left it out of the ingest path); None when
+    there is nothing to check."""
+    if flow.payload_validation != "warn":
+        return None
+    connector = config.connectors.get(flow.trigger.connector)
+    if connector is None:
+        return None
+    schema, batch = trigger_schema(flow, connector)
+    return None if batch else compile_schema(schema)
+
+
 def trigger_schema(flow: Flow, connector: Connector) -> tuple[Schema | None, bool]:
     """The notification schema of the flow's trigger, and whether it is a batch trigger.
 

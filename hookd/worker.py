@@ -39,13 +39,13 @@ from typing import Any
 
 import httpx
 
-from hookd import model
+from hookd import model, payload, routing
 from hookd.actions import ActionContext
 from hookd.actions.run import base_env
 from hookd.pipeline import Outcome, Pipeline
 from hookd.store import db as dbmod
 from hookd.store.batch import LoopBatchingDb
-from hookd.store.deliveries import Delivery, DeliveryStore
+from hookd.store.deliveries import FLAG_SCHEMA_WARNING, Delivery, DeliveryStore
 from hookd.store.runs import RunStore
 
 log = logging.getLogger("hookd.worker")
@@ -103,6 +103,8 @@ class Worker:
         self._http: httpx.AsyncClient | None = None
         self._upstream: Any = None
         self._env_cache: tuple[model.Config, Mapping[str, str]] | None = None
+        # Schema checks by flow name, for one config (see _check_payload).
+        self._checks: tuple[model.Config | None, dict[str, Any]] = (None, {})
         self.counts: Counter[str] = Counter()  # runs by outcome, for metrics
 
     # ------------------------------------------------------------------ database thread
@@ -324,6 +326,7 @@ class Worker:
             run = await self._db(runs.create, delivery.id, flow.name,
                                  config_revision=config.revision, status="running")
             run_id, attempt = run.id, run.attempt
+            await self._check_payload(delivery, flow, config)
         else:
             assert latest is not None
             run_id, attempt = latest.id, latest.attempt
@@ -359,6 +362,28 @@ class Worker:
                                              "delivery": delivery.id, "error": outcome.error})
         elif outcome.status == "succeeded":
             log.debug("run succeeded", extra={"run": run_id, "flow": flow.name})
+
+    async def _check_payload(self, delivery: Delivery, flow: model.Flow,
+                             config: model.Config) -> None:
+        """``payload_validation: warn``: check a single body against the trigger's schema
+        and flag the delivery ``schema-warning`` (the listener only checked it is JSON:
+        `hookd.payload`). The run goes ahead either way."""
+        if delivery.item is not None or FLAG_SCHEMA_WARNING in delivery.flags:
+            return  # a batch item was checked when the batch was split; flagged already
+        cached_for, checks = self._checks
+        if cached_for is not config:
+            checks = {}
+            self._checks = (config, checks)
+        if flow.name not in checks:
+            checks[flow.name] = routing.deferred_check(flow, config)
+        check = checks[flow.name]
+        if check is None:
+            return
+        problems = payload.violations_of(delivery.body, check)
+        if problems:
+            log.warning("payload does not match the trigger's schema",
+                        extra={"flow": flow.name, "delivery": delivery.id, "violations": problems})
+            await self._db(self.deliveries.add_flag, delivery.id, FLAG_SCHEMA_WARNING)
 
     def _base_env(self, config: model.Config) -> Mapping[str, str]:
         # Computed once per config (reading os.environ for every run adds up).

@@ -214,3 +214,11 @@ def test_existing_database_gets_the_queued_index(tmp_path: Path) -> None:
     names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "deliveries_queued" in names
     assert [d.flow for d in store.claim(1, flows=["f"])] == ["f"]
+
+
+def test_add_flag_adds_once_and_says_when_there_is_no_such_delivery(tmp_path: Path) -> None:
+    store = DeliveryStore(open_db(tmp_path))
+    [did] = store.record_many([NewDelivery("sub1", "f", 1000.0, {}, b"{}")])
+    assert store.add_flag(did, "schema-warning") and store.add_flag(did, "schema-warning")
+    assert store.get(did).flags == ("schema-warning",)  # type: ignore[union-attr]
+    assert store.add_flag("nope", "schema-warning") is False

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from hookd.payload import Refused, examine, parse_json
+from hookd import payload
+from hookd.payload import Refused, check_json, examine, parse_json, violations_of
 from hookd.routing import compile_schema
 
 SCHEMA = compile_schema({"type": "object", "required": ["ref"],
@@ -37,9 +38,55 @@ def test_the_policy_decides_what_a_violation_does() -> None:
         examine(body, SCHEMA, "reject", False)
     assert caught.value.outcome == "invalid_payload"
     assert caught.value.violations == ["ref: 1 is not of type 'string'"]
+    # warn: recorded as received; the worker checks it (violations_of) and flags it.
     warned = examine(body, SCHEMA, "warn", False)
-    assert warned.bodies == [body] and warned.problems == ["ref: 1 is not of type 'string'"]
+    assert warned.bodies == [body] and warned.problems == []
+    assert violations_of(body, SCHEMA) == ["ref: 1 is not of type 'string'"]
+    assert violations_of(b'{"ref": "main"}', SCHEMA) == []
     assert examine(body, SCHEMA, "off", False).problems == []
+
+
+def test_a_batch_under_warn_is_checked_item_by_item_when_split() -> None:
+    examined = examine(b'[{"ref": "a"}, {"ref": 3}]', SCHEMA, "warn", True)
+    assert examined.items == [0, 1] and examined.problems == ["ref: 3 is not of type 'string'"]
+
+
+# What parse_json accepts beyond strict JSON, and what it refuses: check_json must give
+# the same verdict (simdjson says yes only to strict JSON; the rest goes to parse_json).
+VERDICTS = [
+    (b'{"a": [1, 2.5e3, true, null, "\\u00e9"]}', True),
+    (b'\xef\xbb\xbf{"a": 1}', True),  # a UTF-8 byte order mark
+    (b'{"a": NaN}', True),  # json's extension, kept
+    (b'{"a": "\\ud800"}', True),  # a lone surrogate escape
+    (b'{"a": 123456789012345678901234567890}', True),
+    ('{"a": "é"}'.encode("utf-16"), True),
+    (b"[" * 1024 + b"]" * 1024, True),
+    (b"[" * 1025 + b"]" * 1025, False),
+    (b'{"a": "\xff"}', False),  # not UTF-8
+    (b'{"a": 1,}', False),
+    (b'{"a": 1} x', False),
+    (b'{"a": 01}', False),
+    (b"{'a': 1}", False),
+    (b"", False),
+    (b" ", False),
+]
+
+
+@pytest.mark.parametrize("body, accepted", VERDICTS)
+def test_the_quick_json_check_agrees_with_the_parser(body: bytes, accepted: bool) -> None:
+    for check in (check_json, parse_json):
+        if accepted:
+            check(body)
+        else:
+            with pytest.raises(Refused):
+                check(body)
+
+
+def test_the_quick_check_works_without_simdjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payload, "simdjson", None)
+    check_json(b'{"a": 1}')
+    with pytest.raises(Refused, match="invalid JSON"):
+        check_json(b'{"a": ')
 
 
 def test_a_batch_is_split_into_items_parsed_exactly() -> None:

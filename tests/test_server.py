@@ -3,6 +3,7 @@ file, real GitHub payloads signed as GitHub signs them."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import socket
@@ -23,6 +24,7 @@ from hookd.store.db import open_db
 from hookd.store.deliveries import DeliveryStore
 from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
 from hookd.verify import sign
+from hookd.worker import Worker
 from tests.ingest_launcher import DATA, Target, make_config, subscription
 
 PUSH = (DATA / "github" / "push.0.json").read_bytes()
@@ -293,10 +295,28 @@ def test_integers_beyond_64_bits_are_integers_for_the_schema(hookd: Hookd) -> No
     assert d is not None and d.flags == () and d.body == big
 
 
-def test_schema_warn_records_and_flags(hookd: Hookd) -> None:
-    r = hookd.post("push", ISSUES, event="issues")
-    assert r.status_code == 202
-    assert hookd.store.get(r.json()["delivery"]).flags == ("schema-warning",)  # type: ignore[union-attr]
+def test_schema_warn_records_and_the_worker_flags(hookd: Hookd) -> None:
+    # The listener only checks that the body is JSON (payload_validation: warn); the
+    # worker checks the schema when it runs the delivery, and flags it.
+    wrong = hookd.post("push", ISSUES, event="issues")
+    right = hookd.post("push", PUSH)
+    assert wrong.status_code == 202 and right.status_code == 202
+    wrong_id, right_id = wrong.json()["delivery"], right.json()["delivery"]
+    assert hookd.store.get(wrong_id).flags == ()  # type: ignore[union-attr]
+
+    async def run_worker() -> None:
+        worker = Worker(lambda: hookd.config, poll_interval=0.05)
+        await worker.start()
+        try:
+            await worker.idle(20)
+        finally:
+            await worker.stop(5)
+
+    asyncio.run(run_worker())
+    flagged, clean = hookd.store.get(wrong_id), hookd.store.get(right_id)
+    assert flagged is not None and flagged.flags == ("schema-warning",)
+    assert flagged.status == "done"  # warn: the run goes ahead
+    assert clean is not None and clean.flags == () and clean.status == "done"
 
 
 def test_batch_trigger_records_one_delivery_per_item(hookd: Hookd) -> None:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -170,8 +170,13 @@ _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)"
 _ROWS_PER_INSERT = 500  # 11 variables each: well under SQLite's 32766
 
 
-def prepare(d: NewDelivery) -> PreparedRow:
-    """The row for `d`, with a fresh id (done outside the writer to keep it short)."""
+_OWN = object()
+
+
+def prepare(d: NewDelivery, dedup_key: str | None | object = _OWN) -> PreparedRow:
+    """The row for `d`, with a fresh id; with `dedup_key` given, that key instead of
+    ``d.dedup_key`` (the inbox's per-request key: no copy of `d` for it)."""
+    key = d.dedup_key if dedup_key is _OWN else cast("str | None", dedup_key)
     return (
         new_id(d.received_at),
         d.subscription_id,
@@ -180,7 +185,7 @@ def prepare(d: NewDelivery) -> PreparedRow:
         _headers_json(d.headers),
         d.body,
         d.event,
-        d.dedup_key,
+        key,
         d.item,
         json.dumps(list(d.flags)) if d.flags else "[]",
     )
@@ -299,6 +304,20 @@ class DeliveryStore:
                 "UPDATE deliveries SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                 (status, error, self._clock(), delivery_id),
             )
+
+    def add_flag(self, delivery_id: str, flag: str) -> bool:
+        """Add `flag` to a delivery's flags (once); False when there is no such delivery."""
+        with immediate_transaction(self.conn):
+            row = self.conn.execute("SELECT flags FROM deliveries WHERE id = ?",
+                                    (delivery_id,)).fetchone()
+            if row is None:
+                return False
+            flags = list(json.loads(row[0] or "[]"))
+            if flag not in flags:
+                flags.append(flag)
+                self.conn.execute("UPDATE deliveries SET flags = ? WHERE id = ?",
+                                  (json.dumps(flags), delivery_id))
+        return True
 
     def finish_many(self, delivery_ids: Sequence[str], status: Status, error: str | None = None) -> None:
         """`finish` for several deliveries in one transaction (one fsync)."""
