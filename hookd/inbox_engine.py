@@ -36,6 +36,16 @@ fsync'd append-only log written beside SQLite so that the fsync overlapped the i
 for — on tmpfs, where it costs nothing, throughput was the same), and the engine in a
 child process of its own (the same requests/s, p99 35–70 ms against 23–38 ms, more CPU
 per request for the pickling).
+
+Tried later, also taken out: the engine in a child process again, with a lean protocol
+(one marshal dump per batch on a socket pair, results read by the event loop itself) and
+a single-threaded child (write, fsync, answer): ~10% more requests/s than these threads
+at the time, but p99 35–93 ms (both processes and wrk on two cores: the loop waited for
+a CPU 12% of the time) and 40% more CPU per request; once the writer only checked that
+bodies are JSON (`hookd.payload.check_json`) the threads did as well. Also no better:
+inserting each hand-over at once into a transaction left open until the sync thread is
+free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
+longer), SCHED_BATCH for these threads, a 0.2 ms switch interval, two sync threads.
 """
 
 from __future__ import annotations
