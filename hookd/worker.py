@@ -11,7 +11,10 @@ it; finished steps are not executed again), otherwise create a new run (the firs
 replay's). In-flight runs keep the `Config` they started with, so a reload never changes
 a run half-way. The run's outcome decides the delivery's: ``done``, ``failed`` (the dead
 letter, kept with its run for ``hookd replay``), or back to ``queued`` when the worker
-stopped before the run finished.
+stopped before the run finished. Before a fresh run of a single body whose flow has
+``payload_validation: warn``, the worker checks the body against the trigger's schema
+(the listener only checked that it is JSON: `hookd.payload`), logs the violations and
+flags the delivery ``schema-warning``; the run goes ahead either way.
 
 Store writes go through `hookd.store.batch.LoopBatchingDb`: the writes all runs make
 during one turn of the event loop commit together, on the loop's thread, without ever
