@@ -2,8 +2,8 @@
 delivery is on disk.
 
 hookd must not answer 2xx before a delivery survives a crash, and must not pay one fsync
-per request for it. The recording itself — parsing and checking bodies, dedup, SQLite, fsync — is the
-`hookd.inbox_engine.Engine`'s (its docstring says how it is made safe and fast). This
+per request for it. The recording itself — checking bodies, dedup, SQLite, fsync — is
+the `hookd.inbox_engine.Engine`'s (its docstring says how it is made safe and fast). This
 side collects what arrives during one loop iteration into one batch (group commit),
 hands it to the engine, and resolves each request's future when its result comes back.
 
@@ -105,8 +105,8 @@ class Inbox:
         self, delivery: NewDelivery, *, dedup_key: str | None = None, check: Any = None,
         policy: str = "off", batch: bool = False,
     ) -> Recorded:
-        """Like `record`, for a raw request body: the engine parses it, checks it against
-        `check` (a `hookd.routing.SchemaCheck`) under `policy` and splits a `batch` first
+        """Like `record`, for a raw request body: the engine checks it against `check` (a
+        `hookd.routing.SchemaCheck`) under `policy` and splits a `batch` first
         (`hookd.payload.examine`); raises `hookd.payload.Refused` for a body it will not
         record."""
         return await self._submit("record", deliveries=[delivery], dedup_key=dedup_key,

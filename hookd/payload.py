@@ -52,7 +52,7 @@ class Examined:
 
     bodies: list[bytes]
     items: list[int | None]  # the item's index in a batch, None for a whole body
-    problems: list[str]  # schema violations under the ``warn`` policy (recorded, flagged)
+    problems: list[str]  # a batch's schema violations under ``warn`` (recorded, flagged)
 
 
 def examine(body: bytes, check: SchemaCheck | None, policy: str, batch: bool) -> Examined:
@@ -63,27 +63,28 @@ def examine(body: bytes, check: SchemaCheck | None, policy: str, batch: bool) ->
     body under ``warn`` or ``off`` is only checked to be JSON: its ``warn`` schema check is
     the worker's (`violations_of`, module docstring).
     """
-    if not batch and policy != "reject":
+    if not batch:
         check_json(body)
+        if policy == "reject" and check is not None:
+            _refuse_if(violations_of(body, check))
         return Examined([body], [None], [])
     # Batch items are re-encoded one by one: parse those exactly (see parse_json).
-    payload = parse_json(body, exact=batch)
-    items: list[Any] = payload if batch and isinstance(payload, list) else [payload]
+    payload = parse_json(body, exact=True)
+    items: list[Any] = payload if isinstance(payload, list) else [payload]
     problems: list[str] = []
     if check is not None and policy != "off":
         problems = [p for item in items for p in check_violations(check, item)][:3]
-        if problems and not batch:
-            # Rare: judge by the exact parse (an integer beyond 64 bits is no float).
-            payload = parse_json(body, exact=True)
-            items = [payload]
-            problems = check_violations(check, payload)[:3]
-        if problems and policy == "reject":
-            raise Refused("invalid_payload", "payload does not match the trigger's schema",
-                          problems)
+        if policy == "reject":
+            _refuse_if(problems)
     if len(items) == 1 and items[0] is payload:
         return Examined([body], [None], problems)  # the raw body as received
     bodies = [json.dumps(item, separators=(",", ":")).encode() for item in items]
     return Examined(bodies, list(range(len(items))), problems)
+
+
+def _refuse_if(problems: list[str]) -> None:
+    if problems:
+        raise Refused("invalid_payload", "payload does not match the trigger's schema", problems)
 
 
 def violations_of(body: bytes, check: SchemaCheck) -> list[str]:

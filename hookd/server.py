@@ -5,13 +5,13 @@ what must happen before the answer, in this order, each step able to refuse:
 
     route (404/410/503) → size cap (413) → content type (400) → read body, capped (413)
     → verify signature (401) → ping? (200, stamp the subscription)
-    → the inbox: parse JSON (400) → payload schema (400 under policy reject; flag under
-      warn) → dedup + durable record (group commit) → 202 {"delivery": id}
-      (200 + original id on a repeat)
+    → the inbox: JSON check (400) → payload schema under policy reject (400)
+      → dedup + durable record (group commit) → 202 {"delivery": id}
+      (200 + original id on a repeat); under ``warn`` the worker checks the schema
 
-The inbox's writer parses and checks the body (`hookd.payload`), not this event loop: the
-loop is what limits ingest, and the writer does it in the round trip that makes the
-delivery durable anyway (its SQLite and fsync work runs without the GIL meanwhile).
+The inbox's writer checks the body (`hookd.payload`), not this event loop: the loop is
+what limits ingest, and the writer does it in the round trip that makes the delivery
+durable anyway (its SQLite and fsync work runs without the GIL meanwhile).
 
 Nothing is recorded unless every check passed, and nothing is answered 2xx before the
 inbox has committed it. Each refusal is an exception; `error_response` is the one place
@@ -325,10 +325,9 @@ async def _accept(
 ) -> tuple[Answer, str]:
     """Everything after routing; returns the answer and its metrics outcome.
 
-    The body is parsed and checked against the trigger's schema by the inbox's writer
-    (`Inbox.record_body`, `hookd.payload`), off this event loop: a body that is not JSON,
-    or that the ``reject`` policy refuses, comes back as `payload.Refused` (400) and
-    nothing is recorded.
+    The body is checked by the inbox's writer (`Inbox.record_body`, `hookd.payload`), off
+    this event loop: a body that is not JSON, or that the ``reject`` policy refuses, comes
+    back as `payload.Refused` (400) and nothing is recorded.
     """
     headers = _headers(scope)
     body = await _read_body(receive, headers, state.max_body)
@@ -336,7 +335,7 @@ async def _accept(
 
     event = headers.get(route.event_header) if route.event_header else None
     if route.ping_event is not None and event == route.ping_event:
-        payload.parse_json(body)  # a ping is JSON too
+        payload.check_json(body)  # a ping is JSON too
         await state.inbox.mark_verified(route.subscription_id, received_at)
         return Answer(200, {"ping": "ok", "subscription": route.subscription_id}), "ping"
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
 
@@ -170,13 +170,9 @@ _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)"
 _ROWS_PER_INSERT = 500  # 11 variables each: well under SQLite's 32766
 
 
-_OWN = object()
-
-
-def prepare(d: NewDelivery, dedup_key: str | None | object = _OWN) -> PreparedRow:
-    """The row for `d`, with a fresh id; with `dedup_key` given, that key instead of
-    ``d.dedup_key`` (the inbox's per-request key: no copy of `d` for it)."""
-    key = d.dedup_key if dedup_key is _OWN else cast("str | None", dedup_key)
+def prepare(d: NewDelivery, dedup_key: str | None) -> PreparedRow:
+    """The row for `d`, with a fresh id, recorded under `dedup_key` (the inbox passes the
+    request's key rather than copying `d` to set it; `insert` passes ``d.dedup_key``)."""
     return (
         new_id(d.received_at),
         d.subscription_id,
@@ -185,7 +181,7 @@ def prepare(d: NewDelivery, dedup_key: str | None | object = _OWN) -> PreparedRo
         _headers_json(d.headers),
         d.body,
         d.event,
-        key,
+        dedup_key,
         d.item,
         json.dumps(list(d.flags)) if d.flags else "[]",
     )
@@ -246,7 +242,7 @@ class DeliveryStore:
 
     def insert(self, deliveries: Sequence[NewDelivery]) -> list[str]:
         """Insert without managing a transaction (the caller's, e.g. the inbox writer's)."""
-        rows = [prepare(d) for d in deliveries]
+        rows = [prepare(d, d.dedup_key) for d in deliveries]
         self.insert_prepared(rows)
         return [r[0] for r in rows]
 
@@ -415,5 +411,3 @@ class DeliveryStore:
             (*args, limit),
         ).fetchall()
         return [_row(r) for r in rows]
-
-

@@ -401,8 +401,6 @@ def steps_done(results: Sequence[StepResult]) -> dict[str, StepResult]:
     return {s.step_id: s for s in results if s.status != "running"}
 
 
-
-
 class ReplayError(Exception):
     """Replay impossible; `status` is the HTTP status the API answers with."""
 
