@@ -6,17 +6,20 @@ each job's result back through the engine's ``deliver`` callback. Why it is buil
 1. **Write** (one writer thread). It takes everything handed over so far, examines each
    record job's body (`hookd.payload`: JSON check, schema check under ``reject``, batch
    split — work that used to sit on the event loop) and writes the batch in **one**
-   SQLite transaction on the engine's own connection: one dedup lookup, one multi-row
-   INSERT, COMMIT with
-   ``synchronous=NORMAL`` — in WAL mode that appends the frames to the ``-wal`` file (the
-   page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop.
+   SQLite transaction on the engine's own connection — usually a single statement that
+   checks the dedup keys and inserts (`DeliveryStore.insert_unseen`), committed with
+   ``synchronous=NORMAL``: in WAL mode that appends the frames to the ``-wal`` file (the
+   page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop;
+   one statement gives the GIL away once where BEGIN, lookup, INSERT and COMMIT did four
+   times, each time waiting to take it back from the busy loop.
 2. **Sync** (one dedicated thread). It fdatasyncs the ``-wal`` file whenever commits are
    waiting, then releases every job whose commit happened before that fsync started.
    While it fsyncs, the writer commits the next batches, so one fsync covers everything
    that arrived in the meantime: batches grow with the load by themselves.
 3. **Checkpoint** (one thread, four times a second while deliveries arrive): a passive
-   checkpoint, so the WAL does not grow for ever; automatic ones are off (they would
-   delay the writer).
+   checkpoint, and a RESTART one once the WAL is long (RESTART_FRAMES), so the WAL does
+   not grow for as long as the load lasts; automatic ones are off (they would delay the
+   writer).
 
 Why this is as safe as ``synchronous=FULL``: FULL means "fsync the WAL at each commit";
 the sync thread fsyncs the same file after the commit, and a job is answered only after
@@ -24,8 +27,9 @@ that fsync returned. A commit's frames are in the WAL before COMMIT returns, so 
 started afterwards makes them durable; if a checkpoint moved them into the database file
 first, SQLite synced the WAL before checkpointing and the database after it.
 
-The writer does the dedup check inside its transaction, so two concurrent copies of one
-delivery cannot both be recorded, and stamps ping verifications. Another process holding
+The writer does the dedup check in the statement that inserts (or, for pings and very
+large batches, in the same transaction), so two concurrent copies of one delivery cannot
+both be recorded, and stamps ping verifications. Another process holding
 the write lock (the worker, the reconciler) delays only the writer thread, which
 retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
 which the upstream retries).
@@ -67,6 +71,7 @@ from hookd import payload
 from hookd.store import db
 from hookd.store.deliveries import (
     FLAG_SCHEMA_WARNING,
+    ROWS_PER_STATEMENT,
     DeliveryStore,
     NewDelivery,
     PreparedRow,
@@ -80,6 +85,17 @@ log = logging.getLogger("hookd.inbox")
 # (and the database fsync it ends with) is small and stalls the WAL fsyncs requests wait
 # for only briefly (p99 23-31 ms at 0.25 s against 26-38 ms at 1 s; bench_ingest.py).
 CHECKPOINT_INTERVAL = 0.25
+# WAL frames (4 KiB each) after which a checkpoint also rewinds the WAL. SQLite writes
+# from the start of the WAL again only when a transaction begins while every frame is
+# already checkpointed; under steady load the passive checkpoints never catch up at such a
+# moment, so the WAL grew for as long as deliveries kept coming (255 MB in an 8-second
+# bench_ingest.py run) and each fsync had to grow the file, which costs the journal a
+# commit (1.5-2.5 ms per fsync against 1.5-2 ms once the WAL is rewound and its blocks
+# overwritten). A RESTART checkpoint holds the write lock while it copies the last frames,
+# syncs the database and waits for readers, so the writer waits once per interval for at
+# most about RESTART_BUSY_TIMEOUT; the WAL stays near one interval's worth of deliveries.
+RESTART_FRAMES = 1024
+RESTART_BUSY_TIMEOUT = 0.01  # seconds a RESTART checkpoint waits for the writer or readers
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
 BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock
 LOCKED_GIVE_UP = 10.0  # seconds of a held lock after which a batch is refused (503, retried)
@@ -128,6 +144,7 @@ Deliver = Callable[[list[Outcome], list[CommitInfo], "str | None"], None]
 class InboxStats:
     commits: int = 0  # write transactions (one per batch)
     syncs: int = 0  # fdatasyncs of the WAL (each covers one or more commits)
+    wal_restarts: int = 0  # RESTART checkpoints that rewound the WAL (RESTART_FRAMES)
     jobs: int = 0
     deliveries: int = 0
     failures: int = 0
@@ -345,13 +362,20 @@ class Engine:
         return results
 
     def _write(self, batch: list[Job]) -> list[tuple[Job, Any]]:
-        """One transaction for the whole batch, in as few SQLite statements as possible:
-        BEGIN, one dedup lookup, one multi-row INSERT, COMMIT (+ rare ping stamps)."""
+        """One transaction for the whole batch: usually one statement (`_write_records`);
+        with pings, bodies that split into no items or very large batches, BEGIN, one dedup
+        lookup, multi-row INSERTs, the ping stamps, COMMIT."""
         conn, deliveries, subscriptions = self._conn, self._deliveries, self._subscriptions
         assert conn is not None and deliveries is not None and subscriptions is not None
+        simple = True
+        count = 0
         for job in batch:
             if job.kind == "record" and not job.rows:
                 job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
+            simple = simple and job.kind == "record" and bool(job.rows)
+            count += len(job.rows)
+        if simple and count <= ROWS_PER_STATEMENT:
+            return self._write_records(batch, deliveries)
         results: list[tuple[Job, Any]] = []
         keys = {job.dedup_key for job in batch if job.dedup_key is not None}
         rows: list[PreparedRow] = []
@@ -379,6 +403,47 @@ class Engine:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
+        return results
+
+    def _write_records(self, batch: list[Job], deliveries: DeliveryStore) -> list[tuple[Job, Any]]:
+        """Record jobs, each with rows: one statement checks every dedup key and inserts
+        (`DeliveryStore.insert_unseen`). A second copy of a key within the batch is a
+        repeat of the first; when the store skipped a key (recorded before), a lookup
+        finds the original for each of its copies."""
+        since = self.clock() - self.dedup_window
+        firsts: dict[str, list[str]] = {}  # dedup key -> ids of its first job in the batch
+        rows: list[PreparedRow] = []
+        for job in batch:
+            key = job.dedup_key
+            if key is None or key not in firsts:
+                if key is not None:
+                    firsts[key] = [row[0] for row in job.rows]
+                rows.extend(job.rows)
+        inserted = deliveries.insert_unseen(rows, since)
+        originals: dict[str, str] = {}  # key -> first id on record, when that is not ours
+        unsure = False
+        if inserted != len(rows):
+            for key, first in deliveries.seen_many(sorted(firsts), since).items():
+                if first not in firsts[key]:
+                    originals[key] = first
+            # An original deleted between the two statements (retention shorter than the
+            # dedup window): which keys were skipped is unknown. Refuse them rather than
+            # answer for a row that may not exist; the upstream's retry is deduped.
+            unsure = len(rows) - inserted != sum(len(firsts[k]) for k in originals)
+        results: list[tuple[Job, Any]] = []
+        for job in batch:
+            key = job.dedup_key
+            ids = [row[0] for row in job.rows]
+            if key is None:
+                results.append((job, Recorded(ids)))
+            elif unsure and key not in originals:
+                results.append((job, InboxError("cannot tell whether the delivery is a repeat")))
+            elif key in originals:
+                results.append((job, Recorded([originals[key]], duplicate=True)))
+            elif firsts[key] != ids:
+                results.append((job, Recorded([firsts[key][0]], duplicate=True)))
+            else:
+                results.append((job, Recorded(ids)))
         return results
 
     def _sync_loop(self) -> None:
@@ -423,8 +488,9 @@ class Engine:
                 os.close(fd)
 
     def _checkpoint_loop(self) -> None:
-        """Passive checkpoints (they never block writers) so the WAL does not grow for
-        ever, in their own thread so that they never delay an fsync requests wait for."""
+        """Passive checkpoints (they never block writers) so that the WAL does not grow for
+        ever, in their own thread so that they never delay an fsync requests wait for; a
+        RESTART one when the WAL is long (see RESTART_FRAMES)."""
         conn: sqlite3.Connection | None = None
         done = 0
         try:
@@ -435,7 +501,12 @@ class Engine:
                 try:
                     if conn is None:
                         conn = db.connect(self.db_path, check_same_thread=False)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        conn.execute(f"PRAGMA busy_timeout={int(RESTART_BUSY_TIMEOUT * 1000)}")
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= RESTART_FRAMES:
+                        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        if not busy:
+                            self.stats.wal_restarts += 1
                 except sqlite3.Error as exc:
                     log.debug("checkpoint failed", extra={"error": str(exc)})
         finally:

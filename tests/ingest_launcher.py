@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             uvicorn.Server(server_config).run()
     stop.set()
     if state is not None:
+        wal = state.inbox.db_path.with_name(state.inbox.db_path.name + "-wal")
+        wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
         state.inbox.close()
         st = state.inbox.stats
         print(
@@ -256,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
             f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
             f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
-            f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms)",
+            f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms); "
+            f"WAL {wal_mb:.1f} MB at the end, rewound {st.wal_restarts} times",
             file=sys.stderr, flush=True,
         )
     return 0

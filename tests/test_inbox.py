@@ -73,6 +73,49 @@ def test_dedup_across_and_within_batches(inbox: Inbox) -> None:
     assert later == Recorded([first], duplicate=True)
 
 
+
+def test_one_batch_mixing_repeats_new_keys_and_batch_bodies(inbox: Inbox, tmp_path: Path) -> None:
+    """Everything one write can meet at once: a repeat of an earlier delivery, a new key
+    sent twice, a body split into items (one key for all), a delivery without a key."""
+    before = asyncio.run(inbox.record([_d(0, dedup_key="sub:old")], dedup_key="sub:old"))
+    inbox.window = 0.01  # one batch for the five requests below
+
+    async def go() -> list[Recorded]:
+        return list(await asyncio.gather(
+            inbox.record([_d(1, dedup_key="sub:old")], dedup_key="sub:old"),
+            inbox.record([_d(2, dedup_key="sub:new")], dedup_key="sub:new"),
+            inbox.record([_d(3, dedup_key="sub:new")], dedup_key="sub:new"),
+            inbox.record([_d(4, dedup_key="sub:items"), _d(5, dedup_key="sub:items")],
+                         dedup_key="sub:items"),
+            inbox.record([_d(6)]),
+        ))
+
+    repeat, new, new_again, items, plain = asyncio.run(go())
+    assert repeat == Recorded(before.ids, duplicate=True)
+    assert not new.duplicate and new_again == Recorded(new.ids, duplicate=True)
+    assert not items.duplicate and len(items.ids) == 2
+    assert not plain.duplicate
+    store = DeliveryStore(open_db(tmp_path))
+    assert store.depth() == 1 + 1 + 2 + 1  # the two repeats are not stored
+    assert inbox.stats.deliveries == 5
+
+
+def test_a_repeat_whose_original_vanishes_mid_write_is_refused(
+    inbox: Inbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer skips a repeat in its insert, then looks the original up. If that row was
+    deleted in between (retention shorter than the dedup window), it cannot say which
+    delivery the request repeats: it refuses (503, the upstream retries) rather than
+    acknowledge a row that may not exist."""
+    asyncio.run(inbox.record([_d(0, dedup_key="sub:k")], dedup_key="sub:k"))
+    monkeypatch.setattr(DeliveryStore, "seen_many", lambda self, keys, since: {})
+
+    with pytest.raises(InboxError, match="repeat"):
+        asyncio.run(inbox.record([_d(1, dedup_key="sub:k")], dedup_key="sub:k"))
+    plain = asyncio.run(inbox.record([_d(2)]))  # without a key nothing is uncertain
+    assert not plain.duplicate and DeliveryStore(open_db(tmp_path)).get(plain.ids[0])
+
+
 def test_dedup_window_expires(tmp_path: Path) -> None:
     now = [1000.0]
     box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0)
@@ -255,3 +298,29 @@ def test_a_batch_body_becomes_one_delivery_per_item(inbox: Inbox, tmp_path: Path
     store = DeliveryStore(open_db(tmp_path))
     items = [store.get(i) for i in result.ids]
     assert [(d.item, json.loads(d.body)) for d in items if d] == [(0, {"ref": "a"}), (1, {"ref": "b"})]
+
+
+def test_the_wal_is_rewound_under_steady_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without RESTART checkpoints SQLite only rewinds the WAL when a transaction starts
+    with every frame checkpointed, which steady load never allows: the file grew by all
+    that was written. With them it stays near one checkpoint interval's worth."""
+    monkeypatch.setattr("hookd.inbox_engine.CHECKPOINT_INTERVAL", 0.02)
+    monkeypatch.setattr("hookd.inbox_engine.RESTART_FRAMES", 64)
+    box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0)
+    body = b'{"pad": "%s"}' % (b"x" * 8000)  # two pages per delivery, as a GitHub push
+    written = 0
+
+    async def go() -> None:
+        nonlocal written
+        for _ in range(150):
+            await asyncio.gather(*(box.record([NewDelivery("sub", "flow", 1000.0, {}, body)])
+                                   for _i in range(10)))
+            written += 10 * len(body)
+
+    try:
+        asyncio.run(go())
+        wal = tmp_path / (DB_NAME + "-wal")
+        assert box.stats.wal_restarts > 0
+        assert wal.stat().st_size < written / 4, (wal.stat().st_size, written)
+    finally:
+        box.close()
