@@ -6,12 +6,10 @@ each job's result back through the engine's ``deliver`` callback. Why it is buil
 1. **Write** (one writer thread). It takes everything handed over so far, examines each
    record job's body (`hookd.payload`: JSON check, schema check under ``reject``, batch
    split — work that used to sit on the event loop) and writes the batch in **one**
-   SQLite transaction on the engine's own connection — usually a single statement that
-   checks the dedup keys and inserts (`DeliveryStore.insert_unseen`), committed with
-   ``synchronous=NORMAL``: in WAL mode that appends the frames to the ``-wal`` file (the
-   page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop;
-   one statement gives the GIL away once where BEGIN, lookup, INSERT and COMMIT did four
-   times, each time waiting to take it back from the busy loop.
+   SQLite transaction on the engine's own connection: one dedup lookup, one multi-row
+   INSERT, COMMIT with
+   ``synchronous=NORMAL`` — in WAL mode that appends the frames to the ``-wal`` file (the
+   page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop.
 2. **Sync** (one dedicated thread). It fdatasyncs the ``-wal`` file whenever commits are
    waiting, then releases every job whose commit happened before that fsync started.
    While it fsyncs, the writer commits the next batches, so one fsync covers everything
@@ -27,9 +25,8 @@ that fsync returned. A commit's frames are in the WAL before COMMIT returns, so 
 started afterwards makes them durable; if a checkpoint moved them into the database file
 first, SQLite synced the WAL before checkpointing and the database after it.
 
-The writer does the dedup check in the statement that inserts (or, for pings and very
-large batches, in the same transaction), so two concurrent copies of one delivery cannot
-both be recorded, and stamps ping verifications. Another process holding
+The writer does the dedup check inside its transaction, so two concurrent copies of one
+delivery cannot both be recorded, and stamps ping verifications. Another process holding
 the write lock (the worker, the reconciler) delays only the writer thread, which
 retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
 which the upstream retries).
@@ -50,6 +47,13 @@ bodies are JSON (`hookd.payload.check_json`) the threads did as well. Also no be
 inserting each hand-over at once into a transaction left open until the sync thread is
 free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
 longer), SCHED_BATCH for these threads, a 0.2 ms switch interval, two sync threads.
+
+Tried next and taken out: each batch as one autocommit statement (INSERT … SELECT FROM
+VALUES … WHERE NOT EXISTS a recent row with the key) instead of BEGIN, lookup, INSERT,
+COMMIT — a quarter less CPU for the SQL alone, idle, but no change in bench_ingest.py or
+bench_listener_cpu.py (alternating runs), for a second write path; handing each request
+over at once rather than once per loop iteration (smaller batches, more GIL switches:
+0.52/0.55 against 0.59).
 """
 
 from __future__ import annotations
@@ -71,7 +75,6 @@ from hookd import payload
 from hookd.store import db
 from hookd.store.deliveries import (
     FLAG_SCHEMA_WARNING,
-    ROWS_PER_STATEMENT,
     DeliveryStore,
     NewDelivery,
     PreparedRow,
@@ -88,12 +91,12 @@ CHECKPOINT_INTERVAL = 0.25
 # WAL frames (4 KiB each) after which a checkpoint also rewinds the WAL. SQLite writes
 # from the start of the WAL again only when a transaction begins while every frame is
 # already checkpointed; under steady load the passive checkpoints never catch up at such a
-# moment, so the WAL grew for as long as deliveries kept coming (255 MB in an 8-second
-# bench_ingest.py run) and each fsync had to grow the file, which costs the journal a
-# commit (1.5-2.5 ms per fsync against 1.5-2 ms once the WAL is rewound and its blocks
-# overwritten). A RESTART checkpoint holds the write lock while it copies the last frames,
-# syncs the database and waits for readers, so the writer waits once per interval for at
-# most about RESTART_BUSY_TIMEOUT; the WAL stays near one interval's worth of deliveries.
+# moment, so the WAL grew for as long as deliveries kept coming (255-305 MB in an
+# 8-second bench_ingest.py run: disk that is only given back once the load stops). A
+# RESTART checkpoint holds the write lock while it copies the last frames, syncs the
+# database and waits for readers, so the writer waits once per interval for at most
+# about RESTART_BUSY_TIMEOUT; the WAL stays near one interval's worth of deliveries
+# (12-18 MB in the same runs), with no change in requests/s or p99 that the noise shows.
 RESTART_FRAMES = 1024
 RESTART_BUSY_TIMEOUT = 0.01  # seconds a RESTART checkpoint waits for the writer or readers
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
@@ -362,20 +365,13 @@ class Engine:
         return results
 
     def _write(self, batch: list[Job]) -> list[tuple[Job, Any]]:
-        """One transaction for the whole batch: usually one statement (`_write_records`);
-        with pings, bodies that split into no items or very large batches, BEGIN, one dedup
-        lookup, multi-row INSERTs, the ping stamps, COMMIT."""
+        """One transaction for the whole batch, in as few SQLite statements as possible:
+        BEGIN, one dedup lookup, one multi-row INSERT, COMMIT (+ rare ping stamps)."""
         conn, deliveries, subscriptions = self._conn, self._deliveries, self._subscriptions
         assert conn is not None and deliveries is not None and subscriptions is not None
-        simple = True
-        count = 0
         for job in batch:
             if job.kind == "record" and not job.rows:
                 job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
-            simple = simple and job.kind == "record" and bool(job.rows)
-            count += len(job.rows)
-        if simple and count <= ROWS_PER_STATEMENT:
-            return self._write_records(batch, deliveries)
         results: list[tuple[Job, Any]] = []
         keys = {job.dedup_key for job in batch if job.dedup_key is not None}
         rows: list[PreparedRow] = []
@@ -403,47 +399,6 @@ class Engine:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
-        return results
-
-    def _write_records(self, batch: list[Job], deliveries: DeliveryStore) -> list[tuple[Job, Any]]:
-        """Record jobs, each with rows: one statement checks every dedup key and inserts
-        (`DeliveryStore.insert_unseen`). A second copy of a key within the batch is a
-        repeat of the first; when the store skipped a key (recorded before), a lookup
-        finds the original for each of its copies."""
-        since = self.clock() - self.dedup_window
-        firsts: dict[str, list[str]] = {}  # dedup key -> ids of its first job in the batch
-        rows: list[PreparedRow] = []
-        for job in batch:
-            key = job.dedup_key
-            if key is None or key not in firsts:
-                if key is not None:
-                    firsts[key] = [row[0] for row in job.rows]
-                rows.extend(job.rows)
-        inserted = deliveries.insert_unseen(rows, since)
-        originals: dict[str, str] = {}  # key -> first id on record, when that is not ours
-        unsure = False
-        if inserted != len(rows):
-            for key, first in deliveries.seen_many(sorted(firsts), since).items():
-                if first not in firsts[key]:
-                    originals[key] = first
-            # An original deleted between the two statements (retention shorter than the
-            # dedup window): which keys were skipped is unknown. Refuse them rather than
-            # answer for a row that may not exist; the upstream's retry is deduped.
-            unsure = len(rows) - inserted != sum(len(firsts[k]) for k in originals)
-        results: list[tuple[Job, Any]] = []
-        for job in batch:
-            key = job.dedup_key
-            ids = [row[0] for row in job.rows]
-            if key is None:
-                results.append((job, Recorded(ids)))
-            elif unsure and key not in originals:
-                results.append((job, InboxError("cannot tell whether the delivery is a repeat")))
-            elif key in originals:
-                results.append((job, Recorded([originals[key]], duplicate=True)))
-            elif firsts[key] != ids:
-                results.append((job, Recorded([firsts[key][0]], duplicate=True)))
-            else:
-                results.append((job, Recorded(ids)))
         return results
 
     def _sync_loop(self) -> None:

@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 
 from hookd.store.db import DB_NAME, connect, migrate, open_db
-from hookd.store.deliveries import (
-    MIGRATIONS,
-    ROWS_PER_STATEMENT,
-    Delivery,
-    DeliveryStore,
-    NewDelivery,
-    new_id,
-    prepare,
-)
+from hookd.store.deliveries import MIGRATIONS, Delivery, DeliveryStore, NewDelivery, new_id
 
 
 def _new(n: int = 0, *, flow: str = "f", dedup: str | None = None, at: float = 1000.0) -> NewDelivery:
@@ -230,27 +222,3 @@ def test_add_flag_adds_once_and_says_when_there_is_no_such_delivery(tmp_path: Pa
     assert store.add_flag(did, "schema-warning") and store.add_flag(did, "schema-warning")
     assert store.get(did).flags == ("schema-warning",)  # type: ignore[union-attr]
     assert store.add_flag("nope", "schema-warning") is False
-
-
-def test_insert_unseen_skips_keys_recorded_within_the_window(store: DeliveryStore) -> None:
-    (old,) = store.record_many([_new(0, dedup="sub1:old", at=100.0)])  # outside the window
-    (recent,) = store.record_many([_new(0, dedup="sub1:recent")])
-    rows = [
-        prepare(_new(1), "sub1:recent"),  # a repeat: skipped
-        prepare(_new(2), "sub1:old"),  # recorded before the window: a new delivery
-        prepare(_new(3), "sub1:batch"), prepare(_new(4), "sub1:batch"),  # items of one body
-        prepare(_new(5), None),  # no key: always inserted
-    ]
-    assert store.insert_unseen(rows, since=500.0) == 4
-    stored = {row[0] for row in rows if store.get(row[0]) is not None}
-    assert stored == {row[0] for row in rows[1:]}
-    assert store.seen("sub1:recent", 500.0) == recent  # the original stays the first
-    assert store.seen("sub1:old", 0.0) == old
-    assert store.insert_unseen([], since=500.0) == 0
-
-
-def test_insert_unseen_refuses_more_rows_than_one_statement_takes(store: DeliveryStore) -> None:
-    rows = [prepare(_new(n), None) for n in range(ROWS_PER_STATEMENT + 1)]
-    with pytest.raises(ValueError, match="at most"):
-        store.insert_unseen(rows, since=0.0)
-    assert store.depth() == 0

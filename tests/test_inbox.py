@@ -100,22 +100,6 @@ def test_one_batch_mixing_repeats_new_keys_and_batch_bodies(inbox: Inbox, tmp_pa
     assert inbox.stats.deliveries == 5
 
 
-def test_a_repeat_whose_original_vanishes_mid_write_is_refused(
-    inbox: Inbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The writer skips a repeat in its insert, then looks the original up. If that row was
-    deleted in between (retention shorter than the dedup window), it cannot say which
-    delivery the request repeats: it refuses (503, the upstream retries) rather than
-    acknowledge a row that may not exist."""
-    asyncio.run(inbox.record([_d(0, dedup_key="sub:k")], dedup_key="sub:k"))
-    monkeypatch.setattr(DeliveryStore, "seen_many", lambda self, keys, since: {})
-
-    with pytest.raises(InboxError, match="repeat"):
-        asyncio.run(inbox.record([_d(1, dedup_key="sub:k")], dedup_key="sub:k"))
-    plain = asyncio.run(inbox.record([_d(2)]))  # without a key nothing is uncertain
-    assert not plain.duplicate and DeliveryStore(open_db(tmp_path)).get(plain.ids[0])
-
-
 def test_dedup_window_expires(tmp_path: Path) -> None:
     now = [1000.0]
     box = Inbox(tmp_path / DB_NAME, clock=lambda: now[0], dedup_window=60.0)

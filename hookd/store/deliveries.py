@@ -168,8 +168,6 @@ _COLUMNS = (
 PreparedRow = tuple[str, str, str, float, str, bytes, str | None, str | None, int | None, str]
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)"
 _ROWS_PER_INSERT = 500  # 11 variables each: well under SQLite's 32766
-_ROW_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # a PreparedRow (insert_unseen)
-ROWS_PER_STATEMENT = 500  # insert_unseen: 10 variables each, + 2
 
 
 def prepare(d: NewDelivery, dedup_key: str | None) -> PreparedRow:
@@ -268,39 +266,6 @@ class DeliveryStore:
                 f" event, dedup_key, item, flags, updated_at, status, attempts) VALUES {values}",
                 args,
             )
-
-    def insert_unseen(self, rows: Sequence[PreparedRow], since: float) -> int:
-        """Insert the `rows` whose dedup key was not recorded at or after `since`, in one
-        statement (in autocommit mode, one transaction); returns how many were inserted.
-
-        At most `ROWS_PER_STATEMENT` rows. The dedup check and the insert are one atomic
-        statement, and SQLite evaluates every row's check before it inserts any (the
-        SELECT reads the table it fills, so it is materialized first): the items of one
-        batch body, which share a key, are all inserted or all skipped. Rows of one key
-        must not appear twice otherwise; the caller keeps the first copy.
-
-        Why one statement: the inbox writer's BEGIN, lookup, INSERT and COMMIT each gave
-        the GIL away and waited to take it back from the busy event loop; one step
-        through SQLite does all of it (and costs ~25% less CPU than the transaction).
-        """
-        if not rows:
-            return 0
-        if len(rows) > ROWS_PER_STATEMENT:
-            raise ValueError(f"at most {ROWS_PER_STATEMENT} rows per statement")
-        args: list[object] = [self._clock()]
-        for row in rows:
-            args.extend(row)
-        args.append(since)
-        values = ",".join([_ROW_VALUES] * len(rows))
-        cursor = self.conn.execute(
-            "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers, body,"
-            " event, dedup_key, item, flags, updated_at, status, attempts)"
-            f" SELECT v.*, ?1, 'queued', 0 FROM (VALUES {values}) AS v"
-            " WHERE v.column8 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS d"
-            f" WHERE d.dedup_key = v.column8 AND d.received_at >= ?{len(args)})",
-            args,
-        )
-        return cursor.rowcount
 
     def claim(self, limit: int = 1, *, flows: Sequence[str] | None = None) -> list[Delivery]:
         """Move up to `limit` queued deliveries to running, oldest first, and return them.
