@@ -31,29 +31,27 @@ the write lock (the worker, the reconciler) delays only the writer thread, which
 retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
 which the upstream retries).
 
-Tried and taken out again (bench/bench_ingest.py, same machine, alternating runs): an
-fsync'd append-only log written beside SQLite so that the fsync overlapped the insert
-(median ratio 0.49/0.56 with it, 0.48/0.55 without: the fsync is not what requests wait
-for — on tmpfs, where it costs nothing, throughput was the same), and the engine in a
-child process of its own (the same requests/s, p99 35–70 ms against 23–38 ms, more CPU
-per request for the pickling).
+Tried and taken out (bench/bench_ingest.py on the 2-core development machine, alternating
+runs against the code of the time; "ratio" is hookd's requests/s over the bare app's):
 
-Tried later, also taken out: the engine in a child process again, with a lean protocol
-(one marshal dump per batch on a socket pair, results read by the event loop itself) and
-a single-threaded child (write, fsync, answer): ~10% more requests/s than these threads
-at the time, but p99 35–93 ms (both processes and wrk on two cores: the loop waited for
-a CPU 12% of the time) and 40% more CPU per request; once the writer only checked that
-bodies are JSON (`hookd.payload.check_json`) the threads did as well. Also no better:
-inserting each hand-over at once into a transaction left open until the sync thread is
-free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
-longer), SCHED_BATCH for these threads, a 0.2 ms switch interval, two sync threads.
-
-Tried next and taken out: each batch as one autocommit statement (INSERT … SELECT FROM
-VALUES … WHERE NOT EXISTS a recent row with the key) instead of BEGIN, lookup, INSERT,
-COMMIT — a quarter less CPU for the SQL alone, idle, but no change in bench_ingest.py or
-bench_listener_cpu.py (alternating runs), for a second write path; handing each request
-over at once rather than once per loop iteration (smaller batches, more GIL switches:
-0.52/0.55 against 0.59).
+- an fsync'd append-only log beside SQLite, so that the fsync overlapped the insert:
+  ratios 0.49/0.56 against 0.48/0.55 (on tmpfs, where fsync costs nothing, throughput was
+  the same: the fsync alone is not what requests wait for);
+- the engine in a child process, first with pickled jobs (same requests/s, p99 35–70 ms
+  against 23–38 ms), then with one marshal dump per batch on a socket pair and a
+  single-threaded child: ~10% more requests/s at the time, but p99 35–93 ms and 40% more
+  CPU per request; once the writer only checked that bodies are JSON
+  (`hookd.payload.check_json`) the threads did as well;
+- the writer committing with ``synchronous=FULL`` and answering itself, without the sync
+  thread: 4.5–5 ms per batch, ratios 0.51/0.54 against 0.59/0.64 (the pipelining counts);
+- handing each request over at once rather than once per loop iteration (smaller batches,
+  more GIL switches: 0.52/0.55 against 0.59), also with the rows prepared on the loop;
+- each batch as one autocommit statement (INSERT … SELECT FROM VALUES … WHERE NOT EXISTS
+  a recent row with the key) instead of BEGIN, lookup, INSERT, COMMIT: a quarter less
+  CPU for the SQL alone when idle, no change end to end, for a second write path;
+- inserting each hand-over at once into a transaction left open until the sync thread is
+  free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
+  longer), SCHED_BATCH for these threads, a 0.2 ms switch interval, two sync threads.
 """
 
 from __future__ import annotations
