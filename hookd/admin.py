@@ -39,6 +39,9 @@ def create_admin_app(state: AppState, routes: Sequence[BaseRoute] | None = None)
     if state.metrics.inbox_depth.read is None and state.conn is not None:
         conn = state.conn
         state.metrics.inbox_depth.read = lambda: DeliveryStore(conn).depth()
+    if state.metrics.store_wal_bytes.read is None:
+        wal = state.inbox.db_path.with_name(state.inbox.db_path.name + "-wal")
+        state.metrics.store_wal_bytes.read = lambda: wal.stat().st_size if wal.exists() else 0
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

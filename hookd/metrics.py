@@ -164,6 +164,11 @@ class Metrics:
         self.inbox_depth = Gauge(
             "hookd_inbox_depth", "Deliveries recorded and not finished (queued or running)."
         )
+        self.store_wal_bytes = Gauge(
+            "hookd_store_wal_bytes",
+            "Size of the SQLite write-ahead log (bounded under steady load by the inbox's"
+            " checkpoints; a WAL that keeps growing means they cannot complete).",
+        )
         self.reconcile_results = Counter(
             "hookd_reconcile_results_total",
             "Reconcile actions by kind (create, delete, keep, repair, …) and result (ok, error).",
@@ -182,7 +187,8 @@ class Metrics:
         return [
             self.deliveries, self.verification_failures, self.request_seconds,
             self.inbox_commits, self.inbox_recorded, self.inbox_commit_seconds,
-            self.inbox_batch, self.inbox_depth, self.reconcile_results, *self.extra,
+            self.inbox_batch, self.inbox_depth, self.store_wal_bytes, self.reconcile_results,
+            *self.extra,
         ]
 
     def render(self) -> str:

@@ -105,6 +105,8 @@ def test_metrics_count_what_the_public_listener_did(state: AppState) -> None:
     assert 'hookd_reconcile_results_total{action="create",result="ok"} 1' in text
     assert re.search(r'hookd_request_duration_seconds_bucket\{outcome="accepted",le="\+Inf"\} 1', text)
     assert "hookd_inbox_commits_total 1" in text
+    wal = re.search(r"^hookd_store_wal_bytes (\d+)$", text, re.M)
+    assert wal and int(wal.group(1)) > len(PUSH)  # the delivery's frames are in the WAL
 
 
 def test_prometheus_text_format() -> None:
