@@ -15,9 +15,9 @@ each job's result back through the engine's ``deliver`` callback. Why it is buil
    While it fsyncs, the writer commits the next batches, so one fsync covers everything
    that arrived in the meantime: batches grow with the load by themselves.
 3. **Checkpoint** (one thread, four times a second while deliveries arrive): a passive
-   checkpoint, and a RESTART one once the WAL is long (RESTART_FRAMES), so the WAL does
-   not grow for as long as the load lasts; automatic ones are off (they would delay the
-   writer).
+   checkpoint; once the WAL is long, the writer copies the last frames between two
+   batches so that SQLite starts the WAL over (REWIND_FRAMES) rather than let it grow for
+   as long as the load lasts. Automatic checkpoints are off (they would delay the writer).
 
 Why this is as safe as ``synchronous=FULL``: FULL means "fsync the WAL at each commit";
 the sync thread fsyncs the same file after the commit, and a job is answered only after
@@ -93,17 +93,19 @@ log = logging.getLogger("hookd.inbox")
 # (and the database fsync it ends with) is small and stalls the WAL fsyncs requests wait
 # for only briefly (p99 23-31 ms at 0.25 s against 26-38 ms at 1 s; bench_ingest.py).
 CHECKPOINT_INTERVAL = 0.25
-# WAL frames (4 KiB each) after which a checkpoint also rewinds the WAL. SQLite writes
-# from the start of the WAL again only when a transaction begins while every frame is
-# already checkpointed; under steady load the passive checkpoints never catch up at such a
-# moment, so the WAL grew for as long as deliveries kept coming (255-305 MB in an
-# 8-second bench_ingest.py run: disk that is only given back once the load stops). A
-# RESTART checkpoint holds the write lock while it copies the last frames, syncs the
-# database and waits for readers, so the writer waits once per interval for at most
-# about RESTART_BUSY_TIMEOUT; the WAL stays near one interval's worth of deliveries
-# (12-18 MB in the same runs), with no change in requests/s or p99 that the noise shows.
-RESTART_FRAMES = 1024
-RESTART_BUSY_TIMEOUT = 0.01  # seconds a RESTART checkpoint waits for the writer or readers
+# WAL frames (4 KiB each) after which the WAL is started over. SQLite writes from the
+# start of the WAL again only when a write transaction begins while every frame is
+# checkpointed and no reader uses the WAL. With the writer committing every few
+# milliseconds, checkpoints in another thread never end at such a moment, so the WAL grew
+# for as long as deliveries kept coming (255-305 MB in an 8-second bench_ingest.py run:
+# disk given back only once the load stops). A RESTART checkpoint from the checkpoint
+# thread did rewind it, but held the write lock 11 ms (median; up to 29 ms) each time,
+# waiting for the writer through SQLite's busy handler. So the checkpoint thread copies
+# the frames (a second pass for those appended during the first) and asks the writer to
+# copy the last few itself, between two batches (median 2.6-3.6 ms, up to ~14 ms); its
+# next transaction starts the WAL over. The WAL stays near one checkpoint interval's
+# worth of deliveries (13-18 MB in the same runs).
+REWIND_FRAMES = 1024
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
 BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock
 LOCKED_GIVE_UP = 10.0  # seconds of a held lock after which a batch is refused (503, retried)
@@ -152,7 +154,7 @@ Deliver = Callable[[list[Outcome], list[CommitInfo], "str | None"], None]
 class InboxStats:
     commits: int = 0  # write transactions (one per batch)
     syncs: int = 0  # fdatasyncs of the WAL (each covers one or more commits)
-    wal_restarts: int = 0  # RESTART checkpoints that rewound the WAL (RESTART_FRAMES)
+    wal_rewinds: int = 0  # times the WAL was seen started over (REWIND_FRAMES)
     jobs: int = 0
     deliveries: int = 0
     failures: int = 0
@@ -194,6 +196,9 @@ class Engine:
         self._checkpoint_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
+        # Set by the checkpoint thread, cleared by the writer: checkpoint the WAL's last
+        # frames before the next batch (REWIND_FRAMES).
+        self._rewind = False
 
     def start(self) -> None:
         """Open the store and start the threads."""
@@ -312,6 +317,9 @@ class Engine:
     def _write_batch(self, batch: list[Job]) -> None:
         if not batch:
             return
+        if self._rewind:
+            self._rewind = False
+            self._checkpoint_last_frames()
         started = time.perf_counter()
         deadline = started + LOCKED_GIVE_UP
         while True:
@@ -355,6 +363,16 @@ class Engine:
             self._commit_info.append((len(batch), recorded, seconds))
             self._commit_times.append((self._committed, time.perf_counter()))
             self._sync_cond.notify()
+
+    def _checkpoint_last_frames(self) -> None:
+        """Between two batches: checkpoint what the checkpoint thread left, so that the
+        next write transaction starts the WAL over (REWIND_FRAMES). A reader still on
+        the WAL only postpones that to a later interval."""
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("checkpoint failed", extra={"error": str(exc)})
 
     def _write_one_by_one(self, batch: list[Job], first: Exception) -> list[tuple[Job, Any]]:
         """One bad job must not fail the others: retry each in its own transaction."""
@@ -449,10 +467,12 @@ class Engine:
 
     def _checkpoint_loop(self) -> None:
         """Passive checkpoints (they never block writers) so that the WAL does not grow for
-        ever, in their own thread so that they never delay an fsync requests wait for; a
-        RESTART one when the WAL is long (see RESTART_FRAMES)."""
+        ever, in their own thread so that they never delay an fsync requests wait for;
+        once the WAL is long, a second pass and a request to the writer to finish the job
+        (REWIND_FRAMES)."""
         conn: sqlite3.Connection | None = None
         done = 0
+        last_frames = 0
         try:
             while not self._stopping.wait(CHECKPOINT_INTERVAL):
                 if self.stats.commits == done:
@@ -461,12 +481,13 @@ class Engine:
                 try:
                     if conn is None:
                         conn = db.connect(self.db_path, check_same_thread=False)
-                        conn.execute(f"PRAGMA busy_timeout={int(RESTART_BUSY_TIMEOUT * 1000)}")
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames >= RESTART_FRAMES:
-                        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                        if not busy:
-                            self.stats.wal_restarts += 1
+                    if frames < last_frames:
+                        self.stats.wal_rewinds += 1
+                    last_frames = frames
+                    if frames >= REWIND_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        self._rewind = True
                 except sqlite3.Error as exc:
                     log.debug("checkpoint failed", extra={"error": str(exc)})
         finally:

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
             f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
             f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms); "
-            f"WAL {wal_mb:.1f} MB at the end, rewound {st.wal_restarts} times",
+            f"WAL {wal_mb:.1f} MB at the end, started over {st.wal_rewinds} times",
             file=sys.stderr, flush=True,
         )
     return 0

@@ -284,12 +284,13 @@ def test_a_batch_body_becomes_one_delivery_per_item(inbox: Inbox, tmp_path: Path
     assert [(d.item, json.loads(d.body)) for d in items if d] == [(0, {"ref": "a"}), (1, {"ref": "b"})]
 
 
-def test_the_wal_is_rewound_under_steady_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without RESTART checkpoints SQLite only rewinds the WAL when a transaction starts
-    with every frame checkpointed, which steady load never allows: the file grew by all
-    that was written. With them it stays near one checkpoint interval's worth."""
+def test_the_wal_is_started_over_under_steady_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite starts the WAL over only when a write transaction begins with every frame
+    checkpointed, which checkpoints in their own thread never achieve under steady load:
+    the file grew by all that was written (1.6 times the bodies here). The writer copying
+    the last frames between two batches keeps it near one checkpoint interval's worth."""
     monkeypatch.setattr("hookd.inbox_engine.CHECKPOINT_INTERVAL", 0.02)
-    monkeypatch.setattr("hookd.inbox_engine.RESTART_FRAMES", 64)
+    monkeypatch.setattr("hookd.inbox_engine.REWIND_FRAMES", 64)
     box = Inbox(tmp_path / DB_NAME, clock=lambda: 1000.0)
     body = b'{"pad": "%s"}' % (b"x" * 8000)  # two pages per delivery, as a GitHub push
     written = 0
@@ -304,7 +305,6 @@ def test_the_wal_is_rewound_under_steady_load(tmp_path: Path, monkeypatch: pytes
     try:
         asyncio.run(go())
         wal = tmp_path / (DB_NAME + "-wal")
-        assert box.stats.wal_restarts > 0
         assert wal.stat().st_size < written / 4, (wal.stat().st_size, written)
     finally:
         box.close()
