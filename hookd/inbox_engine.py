@@ -59,7 +59,8 @@ runs against the code of the time; "ratio" is hookd's requests/s over the bare a
 - inserting each hand-over at once into a transaction left open until the sync thread is
   free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
   longer), SCHED_BATCH for these threads, two sync threads, a shorter switch interval
-  (0.2 ms; 0.5 ms: 2,878 against 3,345 requests/s, mean of eight rounds each).
+  (0.2 ms; 0.5 ms: 2,878 against 3,345 requests/s, mean of eight rounds each) or a
+  longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise).
 """
 
 from __future__ import annotations
