@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hookd.server import AppState
+from hookd.store import db
 from hookd.store.deliveries import DeliveryStore
 
 log = logging.getLogger("hookd.admin")
@@ -40,8 +41,8 @@ def create_admin_app(state: AppState, routes: Sequence[BaseRoute] | None = None)
         conn = state.conn
         state.metrics.inbox_depth.read = lambda: DeliveryStore(conn).depth()
     if state.metrics.store_wal_bytes.read is None:
-        wal = state.inbox.db_path.with_name(state.inbox.db_path.name + "-wal")
-        state.metrics.store_wal_bytes.read = lambda: wal.stat().st_size if wal.exists() else 0
+        db_path = state.inbox.db_path
+        state.metrics.store_wal_bytes.read = lambda: db.wal_bytes(db_path)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -428,7 +428,7 @@ class Engine:
 
     def _sync_loop(self) -> None:
         synced = 0
-        wal = Path(str(self.db_path) + "-wal")
+        wal = db.wal_path(self.db_path)
         fd: int | None = None
         try:
             while True:

@@ -107,7 +107,8 @@ class Worker:
         self._upstream: Any = None
         self._env_cache: tuple[model.Config, Mapping[str, str]] | None = None
         # Schema checks by flow name, for one config (see _check_payload).
-        self._checks: tuple[model.Config | None, dict[str, Any]] = (None, {})
+        self._checks: tuple[model.Config | None, dict[str, routing.SchemaCheck | None]] = (
+            None, {})
         self.counts: Counter[str] = Counter()  # runs by outcome, for metrics
 
     # ------------------------------------------------------------------ database thread

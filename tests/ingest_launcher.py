@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         app = bare_app(subscription(config, state_dir, "push").secret)
     else:
         from hookd.server import AppState, create_app
-        from hookd.store.db import open_db
+        from hookd.store.db import open_db, wal_bytes
 
         conn = open_db(state_dir, check_same_thread=False)
         state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             uvicorn.Server(server_config).run()
     stop.set()
     if state is not None:
-        wal = state.inbox.db_path.with_name(state.inbox.db_path.name + "-wal")
-        wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+        wal_mb = wal_bytes(state.inbox.db_path) / 1e6
         state.inbox.close()
         st = state.inbox.stats
         print(

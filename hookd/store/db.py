@@ -39,6 +39,19 @@ def _all_migrations() -> list[Migration]:
     return out
 
 
+def wal_path(path: Path) -> Path:
+    """The write-ahead log SQLite keeps beside the database file `path`."""
+    return path.with_name(path.name + "-wal")
+
+
+def wal_bytes(path: Path) -> int:
+    """The size of `path`'s write-ahead log (0 when there is none)."""
+    try:
+        return wal_path(path).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection with hookd's pragmas; creates the file 0600 if missing."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
