@@ -60,7 +60,30 @@ runs against the code of the time; "ratio" is hookd's requests/s over the bare a
   free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
   longer), SCHED_BATCH for these threads, two sync threads, a shorter switch interval
   (0.2 ms; 0.5 ms: 2,878 against 3,345 requests/s, mean of eight rounds each) or a
-  longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise).
+  longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise);
+- writing each hand-over on the event loop's own thread (no writer thread, no GIL
+  hand-over before the write): the loop then spent 0.32 ms of CPU per request against
+  0.21, and time to durable stayed 6.7-7 ms (ratios 0.57/0.63/0.57 against 0.53/0.61/0.54);
+- no sync thread: each commit's fdatasync submitted through Linux AIO
+  (``IOCB_CMD_FDSYNC``) with an eventfd the event loop watches, so that nothing waits
+  for the GIL after the fsync: medians 0.67/0.59/0.63 against 0.58/0.60/0.62 in
+  alternation, time to durable the same (the loop sees the eventfd only between two
+  bursts of callbacks, as it sees the sync thread's call_soon_threadsafe);
+- capping a transaction at 12 or 16 jobs, so that two smaller batches overlap: medians
+  0.55/0.52 against 0.56/0.58;
+- the answer's head and body in one socket write (a transport wrapper under uvicorn's
+  protocol): CPU per request and requests/s unchanged;
+- a 1 ms switch interval: 19 rounds against 23 with the default in alternation; a first
+  set gave 0.70-0.74 against 0.50-0.64, the next two 0.54-0.78 against 0.49-0.74
+  (mean 3,066 against 3,002 requests/s): within the noise.
+
+What the disk costs: an fdatasync after a 250 KB write (one batch's frames) takes
+0.31 ms (median; p99 ~1 ms) on the development machine, with or without a 9 MB write and
+fsync of another file every 0.25 s beside it (a checkpoint's worth). The 1.4-2.5 ms the
+sync thread reports per fsync under load is mostly waiting for the GIL afterwards.
+Without any checkpoint (a measurement, not an option: the WAL grew to 370-450 MB in ten
+seconds) four rounds gave 0.59-0.65 and p99 16-20 ms against 0.50-0.54 and 22-35 ms in
+alternation, so the checkpoints' copying and rewinds cost some throughput and p99.
 """
 
 from __future__ import annotations
