@@ -63,7 +63,7 @@ runs against the code of the time; "ratio" is hookd's requests/s over the bare a
   longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise);
 - writing each hand-over on the event loop's own thread (no writer thread, no GIL
   hand-over before the write): the loop then spent 0.32 ms of CPU per request against
-  0.21, and time to durable stayed 6.7-7 ms (ratios 0.57/0.63/0.57 against 0.53/0.61/0.54);
+  0.21, and time to durable stayed 6.7-7 ms (ratios 0.57/0.63/0.57 against 0.53/0.61/0.54 in the run before);
 - no sync thread: each commit's fdatasync submitted through Linux AIO
   (``IOCB_CMD_FDSYNC``) with an eventfd the event loop watches, so that nothing waits
   for the GIL after the fsync: medians 0.67/0.59/0.63 against 0.58/0.60/0.62 in
@@ -79,7 +79,7 @@ runs against the code of the time; "ratio" is hookd's requests/s over the bare a
 
 What the disk costs: an fdatasync after a 250 KB write (one batch's frames) takes
 0.31 ms (median; p99 ~1 ms) on the development machine, with or without a 9 MB write and
-fsync of another file every 0.25 s beside it (a checkpoint's worth). The 1.4-2.5 ms the
+fsync of another file every 0.25 s beside it (a checkpoint's worth). The 1.0-2.4 ms the
 sync thread reports per fsync under load is mostly waiting for the GIL afterwards.
 Without any checkpoint (a measurement, not an option: the WAL grew to 370-450 MB in ten
 seconds) four rounds gave 0.59-0.65 and p99 16-20 ms against 0.50-0.54 and 22-35 ms in
