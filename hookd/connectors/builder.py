@@ -30,6 +30,7 @@ from hookd.connectors.model import (
     Verification,
     WebhookTrigger,
 )
+from hookd.connectors.oauth import oauth_settings
 from hookd.diagnostics import Diagnostic, Severity, did_you_mean
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
@@ -172,6 +173,7 @@ class _Builder:
             event_header=top.event_header,
             ping_event=top.ping_event,
             request_trigger=request_trigger,
+            oauth=oauth_settings(self.properties.value) if self.properties is not None else (),
         ), self.diags
 
     # ------------------------------------------------------------------ operations

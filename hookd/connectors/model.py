@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hookd.connectors.oauth import OAuthSettings
+
 Schema = Mapping[str, Any]  # a JSON Schema (Swagger 2.0 flavour), $ref resolved
 RequestPath = tuple[str, ...]
 
@@ -184,6 +186,8 @@ class Connector:
     ping_event: str | None = None
     # True for the `http` request trigger: no upstream registration at all.
     request_trigger: bool = False
+    # apiProperties.json oAuthSettings, per parameter set (`hookd.connectors.oauth`).
+    oauth: tuple[OAuthSettings, ...] = ()
 
     @property
     def base_url(self) -> str:

@@ -45,6 +45,7 @@ from hookd.config import secrets
 from hookd.config.model import Connection, SecretRef, Value
 from hookd.connectors.model import Connector, Operation
 from hookd.telemetry.logs import register_secret
+from hookd.upstream.token_source import TokenSource
 
 log = logging.getLogger("hookd.upstream.client")
 
@@ -91,6 +92,10 @@ class RetryPolicy:
     base_delay: float = 0.5  # first backoff, seconds; doubles each retry
     max_delay: float = 30.0  # cap of one backoff
     max_wait: float = 120.0  # a Retry-After longer than this gives up for this pass
+
+
+# The request extension naming the ``oauth:`` connection whose token `send` adds.
+OAUTH_EXTENSION = "hookd.oauth_connection"
 
 
 def where(request: httpx.Request) -> str:
@@ -181,8 +186,13 @@ class Upstream:
         rng: Callable[[], float] = random.random,
         env: Mapping[str, str] | None = None,
         max_connections: int = 100,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.retry = retry
+        # OAuth access tokens of ``oauth:`` connections (`hookd.upstream.oauth`), and the
+        # connections this client was asked to authenticate for, by name, for it.
+        self.tokens = tokens
+        self._oauth: dict[str, tuple[Connection, Connector]] = {}
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -275,6 +285,11 @@ class Upstream:
     ) -> None:
         if connection is None:
             return
+        if connection.oauth is not None:
+            # The bearer token is added by `send`: getting one may need a refresh (I/O).
+            self._oauth[connection.name] = (connection, connector)
+            request.extensions[OAUTH_EXTENSION] = connection.name
+            return
         params = connection.parameters
         auth = connector.auth
         if auth.kind == "basic":
@@ -329,8 +344,46 @@ class Upstream:
 
     # ------------------------------------------------------------ sending
 
+    def oauth_connection(self, name: str) -> tuple[Connection, Connector] | None:
+        """The ``oauth:`` connection `name` (and its connector) a request was built for."""
+        return self._oauth.get(name)
+
     async def send(self, request: httpx.Request, *, retry: bool = True) -> httpx.Response:
-        """Send with retries; a 2xx/3xx response, else `PermanentError`/`RetryableError`."""
+        """Send with retries; a 2xx/3xx response, else `PermanentError`/`RetryableError`.
+
+        A request for an ``oauth:`` connection gets its bearer token here, and after a
+        401 one fresh token (the provider may have revoked the old one early) and one
+        more try."""
+        name = request.extensions.get(OAUTH_EXTENSION)
+        if name is None:
+            return await self._send_retrying(request, retry)
+        await self._bearer(request, name)
+        try:
+            return await self._send_retrying(request, retry)
+        except PermanentError as exc:
+            if exc.status != 401 or self.tokens is None:
+                raise
+        await self.tokens.invalidate(name)
+        await self._bearer(request, name)
+        return await self._send_retrying(request, retry)
+
+    async def _bearer(self, request: httpx.Request, name: str) -> None:
+        token = await self.tokens.access_token(name) if self.tokens is not None else None
+        if token is None:
+            raise PermanentError(f"connection '{name}' uses OAuth but no token source is "
+                                 "configured for this client")
+        register_secret(token)
+        request.headers["Authorization"] = f"Bearer {token}"
+
+    async def post_form(self, url: str, body: str, headers: Mapping[str, str]) -> httpx.Response:
+        """POST a form (an OAuth token request) through this client — same proxy, CA and
+        default headers as every request — and return the response whatever its status:
+        the caller reads the token endpoint's own errors. Connection failures are
+        `RetryableError`s as for any request."""
+        return await self._transmit(self.client.build_request(
+            "POST", url, content=body.encode(), headers=dict(headers)))
+
+    async def _send_retrying(self, request: httpx.Request, retry: bool) -> httpx.Response:
         attempts = 1 + (self.retry.retries if retry else 0)
         last: RetryableError | None = None
         for attempt in range(attempts):
@@ -353,7 +406,8 @@ class Upstream:
         assert last is not None
         raise last
 
-    async def _send_once(self, request: httpx.Request) -> httpx.Response:
+    async def _transmit(self, request: httpx.Request) -> httpx.Response:
+        """One attempt; connection failures as `RetryableError`, any status returned."""
         self.requests_sent += 1
         try:
             response = await self.client.send(request)
@@ -363,6 +417,10 @@ class Upstream:
         except httpx.TransportError as exc:
             raise RetryableError(
                 f"{where(request)}: connection failed ({type(exc).__name__})") from None
+        return response
+
+    async def _send_once(self, request: httpx.Request) -> httpx.Response:
+        response = await self._transmit(request)
         error = classify(response, now=self._clock())
         if error is not None:
             raise error
