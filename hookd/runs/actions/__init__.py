@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from hookd.config import model
 from hookd.templating.engine import as_text as as_text  # the actions' one way to make text
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ActionError(Exception):
