@@ -18,6 +18,8 @@ from hookd.runs.actions import ActionContext, ActionError
 from hookd.runs.actions.http import response_output
 from hookd.upstream import errors as up
 
+KIND = "call"  # the step key; hookd.config.actions.call declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     config = ctx.config

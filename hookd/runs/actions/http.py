@@ -27,6 +27,8 @@ from hookd.upstream import errors
 
 TEXT_CAP = 1024 * 1024  # response characters kept as output
 
+KIND = "http"  # the step key; hookd.config.actions.http declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     body = input.get("body")
