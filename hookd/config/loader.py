@@ -191,8 +191,11 @@ class _Loader:
         doc = self._read(path)
         if doc is None:
             return []
-        if doc.data is None:
-            self.out.append(Diagnostic(path, 1, 1, "warning", f"empty {kind} file"))
+        if doc.data is None or doc.data == []:
+            self.out.append(Diagnostic(
+                path, 1, 1, "warning", f"empty {kind} file",
+                hint="a running daemon refuses a reload that empties a file that had "
+                     "flows; delete the file to remove what it held" if kind == "flow" else ""))
             return []
         if isinstance(doc.data, list):
             entries: list[tuple[Any, KeyPath]] = [(item, (i,)) for i, item in enumerate(doc.data)]
