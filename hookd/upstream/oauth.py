@@ -36,7 +36,9 @@ from hookd.oauth import providers
 from hookd.oauth import tokens as tok
 from hookd.oauth.tokens import TokenSet
 from hookd.telemetry.logs import register_secret
-from hookd.upstream.client import PermanentError, RetryableError, Upstream
+from hookd.upstream import errors
+from hookd.upstream.client import Upstream
+from hookd.upstream.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
     from hookd.store.tokens import TokenStore
@@ -179,10 +181,12 @@ class OAuthTokens:
     async def _token_call(self, request: authz.TokenRequest, previous: TokenSet | None) -> TokenSet:
         response = await self.upstream.post_form(request.url, request.body, request.headers)
         data = _json(response)
-        if response.status_code >= 500 or response.status_code == 429:
+        verdict = errors.classify(response.status_code, response.headers, now=self.clock())
+        if verdict.retryable:
             raise RetryableError(f"POST {_where(request.url)}: {response.status_code} from the "
-                                 "token endpoint", status=response.status_code)
-        if response.status_code >= 400:
+                                 "token endpoint", status=response.status_code,
+                                 retry_after=verdict.after)
+        if verdict.kind != "ok":
             raise tok.error_of(response.status_code, data)
         fresh = tok.from_response(data, self.clock(), previous)
         register_secret(fresh.access_token)

@@ -89,7 +89,7 @@ async def _connect(args: argparse.Namespace, config: Any, conn: Any, redirect: s
     from hookd.oauth.tokens import TokenError
     from hookd.store.tokens import FileTokenStore
     from hookd.upstream import oauth
-    from hookd.upstream.client import UpstreamError
+    from hookd.upstream.errors import UpstreamError
 
     connector = config.connectors[conn.connector]
     state = secrets.token_urlsafe(32)
