@@ -26,7 +26,9 @@ from hookd.oauth.tokens import TokenSet
 from hookd.store.tokens import FileTokenStore
 from hookd.upstream.client import PermanentError, Upstream
 from hookd.upstream.oauth import attach
+from tests.fakes.github import free_port
 from tests.fakes.oauth_server import FakeAuthServer, serve
+from tests.test_daemon import wait_until
 
 SECRET_ENV = "API_CLIENT_SECRET"
 
@@ -38,7 +40,7 @@ def fake() -> Iterator[FakeAuthServer]:
 
 
 def write_config(root: Path, fake: FakeAuthServer, *, flows: dict[str, str] | None = None,
-                 admin: int = 8081, extra: str = "") -> Path:
+                 public: int = 8080, admin: int = 8081, extra: str = "") -> Path:
     """A config with connector `fakeapi` (apiProperties.json: identityProvider oauth2, the
     fake's URLs in customParameters, as published connectors write them) and connection
     `api`."""
@@ -66,6 +68,7 @@ def write_config(root: Path, fake: FakeAuthServer, *, flows: dict[str, str] | No
     (root / "hookd.yaml").write_text(textwrap.dedent(f"""\
         public_url: https://hooks.example.net
         listen:
+          public: {{host: 127.0.0.1, port: {public}}}
           admin: {{host: 127.0.0.1, port: {admin}}}
         state_dir: {root / 'state'}
     """))
@@ -252,15 +255,17 @@ def test_a_401_refreshes_once_and_retries(tmp_path: Path, fake: FakeAuthServer) 
     assert failure.value.status == 401 and len(fake.grants("refresh_token")) == 1
 
 
+CALL_FLOW = """\
+    name: uses-api
+    trigger: {connector: http}
+    steps:
+      - id: items
+        call: {connector: fakeapi, operation: ListItems, connection: api}
+"""
+
+
 def test_a_revoked_refresh_token_names_the_fix(tmp_path: Path, fake: FakeAuthServer) -> None:
-    flow = """\
-        name: uses-api
-        trigger: {connector: http}
-        steps:
-          - id: items
-            call: {connector: fakeapi, operation: ListItems, connection: api}
-    """
-    root = write_config(tmp_path, fake, flows={"uses-api": flow})
+    root = write_config(tmp_path, fake, flows={"uses-api": CALL_FLOW})
     config, clock = load(root, fake), Clock()
     first = seeded(root, fake, clock)
     httpx.post(f"{fake.base_url}/revoke", data={"token": first.refresh_token}, timeout=10)
@@ -284,8 +289,7 @@ def test_a_revoked_refresh_token_names_the_fix(tmp_path: Path, fake: FakeAuthSer
 
 
 def test_check_names_a_connection_never_connected(tmp_path: Path, fake: FakeAuthServer) -> None:
-    flow = "name: f\ntrigger: {connector: http}\nsteps:\n  - id: s\n    call: {connector: fakeapi, operation: ListItems, connection: api}\n"
-    root = write_config(tmp_path, fake, flows={"f": flow})
+    root = write_config(tmp_path, fake, flows={"uses-api": CALL_FLOW})
     run = subprocess.run([sys.executable, "-m", "hookd", "check", str(root)],
                          env=env_with(fake), capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
@@ -295,3 +299,38 @@ def test_check_names_a_connection_never_connected(tmp_path: Path, fake: FakeAuth
                               str(root)], env=env_with(fake), capture_output=True, text=True,
                              timeout=60)
     assert offline.returncode == 0, offline.stdout  # CI without the state: not an error
+
+
+def test_status_reports_a_revoked_refresh_token_with_the_fix(tmp_path: Path,
+                                                             fake: FakeAuthServer) -> None:
+    public, admin = free_port(), free_port()
+    root = write_config(tmp_path, fake, flows={"uses-api": CALL_FLOW}, public=public, admin=admin)
+    config, clock = load(root, fake), Clock()
+    first = seeded(root, fake, clock)
+    daemon = subprocess.Popen([sys.executable, "-m", "hookd", "run", str(root)],
+                              env=env_with(fake), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    status = [sys.executable, "-m", "hookd", "status", "--admin", f"http://127.0.0.1:{admin}"]
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=2)
+                   .status_code == 200, what="the daemon to be ready")
+        healthy = subprocess.run(status, capture_output=True, text=True, timeout=30)
+        assert healthy.returncode == 0, healthy.stdout
+        assert "connection api" not in healthy.stdout
+
+        httpx.post(f"{fake.base_url}/revoke", data={"token": first.refresh_token}, timeout=10)
+        clock.now += fake.expires_in
+        with pytest.raises(PermanentError):
+            list_items(config, clock, fake)  # the refresh is refused: recorded in the state
+        text = subprocess.run(status, capture_output=True, text=True, timeout=30)
+        assert text.returncode == 1
+        assert ("connection api: the refresh token no longer works (invalid_grant); "
+                "run `hookd connect api`") in text.stdout
+        doc = json.loads(subprocess.run([*status, "--format", "json"], capture_output=True,
+                                        text=True, timeout=30).stdout)
+        assert doc["connections"]["api"]["fix"] == "run `hookd connect api`"
+        assert first.refresh_token not in text.stdout and first.access_token not in text.stdout
+    finally:
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=30)
+    assert first.refresh_token not in err and first.access_token not in err  # nor in the logs

@@ -158,9 +158,13 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
                 severity="warning", hint=f"use a reference such as ${{env:{name.upper()}}}"))
     out.extend(_check_oauth(conn, connector))
+    # With an oauth: block, hookd gets the token itself.
+    by_oauth = {s.parameter for s in connector.oauth} | {connector.auth.parameter} \
+        if c.oauth is not None else set()
     for name, param in declared.items():
         # OAuth settings cannot be given statically; hookd uses the `token` parameter.
-        if param.required and param.type != "oauthSetting" and name not in c.parameters:
+        if param.required and param.type != "oauthSetting" and name not in c.parameters \
+                and name not in by_oauth:
             out.append(conn.diag(("parameters",) if conn.raw(("parameters",)) is not None else (),
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))

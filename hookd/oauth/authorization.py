@@ -80,6 +80,8 @@ def authorization_url(ep: Endpoints, client: Client, *, state: str, verifier: st
         values = _values(ep, client, parameters or {})
         values["state"] = state
         query = render(ep.authorization_query.lstrip("?"), values, encode=True)
+        if "state" not in parse_qs(query):  # hookd's check needs it, whatever the template
+            pkce = {"state": state, **pkce}
         return f"{base}{'&' if '?' in base else '?'}{query}&{urlencode(pkce)}"
     params = {"response_type": "code", "client_id": client.client_id,
               "redirect_uri": client.redirect_uri}

@@ -39,7 +39,12 @@ ClientAuth = Literal["post", "basic"]
 
 
 class OAuthError(Exception):
-    """The connection cannot do OAuth as configured; the message says what to change."""
+    """The connection cannot do OAuth as configured; the message says what to change
+    (`missing`: the template placeholder no parameter fills, if that is why)."""
+
+    def __init__(self, message: str, *, missing: str = "") -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,8 @@ def render(template: str, values: Mapping[str, str], *, encode: bool) -> str:
         name = match.group(1).lower().removeprefix("token:")
         if name not in values:
             raise OAuthError(f"the connector's OAuth template needs '{match.group(1)}': "
-                             f"set parameters.{match.group(1)} on the connection")
+                             f"set parameters.{match.group(1)} on the connection",
+                             missing=match.group(1))
         value = values[name]
         return quote(value, safe="") if encode else value
     return _PLACEHOLDER.sub(fill, template)
@@ -161,19 +167,29 @@ def endpoints(settings: OAuthSettings, conf: OAuthConfig, parameters: Mapping[st
     """The endpoints of a connection with the connector's `settings`, its ``oauth:`` block
     `conf` and its (resolved) connection `parameters`. Raises `OAuthError`."""
     values = {k.lower(): v for k, v in parameters.items()}
+    if conf.tenant:
+        values.setdefault("tenantid", conf.tenant)
     scopes = _scopes(settings, conf)
     name = settings.provider
+    # Power Platform's per-connection OAuth parameters: "token:tokenUrl", "token:TenantId".
+    own = {k.removeprefix(settings.parameter.lower() + ":"): v for k, v in values.items()
+           if k.startswith(settings.parameter.lower() + ":")}
     if name in GENERIC:
         suffix = "UrlTemplate" if name == "oauth2generic" else "Url"
-        urls = {k: settings.custom_value(k + suffix, k + "Url", k + "UrlTemplate")
+        urls = {k: own.get(k + "url") or settings.custom_value(k + suffix, k + "Url",
+                                                                k + "UrlTemplate")
                 for k in ("authorization", "token", "refresh")}
         auth = conf.authorization_url or render(urls["authorization"], values, encode=False)
         token = conf.token_url or render(urls["token"], values, encode=False)
         refresh = conf.token_url or (render(urls["refresh"], values, encode=False)
                                      if urls["refresh"] else token)
-        if not auth or not token:
-            raise OAuthError(f"the connector's {name} settings give no authorization or token "
-                             "URL: set oauth.authorization_url and oauth.token_url")
+        for key, url in (("authorization", auth), ("token", token)):
+            if not url or url.startswith("/"):
+                raise OAuthError(f"the connector's {name} settings give no absolute {key} URL"
+                                 f"{f' ({url})' if url else ''}: set oauth.{key}_url",
+                                 missing=f"{settings.parameter}:{key}Url")
+        if refresh.startswith("/"):
+            refresh = token
         delimiter = settings.custom_value("scopeListDelimiter") or " "
         return Endpoints(name, auth, token, refresh, scopes, delimiter,
                          authorization_query=settings.custom_value(
@@ -189,11 +205,11 @@ def endpoints(settings: OAuthSettings, conf: OAuthConfig, parameters: Mapping[st
                          "oauth.authorization_url and oauth.token_url")
     login = next((v for k in provider.login_keys if not _placeholder(v := settings.custom_value(k))),
                  provider.login_default).rstrip("/")
-    tenant = conf.tenant or next(
+    tenant = conf.tenant or own.get("tenantid") or next(
         (v for v in (settings.custom_value("tenantId"),) if not _placeholder(v)), "common")
     fill = {"login": login, "tenant": tenant}
     if provider.aad:
-        resource = conf.resource or settings.custom_value("resourceUri")
+        resource = conf.resource or own.get("resourceuri") or settings.custom_value("resourceUri")
         scopes = _aad_scopes(scopes, "" if _placeholder(resource) else resource)
     token = conf.token_url or render(provider.token_url, fill, encode=False)
     return Endpoints(name, conf.authorization_url or render(provider.authorization_url, fill,
