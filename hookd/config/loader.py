@@ -46,6 +46,7 @@ from hookd.config.model import (
     SecretRef,
     Settings,
     Step,
+    StoreSetting,
     Trigger,
 )
 from hookd.config.units import parse_duration, parse_size
@@ -191,8 +192,11 @@ class _Loader:
         doc = self._read(path)
         if doc is None:
             return []
-        if doc.data is None:
-            self.out.append(Diagnostic(path, 1, 1, "warning", f"empty {kind} file"))
+        if doc.data is None or doc.data == []:
+            self.out.append(Diagnostic(
+                path, 1, 1, "warning", f"empty {kind} file",
+                hint="a running daemon refuses a reload that empties a file that had "
+                     "flows; delete the file to remove what it held" if kind == "flow" else ""))
             return []
         if isinstance(doc.data, list):
             entries: list[tuple[Any, KeyPath]] = [(item, (i,)) for i, item in enumerate(doc.data)]
@@ -228,7 +232,14 @@ class _Loader:
         self.out.extend(problems)
         if problems:
             return None
-        return build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        settings = build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        if isinstance(settings.store.url, str) and str(settings.store) != settings.store.url:
+            self.out.append(doc.diagnostic(
+                ("store",), "the store URL holds a password in hookd.yaml",
+                severity="warning",
+                hint="keep the password out of the config: store: ${credential:hookd-db-url}"
+                " (or ${env:…}, ${file:…}), or a password file (~/.pgpass, PGPASSFILE)"))
+        return settings
 
     # ----------------------------------------------------------------------- connections
 
@@ -371,6 +382,7 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         public=_listener(listen.get("public"), default.public),
         admin=_listener(listen.get("admin"), default.admin),
         state_dir=state_dir,
+        store=store_setting(data.get("store"), root),
         max_body=parse_size((data.get("limits") or {}).get("max_body", default.max_body)),
         workers=data.get("workers", default.workers),
         shutdown_timeout=parse_duration(data.get("shutdown_timeout", default.shutdown_timeout)),
@@ -394,6 +406,15 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         worker_mode=(data.get("worker") or {}).get("mode", default.worker_mode),
         pos=pos,
     )
+
+
+def store_setting(value: Any, root: Path) -> StoreSetting:
+    """hookd.yaml's `store:` (schema-valid): absent or ``sqlite`` is the SQLite file; a
+    URL or a secret reference (``${file:…}`` anchored at `root`) is PostgreSQL."""
+    if value is None or value == "sqlite":
+        return StoreSetting()
+    url: MaybeSecret = secret_refs(str(value), root)
+    return StoreSetting("postgresql", url)
 
 
 def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:

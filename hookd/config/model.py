@@ -91,11 +91,46 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class StoreSetting:
+    """Where the state lives (hookd.yaml `store:`): the SQLite file in `state_dir` (the
+    default, no server), or a PostgreSQL database that several replicas share.
+
+    `url` is a ``postgresql://`` URL or a secret reference to one (it usually holds a
+    password); it is resolved only when the store is opened.
+    """
+
+    kind: Literal["sqlite", "postgresql"] = "sqlite"
+    url: MaybeSecret | None = None
+
+    def __str__(self) -> str:
+        """What logs and `hookd status` may show: never the password."""
+        if self.kind == "sqlite":
+            return "sqlite"
+        if isinstance(self.url, SecretRef):
+            return str(self.url)
+        return _without_password(str(self.url))
+
+
+def _without_password(url: str) -> str:
+    """`url` with the password of its ``user:password@`` part masked.
+
+    >>> _without_password("postgresql://hookd:s3cret@db.internal/hookd")
+    'postgresql://hookd:***@db.internal/hookd'
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
     public: Listener = Listener("127.0.0.1", 8080)
     admin: Listener = Listener("127.0.0.1", 8081)
     state_dir: Path = Path("state")  # absolute after loading
+    store: StoreSetting = StoreSetting()
     max_body: int = 25 * 1024 * 1024
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0

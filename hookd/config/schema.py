@@ -192,6 +192,8 @@ def _message(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
         title = sch.get("title")
         if title in ("duration", "size"):
             return f"'{inst}' is not a {title}"
+        if title == "store":  # not echoed: a URL may hold a password
+            return "should be sqlite, a postgresql:// URL or a secret reference"
         return f"'{inst}' does not have the expected form"
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         word = {"minimum": "at least", "maximum": "at most",
@@ -218,6 +220,8 @@ def _hint(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
             return "a number of seconds, or e.g. 30s, 5m, 1h30m, 2d"
         if title == "size":
             return "a number of bytes, or e.g. 512KiB, 25MiB, 1GB"
+        if title == "store":
+            return "e.g. store: postgresql://hookd@db.internal/hookd, or ${credential:hookd-db-url}"
         if "[A-Za-z0-9][A-Za-z0-9._-]*" in str(error.validator_value):
             return "use letters, digits, '.', '_' and '-', starting with a letter or digit"
         if "A-Za-z_" in str(error.validator_value):
