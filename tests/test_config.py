@@ -256,6 +256,18 @@ def test_cli_json_strict_and_offline_secrets(tmp_path: Path) -> None:
     assert done.returncode == 1 and ": error: trigger.body.nope" in done.stdout
 
 
+@pytest.mark.parametrize("text", ["", "# commented out\n", "[]\n"])
+def test_check_strict_fails_on_an_empty_flow_file(tmp_path: Path, text: str) -> None:
+    (tmp_path / "hookd.yaml").write_text("public_url: https://hooks.example.net\n")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "gone.yaml").write_text(text)
+    done = hookd("check", str(tmp_path))
+    assert done.returncode == 0 and "flows/gone.yaml:1:1: warning: empty flow file" in done.stdout
+    assert "delete the file" in done.stdout
+    done = hookd("check", str(tmp_path), "--strict")
+    assert done.returncode == 1 and "flows/gone.yaml:1:1: error: empty flow file" in done.stdout
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     done = hookd("check", str(tmp_path / "missing"))
     assert done.returncode == 2 and "does not exist" in done.stderr

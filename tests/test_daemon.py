@@ -548,6 +548,60 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         assert token not in log and "stale-token-value" not in log
 
 
+@needs_all_parts
+@pytest.mark.parametrize("emptied", ["", "# name: one (disabled for now)\n", "[]\n"])
+def test_an_emptied_flow_file_keeps_its_upstream_hook(tmp_path: Path, emptied: str) -> None:
+    """A truncated or commented-out flow file is refused, not read as "delete the flow"
+    (issue 16 item 2); removing the file is how flows are removed."""
+    from tests.fakes.github import FakeGitHub, serve
+
+    token = "t0ken-for-tests"
+    with serve(FakeGitHub(token=token)) as github:
+        config = tmp_path / "config"
+        public, admin = free_port(), free_port()
+        write_config(config, public, admin, tmp_path / "state", github.base_url)
+        (config / "flows" / "one.yaml").write_text(github_flow("one", "one"))
+        (config / "flows" / "two.yaml").write_text(github_flow("two", "two"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hookd", "run", "--config", str(config)],
+            env={**os.environ, "GITHUB_TOKEN": token}, stderr=subprocess.PIPE, text=True,
+        )
+        admin_url = f"http://127.0.0.1:{admin}"
+
+        def readyz() -> Any:
+            return httpx.get(admin_url + "/readyz", timeout=5).json()
+
+        try:
+            wait_until(lambda: len(github.hooks_of("acme", "one")) == 1
+                       and len(github.hooks_of("acme", "two")) == 1, timeout=20,
+                       what="both hooks")
+            (config / "flows" / "one.yaml").write_text(emptied)
+            wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
+            assert "flows/one.yaml:" in readyz()["rejected"]
+            assert "yields no flows" in readyz()["rejected"]
+            doc = httpx.get(admin_url + "/api/status", timeout=5).json()
+            assert doc["config"]["flows"] == 2
+            # A scheduled reconcile (every second) ran on the running config since.
+            github.reset_counters()
+            wait_until(lambda: ("GET", "/repos/acme/two/hooks") in github.log, what="a pass")
+            assert len(github.hooks_of("acme", "one")) == 1
+
+            (config / "flows" / "one.yaml").unlink()
+            wait_until(lambda: github.hooks_of("acme", "one") == [], what="hook deleted")
+            assert len(github.hooks_of("acme", "two")) == 1
+            assert readyz()["config"] == "ok"
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        assert proc.stderr is not None
+        assert "yields no flows" in proc.stderr.read()
+
+
 # --------------------------------------------------------------------------- Reloader
 
 
@@ -556,6 +610,7 @@ class FakeTarget:
         self.notifier = Notifier()
         self.applied: list[tuple[str, str]] = []
         self.rejected: list[status.ReloadOutcome] = []
+        self.config: Any = SimpleNamespace(flows={})
 
     async def apply_config(self, config: Any, revision: str, trigger: str) -> None:
         self.applied.append((revision, trigger))
