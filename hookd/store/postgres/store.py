@@ -27,6 +27,8 @@ from typing import Literal
 
 from psycopg_pool import AsyncConnectionPool
 
+from hookd.config import secrets as config_secrets
+from hookd.config.model import MaybeSecret
 from hookd.store.postgres import meta, replicas, schema
 from hookd.store.postgres.connection import (
     Conn,
@@ -34,6 +36,7 @@ from hookd.store.postgres.connection import (
     StoreUnavailable,
     connect,
     describe,
+    is_postgres_url,
     pool,
     redact,
 )
@@ -51,6 +54,19 @@ PROBE_EVERY = 2.0  # seconds between the health probe's queries
 
 Role = Literal["daemon", "worker", "cli"]
 Mode = Literal["create", "existing", "readonly", "ephemeral"]
+
+
+def resolve_url(url: MaybeSecret, *, env: dict[str, str] | None = None) -> str:
+    """The database URL of hookd.yaml's `store:` (a secret reference resolved now).
+
+    Raises `hookd.config.secrets.SecretError` or `ValueError`; neither message holds the
+    value.
+    """
+    value = config_secrets.resolve_value(url, env=env)
+    if not is_postgres_url(value):
+        raise ValueError(f"store: {url if not isinstance(url, str) else 'the URL'} is not a "
+                         "postgresql:// URL")
+    return value
 
 
 def replica_name(state_dir: Path | None) -> str:
