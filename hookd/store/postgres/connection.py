@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
+POOL_WAIT = 10.0  # seconds
 SESSION_SETTINGS = {"synchronous_commit": "on", "timezone": "UTC"}
 
 
@@ -85,6 +86,9 @@ def pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPo
         max_size=max_size,
         kwargs={"autocommit": True, "application_name": replica_name(), "connect_timeout": 10},
         configure=configure,
+        # A request waits this long for a connection before it is answered 503 (the
+        # store's promise, hookd.store.errors.LOCK_WAIT on SQLite's side).
+        timeout=POOL_WAIT,
         open=False,
         name="hookd",
     )
