@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hookd.store.db import open_db
-from hookd.store.deliveries import DeliveryStore, NewDelivery
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
 
 QUERY = ("SELECT id FROM deliveries WHERE status = 'queued' AND flow IN (?)"
          " ORDER BY id LIMIT 1")

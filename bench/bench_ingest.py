@@ -8,7 +8,7 @@ wrk with a Lua script that POSTs the 7 KB GitHub push payload with a valid
 ``X-Hub-Signature-256`` and a unique ``X-GitHub-Delivery`` per request:
 
 - baseline: a starlette app that reads the body, checks the HMAC and answers 202;
-- hookd:    `hookd.server` — route + token check, HMAC, JSON parse, schema validation,
+- hookd:    `hookd.ingest.app` — route + token check, HMAC, JSON parse, schema validation,
             dedup lookup, durable record through the group-commit inbox (SQLite WAL,
             synchronous=FULL: fsync before the answer), 202 with the delivery id.
 
@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hookd.verify import sign  # noqa: E402
+from hookd.callbacks.verify import sign  # noqa: E402
 from tests.ingest_launcher import DATA, make_config, subscription, wait_listening  # noqa: E402
 
 PAYLOAD = DATA / "github" / "push.0.json"

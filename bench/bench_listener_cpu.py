@@ -12,7 +12,7 @@ can take) and of the whole process (the inbox's writer and sync threads included
 
 - baseline: the bare starlette app of bench_ingest.py (read the body, check the HMAC,
   answer 202);
-- hookd:    `hookd.server.create_app` — route + token, HMAC, JSON, schema, dedup, durable
+- hookd:    `hookd.ingest.app.create_app` — route + token, HMAC, JSON, schema, dedup, durable
             record through the inbox (real SQLite file, real fsync), 202.
 
 and the ratios hookd/baseline. Every hookd answer must be 202.
@@ -31,8 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hookd import tokens  # noqa: E402
-from hookd.verify import sign  # noqa: E402
+from hookd.callbacks.verify import sign  # noqa: E402
+from hookd.subscriptions import tokens  # noqa: E402
 from tests.ingest_launcher import DATA, bare_app, make_config, subscription  # noqa: E402
 
 PAYLOAD = DATA / "github" / "push.0.json"
@@ -85,8 +85,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    from hookd.server import AppState, create_app
-    from hookd.store.db import open_db
+    from hookd.ingest.app import AppState, create_app
+    from hookd.store.sqlite.db import open_db
 
     body = PAYLOAD.read_bytes()
     with tempfile.TemporaryDirectory(prefix="hookd-cpu-") as tmp:

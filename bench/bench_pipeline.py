@@ -10,14 +10,14 @@ generator to each server in turn, both real processes on 127.0.0.1:
   hook with the trigger rule ``payload-hmac-sha256`` running ``/bin/true``, with
   ``include-command-output-in-response`` so each answer comes after the command ran —
   a burst is fully processed when the last answer arrives. webhook keeps nothing on disk.
-- hookd: this script in ``--serve`` mode — `hookd.server` (route, token, HMAC, JSON,
+- hookd: this script in ``--serve`` mode — `hookd.ingest.app` (route, token, HMAC, JSON,
   schema, dedup, durable group-commit inbox, 202) and the worker, the flow being one
   ``log`` step (hookd's JSON log lines go to a file, as to the journal). A burst is fully
   processed when every delivery is ``done`` and has a ``succeeded`` run in the store —
   every delivery and every run (with its step) is on disk.
 
 Each round runs webhook, hookd (worker in the listener's process), hookd (worker in a
-child process, `hookd.worker_process`), the pipeline alone, then webhook again; ratios
+child process, `hookd.runs.worker_process`), the pipeline alone, then webhook again; ratios
 are taken against the mean of the round's two webhook runs (the machine's load drifts)
 and the medians over ``--repeat`` rounds are printed with the goal (≥ 1.0, stretch 1.5).
 Every hookd run is checked in the store: N deliveries done, N runs and N steps
@@ -180,7 +180,7 @@ def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> tuple[float, f
                             stderr=subprocess.DEVNULL)
     try:
         wait_listening(port)
-        from hookd.verify import sign
+        from hookd.callbacks.verify import sign
         from tests.ingest_launcher import connectors
 
         body = PAYLOAD.read_bytes()
@@ -205,10 +205,11 @@ def serve(state: Path, port: int, process: bool = False) -> None:
     """The hookd process: callback server + worker, one flow of one `log` step."""
     import uvicorn
 
-    from hookd import model, tokens
-    from hookd.server import AppState, create_app
-    from hookd.store.db import open_db
-    from hookd.worker import Worker
+    from hookd.config import model
+    from hookd.ingest.app import AppState, create_app
+    from hookd.runs.worker import Worker
+    from hookd.store.sqlite.db import open_db
+    from hookd.subscriptions import tokens
     from tests.ingest_launcher import make_config
 
     config = make_config(state, f"http://127.0.0.1:{port}",
@@ -219,7 +220,7 @@ def serve(state: Path, port: int, process: bool = False) -> None:
                                          fields={"after": "{{ trigger.body.after }}"})),))
     config = dataclasses.replace(config, flows={**config.flows, "push": push})
 
-    from hookd import logs
+    from hookd.telemetry import logs
 
     # One JSON line per event on stderr (the benchmark sends it to a file), like the
     # journal under systemd; the `log` step writes there too.
@@ -233,7 +234,7 @@ def serve(state: Path, port: int, process: bool = False) -> None:
     async def main() -> None:
         worker: Any
         if process:
-            from hookd.worker_process import ProcessWorker
+            from hookd.runs.worker_process import ProcessWorker
 
             worker = ProcessWorker(app_state, log_format="json", log_level="info")
         else:
@@ -264,8 +265,8 @@ def processed(db: Path) -> tuple[int, int, int]:
 def run_hookd(tmp: Path, n: int, connections: int, tag: str,
               process: bool = False) -> tuple[float, float]:
     """Deliveries/s and CPU milliseconds per delivery (hookd and its worker process)."""
-    from hookd.store.db import DB_NAME, open_db
-    from hookd.verify import sign
+    from hookd.callbacks.verify import sign
+    from hookd.store.sqlite.db import DB_NAME, open_db
     from tests.ingest_launcher import make_config, subscription
 
     state = tmp / "state"
@@ -312,10 +313,10 @@ def run_worker_only(tmp: Path, n: int) -> float:
     """The pipeline alone: N deliveries already in the inbox (recorded in one transaction,
     as the inbox would), then the worker takes them, runs the one-`log`-step flow and
     records each run. Shows what the pipeline costs apart from HTTP ingest."""
-    from hookd import model
-    from hookd.store.db import DB_NAME, open_db
-    from hookd.store.deliveries import DeliveryStore, NewDelivery
-    from hookd.worker import Worker
+    from hookd.config import model
+    from hookd.runs.worker import Worker
+    from hookd.store.sqlite.db import DB_NAME, open_db
+    from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
     from tests.ingest_launcher import make_config
 
     state = tmp / "state"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from hookd.model import (  # noqa: E402
+from hookd.config.model import (  # noqa: E402
     Config,
     Connection,
     Flow,
@@ -46,10 +46,10 @@ from hookd.model import (  # noqa: E402
     Settings,
     Trigger,
 )
-from hookd.reconcile import Reconciler  # noqa: E402
-from hookd.store.db import open_db  # noqa: E402
-from hookd.store.subscriptions import SubscriptionStore  # noqa: E402
-from hookd.upstream import RetryPolicy, Upstream  # noqa: E402
+from hookd.reconcile.reconciler import Reconciler  # noqa: E402
+from hookd.store.sqlite.db import open_db  # noqa: E402
+from hookd.store.sqlite.subscriptions import SubscriptionStore  # noqa: E402
+from hookd.upstream.client import RetryPolicy, Upstream  # noqa: E402
 from tests.fakes.github import FakeGitHub, free_port, github_connector  # noqa: E402
 
 TOKEN = "ghp_bench"

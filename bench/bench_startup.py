@@ -127,7 +127,7 @@ def run_hookd(
 
 
 def admin_url(config: Path) -> str:
-    from hookd.config import load_config
+    from hookd.config.loader import load_config
 
     loaded, _ = load_config(config, resolve_secrets=False)
     assert loaded is not None

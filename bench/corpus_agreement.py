@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hookd.commands import connectors as command
+from hookd.cli.commands import connectors as command
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "powerplatform"
 

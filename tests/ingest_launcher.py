@@ -3,13 +3,13 @@
     python tests/ingest_launcher.py --state DIR --port N [--mode hookd|bare] [--consume]
                                     [--worker inline|process]
 
-`--mode hookd` serves `hookd.server.create_app` (routing, verification, schema, dedup,
+`--mode hookd` serves `hookd.ingest.app.create_app` (routing, verification, schema, dedup,
 durable group-commit inbox) under uvicorn; `--mode bare` serves the baseline the
 benchmark compares against: a starlette app that only checks the GitHub HMAC and answers
 202. `--consume` also runs a stand-in for the pipeline worker (requeue at start, then
 claim → done), so a test can see deliveries *processed* after a crash. `--worker` runs
 the real pipeline worker instead — in the listener's process or in a child
-(`hookd.worker_process`) — with the ``push`` flow given one ``log`` step, so the
+(`hookd.runs.worker_process`) — with the ``push`` flow given one ``log`` step, so the
 ingest benchmark can measure the listener while deliveries are being processed.
 
 `make_config` builds the config in code (no YAML loader needed): a GitHub-shaped connector
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookd import tokens
-from hookd.connector import Connector, Operation, Verification, WebhookTrigger
-from hookd.desired import desired_for_flow
-from hookd.model import Config, Flow, Retention, Settings, Trigger
+from hookd.config.model import Config, Flow, Retention, Settings, Trigger
+from hookd.connectors.model import Connector, Operation, Verification, WebhookTrigger
+from hookd.subscriptions import tokens
+from hookd.subscriptions.desired import desired_for_flow
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -187,8 +187,8 @@ def bare_app(secret: str) -> Any:
 
 def consume(state_dir: Path, stop: threading.Event) -> None:
     """Stand-in for the pipeline worker: requeue what a crash left running, then finish all."""
-    from hookd.store.db import open_db
-    from hookd.store.deliveries import DeliveryStore
+    from hookd.store.sqlite.db import open_db
+    from hookd.store.sqlite.deliveries import DeliveryStore
 
     store = DeliveryStore(open_db(state_dir))
     store.requeue_running()
@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "bare":
         app = bare_app(subscription(config, state_dir, "push").secret)
     else:
-        from hookd.server import AppState, create_app
-        from hookd.store.db import open_db, wal_bytes
+        from hookd.ingest.app import AppState, create_app
+        from hookd.store.sqlite.db import open_db, wal_bytes
 
         conn = open_db(state_dir, check_same_thread=False)
         state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
@@ -268,7 +268,8 @@ def with_log_step(config: Config) -> Config:
     """The ``push`` flow with one ``log`` step (its lines go to stderr), as a real flow."""
     import dataclasses
 
-    from hookd import logs, model
+    from hookd.config import model
+    from hookd.telemetry import logs
 
     logs.configure("json", "info")
     push = dataclasses.replace(config.flows["push"], steps=(model.Step(
@@ -285,11 +286,11 @@ def run_with_worker(server_config: Any, state: Any, mode: str) -> None:
         async def serve(self, sockets: Any = None) -> None:
             worker: Any
             if mode == "process":
-                from hookd.worker_process import ProcessWorker
+                from hookd.runs.worker_process import ProcessWorker
 
                 worker = ProcessWorker(state, log_format="json", log_level="info")
             else:
-                from hookd.worker import Worker
+                from hookd.runs.worker import Worker
 
                 worker = Worker(state)
             await worker.start()

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hookd import model
-from hookd.store import db as dbmod
-from hookd.store.deliveries import DeliveryStore, NewDelivery
+from hookd.config import model
+from hookd.store.sqlite import db as dbmod
+from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
 
 DATA = Path(__file__).resolve().parent / "data" / "pipeline"
 

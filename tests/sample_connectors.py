@@ -1,12 +1,12 @@
-"""Small connectors built from `hookd.connector` dataclasses for config and check tests.
+"""Small connectors built from `hookd.connectors.model` dataclasses for config and check tests.
 
 They mirror the shapes of the built-in `github` and `http` connectors (see
-hookd/connector.py), so the config tests do not depend on the OpenAPI loader.
+hookd/connectors/model.py), so the config tests do not depend on the OpenAPI loader.
 """
 
 from __future__ import annotations
 
-from hookd.connector import (
+from hookd.connectors.model import (
     Auth,
     ConnectionParameter,
     Connector,

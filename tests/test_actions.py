@@ -1,4 +1,4 @@
-"""hookd.actions: each action against real processes and a real local HTTP server."""
+"""hookd.runs.actions: each action against real processes and a real local HTTP server."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hookd.actions import ActionContext, ActionError, as_text, executor
-from hookd.actions.notify import request_for
-from hookd.actions.run import base_env
+from hookd.runs.actions import ActionContext, ActionError, as_text, executor
+from hookd.runs.actions.notify import request_for
+from hookd.runs.actions.run import base_env
 from tests.fakes.sink import Sink
 
 ECHO_ARGV = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
@@ -205,8 +205,8 @@ def test_as_text(value: Any, text: str) -> None:
 def test_call_invokes_a_connector_operation_on_the_fake_github(tmp_path: Path) -> None:
     import dataclasses
 
-    from hookd import model
-    from hookd.upstream import Upstream
+    from hookd.config import model
+    from hookd.upstream.client import Upstream
     from tests.fakes.github import FakeGitHub, github_connector, serve
     from tests.pipeline_util import config
 

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hookd import tokens
-from hookd.admin import create_admin_app
-from hookd.metrics import Counter, Histogram, Metrics, render
-from hookd.server import AppState, create_app
-from hookd.store.db import open_db
-from hookd.verify import sign
+from hookd.admin.app import create_admin_app
+from hookd.callbacks.verify import sign
+from hookd.ingest.app import AppState, create_app
+from hookd.store.sqlite.db import open_db
+from hookd.subscriptions import tokens
+from hookd.telemetry.metrics import Counter, Histogram, Metrics, render
 from tests.ingest_launcher import DATA, make_config, subscription
 
 PUSH = (DATA / "github" / "push.0.json").read_bytes()
@@ -75,7 +75,7 @@ def test_extra_routes_are_mounted_and_the_runs_api_by_default(state: AppState) -
     app = create_admin_app(state, routes=[Route("/api/status", status)])
     assert _get(app, "/api/status").json() == {"flows": 9}
     default = create_admin_app(state)
-    assert _get(default, "/api/runs").status_code != 404  # hookd.api's routes
+    assert _get(default, "/api/runs").status_code != 404  # hookd.admin.api's routes
 
 
 def test_metrics_count_what_the_public_listener_did(state: AppState) -> None:

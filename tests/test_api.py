@@ -1,4 +1,4 @@
-"""hookd.api: the runs API as an operator's script would call it."""
+"""hookd.admin.api: the runs API as an operator's script would call it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from starlette.testclient import TestClient
 
-from hookd.api import create_app
-from hookd.store import db as dbmod
-from hookd.store.deliveries import DeliveryStore
-from hookd.store.runs import RunStore
+from hookd.admin.api import create_app
+from hookd.store.sqlite import db as dbmod
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.runs import RunStore
 from tests.pipeline_util import config, flow, record
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from hookd import openapi, routing
-from hookd.connector import Connector, DeleteStrategy, ListStrategy, Verification
-from hookd.templatecheck import flatten_schema
+from hookd.callbacks import routing
+from hookd.connectors import loader as openapi
+from hookd.connectors.model import Connector, DeleteStrategy, ListStrategy, Verification
+from hookd.templating.analysis import flatten_schema
 
 DATA = Path(__file__).parent / "data"
 
@@ -295,9 +296,9 @@ def test_http_is_a_request_trigger(builtins: dict[str, Connector]) -> None:
 
 
 def test_builtins_are_package_data() -> None:
-    """`pip install .` copies hookd/builtin_connectors (a symlink to ../connectors)."""
-    root = Path(openapi.__file__).resolve().parent.parent
+    """`pip install .` copies hookd/connectors/builtin (a symlink to ../connectors)."""
+    root = Path(openapi.__file__).resolve().parent.parent.parent
     pyproject = (root / "pyproject.toml").read_text()
-    assert '"builtin_connectors/**/*"' in pyproject
-    link = Path(openapi.__file__).parent / "builtin_connectors"
+    assert '"hookd.connectors" = ["builtin/**/*"]' in pyproject
+    link = Path(openapi.__file__).parent / "builtin"
     assert (link / "github" / openapi.SPEC_FILE).is_file()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hookd.check import type_problem
-from hookd.config import load_config
+from hookd.config.check import type_problem
+from hookd.config.loader import load_config
 from hookd.diagnostics import Diagnostic
 from tests.configdir import write_config
 from tests.sample_connectors import connectors

@@ -1,7 +1,7 @@
 """The `hookd` command line as a whole: what every invocation pays before a command runs.
 
 Every invocation builds the full parser, so every command module is imported; heavy
-dependencies belong inside each command's ``func`` (see `hookd.cli`).
+dependencies belong inside each command's ``func`` (see `hookd.cli.main`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from hookd.cli import build_parser, main
-from hookd.commands._common import config_dir
+from hookd.cli.commands._common import config_dir
+from hookd.cli.main import build_parser, main
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config"
 HEAVY = ("asyncio", "sqlite3", "httpx", "starlette", "uvicorn", "jinja2", "jsonschema",
-         "yaml", "uuid", "hookd.model", "hookd.connector", "hookd.config", "hookd.store")
+         "yaml", "uuid", "hookd.config.model", "hookd.connectors.model", "hookd.config.loader", "hookd.store")
 
 
 def imported_after(code: str) -> set[str]:
@@ -31,15 +31,15 @@ def imported_after(code: str) -> set[str]:
 
 
 def test_help_imports_no_heavy_dependency() -> None:
-    loaded = imported_after("import hookd.cli; hookd.cli.build_parser().format_help()")
+    loaded = imported_after("import hookd.cli.main; hookd.cli.main.build_parser().format_help()")
     assert sorted(m for m in HEAVY if m in loaded) == []
 
 
 def test_check_imports_no_io_layer() -> None:
     loaded = imported_after(
-        "import contextlib, io, hookd.cli\n"
+        "import contextlib, io, hookd.cli.main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-        f"    assert hookd.cli.main(['check', {str(SHIPPED_CONFIG)!r}]) == 0")
+        f"    assert hookd.cli.main.main(['check', {str(SHIPPED_CONFIG)!r}]) == 0")
     assert sorted(m for m in ("asyncio", "sqlite3", "httpx", "starlette", "uvicorn")
                   if m in loaded) == []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd.cli import main
+from hookd.cli.main import main
 
 DATA = Path(__file__).parent / "data" / "connectors"
 
@@ -108,7 +108,7 @@ def test_missing_directory_is_a_usage_error(capsys: pytest.CaptureFixture[str], 
 def test_every_json_key_and_extension_is_documented(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hookd import connector_extensions
+    from hookd.connectors import extensions as connector_extensions
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "connectors.md").read_text()
     reference = docs[docs.index("### JSON output"):]

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from hookd import openapi
-from hookd.commands import connectors as command
+from hookd.cli.commands import connectors as command
+from hookd.connectors import loader as openapi
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "corpus_agreement.py"
 # Unparseable on purpose (see the manifest's notes): reported as errors, not loaded.

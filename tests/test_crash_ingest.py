@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hookd.verify import sign
+from hookd.callbacks.verify import sign
 from tests.ingest_launcher import DATA, make_config, subscription, wait_listening
 
 LAUNCHER = Path(__file__).resolve().parent / "ingest_launcher.py"

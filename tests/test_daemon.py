@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hookd import reload, status
+from hookd.daemon import reload, status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -300,8 +300,8 @@ def test_a_port_in_use_stops_with_exit_code_2(tmp_path: Path) -> None:
 
 def callback_url(tmp_path: Path) -> str:
     """The callback URL of the only flow in tmp_path/config, as the daemon derives it."""
-    from hookd.config import load_config
-    from hookd.desired import desired_subscriptions
+    from hookd.config.loader import load_config
+    from hookd.subscriptions.desired import desired_subscriptions
 
     config, diagnostics = load_config(tmp_path / "config")
     assert config is not None, diagnostics
@@ -331,8 +331,8 @@ def test_stop_drains_running_steps_and_refuses_new_deliveries(
     assert hookd.proc.wait(15) == 0
     assert marker.read_text() == "ok"  # the running step was allowed to finish
 
-    from hookd.store import db
-    from hookd.store.runs import RunStore
+    from hookd.store.sqlite import db
+    from hookd.store.sqlite.runs import RunStore
 
     conn = db.open_db(tmp_path / "state")
     assert [r.status for r in RunStore(conn).list()] == ["succeeded"]
@@ -388,7 +388,7 @@ def test_status_text_and_exit_code() -> None:
 def test_every_option_of_run_and_status_is_documented() -> None:
     import argparse
 
-    from hookd.cli import build_parser
+    from hookd.cli.main import build_parser
 
     docs = (REPO / "docs" / "daemon.md").read_text()
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
@@ -402,7 +402,7 @@ def test_every_option_of_run_and_status_is_documented() -> None:
 
 # --------------------------------------------------------------------------- end to end
 
-E2E_PARTS = ("hookd.config", "hookd.reconcile", "tests.fakes.github")
+E2E_PARTS = ("hookd.config.loader", "hookd.reconcile.reconciler", "tests.fakes.github")
 
 
 def missing_parts() -> list[str]:
@@ -422,8 +422,8 @@ needs_all_parts = pytest.mark.skipif(
 )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hookd.config") is None,
-                    reason="hookd.config (the config loader) is not built yet")
+@pytest.mark.skipif(importlib.util.find_spec("hookd.config.loader") is None,
+                    reason="hookd.config.loader (the config loader) is not built yet")
 def test_invalid_config_refuses_to_start(tmp_path: Path) -> None:
     config = tmp_path / "config"
     (config / "flows").mkdir(parents=True)
@@ -635,7 +635,9 @@ def test_docstring_examples_hold() -> None:
     """The examples in the daemon modules' docstrings are tests too."""
     import doctest
 
-    from hookd import daemon, logs, revision, sdnotify
+    from hookd.daemon import lifecycle as daemon
+    from hookd.daemon import revision, sdnotify
+    from hookd.telemetry import logs
 
     for module in (daemon, reload, status, sdnotify, logs, revision):
         result = doctest.testmod(module)

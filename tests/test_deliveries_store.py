@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hookd.store.db import DB_NAME, connect, migrate, open_db
-from hookd.store.deliveries import MIGRATIONS, Delivery, DeliveryStore, NewDelivery, new_id
+from hookd.store.sqlite.db import DB_NAME, connect, migrate, open_db
+from hookd.store.sqlite.deliveries import MIGRATIONS, Delivery, DeliveryStore, NewDelivery, new_id
 
 
 def _new(n: int = 0, *, flow: str = "f", dedup: str | None = None, at: float = 1000.0) -> NewDelivery:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from hookd import tokens
-from hookd.connector import Connector, Operation
-from hookd.desired import DesiredSubscription, desired_subscriptions
-from hookd.model import Config, Connection, Flow, SecretRef, Settings, Trigger
+from hookd.config.model import Config, Connection, Flow, SecretRef, Settings, Trigger
+from hookd.connectors.model import Connector, Operation
+from hookd.subscriptions import tokens
+from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
 from tests.fakes.github import github_connector
 
 SECRET = b"k" * 32

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEMAS = REPO / "hookd" / "schemas"
+SCHEMAS = REPO / "hookd" / "config" / "schemas"
 
 
 def dotted_keys(schema: Any, defs: dict[str, Any], prefix: str = "", seen: frozenset[str] = frozenset()) -> Iterator[str]:
@@ -64,7 +64,7 @@ def cli_options() -> list[tuple[str, str]]:
     """(command, option) for every option of every `hookd` subcommand."""
     import argparse
 
-    from hookd.cli import build_parser
+    from hookd.cli.main import build_parser
 
     out: set[tuple[str, str]] = set()
 

@@ -26,7 +26,7 @@ import pytest
 from tests.fakes.sink import Sink
 from tests.pipeline_util import push_payload
 
-PARTS = ("hookd.config", "hookd.reconcile", "hookd.server", "hookd.daemon", "tests.fakes.github")
+PARTS = ("hookd.config.loader", "hookd.reconcile.reconciler", "hookd.ingest.app", "hookd.daemon.lifecycle", "tests.fakes.github")
 SEED_CONNECTORS = Path(__file__).resolve().parent / "data" / "daemon" / "connectors"
 TOKEN = "t0ken-for-pipeline-tests"
 

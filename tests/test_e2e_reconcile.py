@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hookd import cli
-from hookd.reconcile import PAUSE_ENV
-from hookd.store.db import open_db
-from hookd.store.subscriptions import SubscriptionStore
+from hookd.cli import main as cli
+from hookd.reconcile.reconciler import PAUSE_ENV
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.subscriptions import SubscriptionStore
 from tests.fakes.github import FakeGitHub, serve, serve_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -271,9 +271,9 @@ def test_signed_delivery_on_demand_reaches_the_callback_url(world: dict[str, Any
 
 def test_plan_is_coloured_only_on_a_terminal_and_progress_is_bounded(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from hookd.commands.apply import Progress
-    from hookd.commands.plan import render_plan, use_color
-    from hookd.plan import Observed, plan
+    from hookd.cli.commands.apply import Progress
+    from hookd.cli.commands.plan import render_plan, use_color
+    from hookd.subscriptions.plan import Observed, plan
     from tests.test_plan import row
 
     the_plan = plan([], [row("a-1")], Observed(), max_deletes=5)

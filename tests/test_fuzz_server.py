@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookd import tokens
-from hookd.server import AppState, create_app
-from hookd.store.db import open_db
-from hookd.verify import sign
+from hookd.callbacks.verify import sign
+from hookd.ingest.app import AppState, create_app
+from hookd.store.sqlite.db import open_db
+from hookd.subscriptions import tokens
 from tests.ingest_launcher import make_config, subscription
 from tests.test_server import PUSH, Hookd
 

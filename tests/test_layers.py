@@ -1,82 +1,59 @@
-"""The layering of HACKING.md, checked: the pure core imports no I/O layer.
+"""The layering of HACKING.md, checked by import-linter against the contracts in pyproject.toml.
 
-The pure core (config, model, checks, templating, planning, routing, signatures) is what
-`hookd check` runs and what the unit tests table-test without sockets or files; an import
-of the store, an HTTP client or the server from there would make both slow and the
-decision code untestable without I/O. Imports under ``if TYPE_CHECKING:`` are for
-annotations only and do not count. (An ``.importlinter`` contract, without the tool.)
+A package may import the packages below it and never those above; the pure core
+(callbacks, subscriptions, config, templating, connectors) imports no HTTP client, no
+database driver, no server and no asyncio, so `hookd check` stays fast and its decisions
+are table-tested without sockets. CI runs ``lint-imports`` too; this test also shows that
+the contract really catches a violation, so a contract that checks nothing cannot pass.
 """
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-HOOKD = Path(__file__).resolve().parent.parent / "hookd"
+REPO = Path(__file__).resolve().parent.parent
 
-PURE_CORE = (
-    "model", "connector", "diagnostics", "config", "yamlpos", "openapi", "swagger",
-    "connector_extensions", "lenientjson", "secrets", "check", "schemacheck",
-    "templatecheck", "templating", "units", "desired", "plan", "tokens", "routing",
-    "verify", "metrics", "payload",
-)
-IO_LAYERS = (
-    "hookd.server", "hookd.admin", "hookd.api", "hookd.inbox", "hookd.inbox_engine",
-    "hookd.worker",
-    "hookd.worker_process", "hookd.pipeline", "hookd.actions", "hookd.store",
-    "hookd.upstream", "hookd.reconcile", "hookd.daemon", "hookd.reload", "hookd.commands",
-    "hookd.cli", "httpx", "sqlite3", "starlette", "uvicorn", "watchfiles", "apscheduler",
-    "asyncio",
-)
-# Known, reported to the module's owner; remove an entry when it is fixed.
-KNOWN: set[tuple[str, str]] = set()
+pytest.importorskip("importlinter", reason="import-linter is not installed (pip install -e '.[test]')")
 
 
-def imported_modules(tree: ast.Module) -> set[str]:
-    """Every module `tree` imports at run time (at any depth, not under TYPE_CHECKING)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            if node.module == "hookd":  # `from hookd import upstream`
-                found.update(f"hookd.{alias.name}" for alias in node.names)
-    return found
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"],
+                          cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
 
 
-def is_io(module: str) -> bool:
-    return any(module == layer or module.startswith(layer + ".") for layer in IO_LAYERS)
+def test_the_layers_contracts_are_kept() -> None:
+    done = lint_imports(REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 kept, 0 broken" in done.stdout
 
 
-def violations(name: str) -> set[tuple[str, str]]:
-    tree = ast.parse((HOOKD / f"{name}.py").read_text())
-    return {(name, m) for m in imported_modules(tree) if is_io(m)}
+def test_the_contracts_name_every_package() -> None:
+    """A new package must be placed in the layers, or nothing would check its imports."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [layers] = [c for c in contracts if c["type"] == "layers"]
+    named = {part.strip() for layer in layers["layers"] for part in layer.replace(":", "|").split("|")}
+    packages = {f"hookd.{p.name}" for p in (REPO / "hookd").iterdir()
+                if (p / "__init__.py").is_file()} | {"hookd.diagnostics"}
+    assert packages == named
 
 
-@pytest.mark.parametrize("name", PURE_CORE)
-def test_pure_core_imports_no_io_layer(name: str) -> None:
-    assert violations(name) - KNOWN == set()
-
-
-def test_known_violations_are_still_there() -> None:
-    # A fixed one must leave KNOWN, or it would hide a regression.
-    assert {v for name in {n for n, _ in KNOWN} for v in violations(name)} >= KNOWN
-
-
-def test_the_check_finds_imports_at_any_depth_but_not_type_only_ones() -> None:
-    tree = ast.parse(
-        "from typing import TYPE_CHECKING\n"
-        "import sqlite3\n"
-        "if TYPE_CHECKING:\n    from hookd.store import db\n"
-        "def f():\n    from hookd import upstream\n    import httpx.x\n")
-    assert sorted(m for m in imported_modules(tree) if is_io(m)) == [
-        "hookd.upstream", "httpx.x", "sqlite3"]
+def test_an_upward_or_io_import_breaks_a_contract(tmp_path: Path) -> None:
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "hookd", copy / "hookd", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    plan = copy / "hookd" / "subscriptions" / "plan.py"
+    plan.write_text(plan.read_text() + "\n\ndef _f() -> None:\n    import sqlite3  # noqa\n"
+                    "    from hookd.reconcile import reconciler  # noqa\n")
+    done = lint_imports(copy)
+    assert done.returncode != 0
+    assert "hookd.subscriptions is not allowed to import hookd.reconcile" in done.stdout
+    assert "hookd.subscriptions is not allowed to import sqlite3" in done.stdout or \
+        "is not allowed to import sqlite3" in done.stdout

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookd import lenientjson
+from hookd.connectors import lenientjson
 
 F = Path("spec.json")
 

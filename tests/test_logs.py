@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hookd import logs
+from hookd.telemetry import logs
 
 
 class FakeTty(io.StringIO):

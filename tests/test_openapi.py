@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from hookd import openapi, swagger
-from hookd.connector import Connector, DeleteStrategy
+from hookd.connectors import loader as openapi
+from hookd.connectors import refs as swagger
+from hookd.connectors.model import Connector, DeleteStrategy
 from hookd.diagnostics import Diagnostic
 
 DATA = Path(__file__).parent / "data" / "connectors"
@@ -432,7 +433,8 @@ def test_hookd_extensions_where_they_have_no_effect_are_flagged(tmp_path: Path) 
 def test_docstring_examples() -> None:
     import doctest
 
-    from hookd import connector_extensions, lenientjson
+    from hookd.connectors import extensions as connector_extensions
+    from hookd.connectors import lenientjson
 
     for module in (swagger, connector_extensions, lenientjson):
         result = doctest.testmod(module)

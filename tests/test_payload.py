@@ -1,4 +1,4 @@
-"""hookd.payload: what the inbox's writer makes of a raw body before recording it."""
+"""hookd.callbacks.payload: what the inbox's writer makes of a raw body before recording it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from hookd import payload
-from hookd.payload import Refused, check_json, examine, parse_json, violations_of
-from hookd.routing import compile_schema
+from hookd.callbacks import payload
+from hookd.callbacks.payload import Refused, check_json, examine, parse_json, violations_of
+from hookd.callbacks.routing import compile_schema
 
 SCHEMA = compile_schema({"type": "object", "required": ["ref"],
                          "properties": {"ref": {"type": "string"}}})

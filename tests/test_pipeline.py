@@ -1,4 +1,4 @@
-"""hookd.pipeline: steps in order, conditions, retries, foreach, resume, redaction."""
+"""hookd.runs.pipeline: steps in order, conditions, retries, foreach, resume, redaction."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from hookd import model
-from hookd.actions import ActionContext
-from hookd.pipeline import Outcome, Pipeline, redact, retry_delay
-from hookd.store import db as dbmod
-from hookd.store.deliveries import DeliveryStore
-from hookd.store.runs import RunStore
+from hookd.config import model
+from hookd.runs.actions import ActionContext
+from hookd.runs.pipeline import Outcome, Pipeline, redact, retry_delay
+from hookd.store.sqlite import db as dbmod
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.runs import RunStore
 from tests.fakes.sink import Sink
 from tests.pipeline_util import config, flow, push_payload, record, step
 

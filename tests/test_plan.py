@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookd.desired import DesiredSubscription
-from hookd.plan import Observed, ObservedHook, Plan, plan
-from hookd.store.subscriptions import SubscriptionRow
+from hookd.store.sqlite.subscriptions import SubscriptionRow
+from hookd.subscriptions.desired import DesiredSubscription
+from hookd.subscriptions.plan import Observed, ObservedHook, Plan, plan
 
 SCOPE = '["github","gh",{"owner":"o","repo":"r"}]'
 

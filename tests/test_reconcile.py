@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from hookd import tokens
-from hookd.connector import Connector, DeleteStrategy, Operation, WebhookTrigger
-from hookd.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
-from hookd.reconcile import Reconciler, Report
-from hookd.store.db import open_db
-from hookd.store.subscriptions import SubscriptionStore
-from hookd.upstream import RetryPolicy, Upstream
+from hookd.config.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
+from hookd.connectors.model import Connector, DeleteStrategy, Operation, WebhookTrigger
+from hookd.reconcile.reconciler import Reconciler, Report
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.subscriptions import SubscriptionStore
+from hookd.subscriptions import tokens
+from hookd.upstream.client import RetryPolicy, Upstream
 from tests.fakes.github import FakeGitHub, Faults, github_connector, serve
 
 SECRET = b"r" * 32
@@ -322,7 +322,7 @@ def test_corpus_connector_lifecycle(shared_dir: Path, tmp_path: Path, name: str,
 def _lifecycle(path: Path, on_delete: str, tmp_path: Path,
                spec_server: tuple[_Switch, str]) -> None:
     """Create through the spec fake, a no-op pass, then delete (or report unmanageable)."""
-    from hookd import openapi
+    from hookd.connectors import loader as openapi
     from tests.fakes.specfake import CREDENTIALS, SpecFake
 
     name = path.name

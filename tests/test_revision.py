@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd import revision
+from hookd.daemon import revision
 
 
 def make_config(directory: Path) -> Path:

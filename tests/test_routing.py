@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from hookd import routing, tokens
-from hookd.connector import Schema, Verification
-from hookd.model import Config, SecretRef
-from hookd.secrets import SecretError
-from hookd.store.subscriptions import SubscriptionRow
+from hookd.callbacks import routing
+from hookd.config.model import Config, SecretRef
+from hookd.config.secrets import SecretError
+from hookd.connectors.model import Schema, Verification
+from hookd.store.sqlite.subscriptions import SubscriptionRow
+from hookd.subscriptions import tokens
 from tests.ingest_launcher import make_config
 
 SECRET = bytes(range(32))

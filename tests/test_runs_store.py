@@ -1,4 +1,4 @@
-"""hookd.store.runs: the run history as `hookd runs` and the API read it."""
+"""hookd.store.sqlite.runs: the run history as `hookd runs` and the API read it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hookd.store import db as dbmod
-from hookd.store.batch import LoopBatchingDb
-from hookd.store.deliveries import DeliveryStore
-from hookd.store.runs import ReplayError, RunStore, encode, prune, replay, steps_done
+from hookd.store.sqlite import db as dbmod
+from hookd.store.sqlite.batch import LoopBatchingDb
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.runs import ReplayError, RunStore, encode, prune, replay, steps_done
 from tests.pipeline_util import record
 
 

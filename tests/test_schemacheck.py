@@ -9,8 +9,8 @@ import fastjsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from hookd import schemacheck
-from hookd.yamlpos import parse
+from hookd.config import schema as schemacheck
+from hookd.config.yamlpos import parse
 
 FLOW: dict[str, Any] = {"name": "f", "trigger": {"connector": "http"}, "steps": [{"log": "hi"}]}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd import sdnotify
+from hookd.daemon import sdnotify
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hookd.model import SecretRef
-from hookd.secrets import SecretError, parse_ref, ref_problem, resolve, resolve_value
+from hookd.config.model import SecretRef
+from hookd.config.secrets import SecretError, parse_ref, ref_problem, resolve, resolve_value
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from hookd import tokens
-from hookd.cli import main
-from hookd.config import load_config
-from hookd.server import AppState, create_app
-from hookd.store.db import open_db
-from hookd.store.deliveries import DeliveryStore
+from hookd.cli.main import main
+from hookd.config.loader import load_config
+from hookd.ingest.app import AppState, create_app
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.subscriptions import tokens
 from tests.configdir import write_config
 
 PUSH = Path(__file__).resolve().parent / "data" / "github" / "push.0.json"

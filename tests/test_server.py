@@ -18,13 +18,13 @@ import httpx
 import pytest
 import uvicorn
 
-from hookd import tokens
-from hookd.server import AppState, create_app
-from hookd.store.db import open_db
-from hookd.store.deliveries import DeliveryStore
-from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore
-from hookd.verify import sign
-from hookd.worker import Worker
+from hookd.callbacks.verify import sign
+from hookd.ingest.app import AppState, create_app
+from hookd.runs.worker import Worker
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
+from hookd.subscriptions import tokens
 from tests.ingest_launcher import DATA, Target, make_config, subscription
 
 PUSH = (DATA / "github" / "push.0.json").read_bytes()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hookd.store.db import open_db
-from hookd.store.subscriptions import SubscriptionRow, SubscriptionStore, Update
+from hookd.store.sqlite.db import open_db
+from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore, Update
 
 
 def _row(sub_id: str = "ci-1", **kw: object) -> SubscriptionRow:

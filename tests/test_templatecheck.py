@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookd import templatecheck, templating
-from hookd.templatecheck import schema_path_problem
+from hookd.templating import analysis as templatecheck
+from hookd.templating import engine as templating
+from hookd.templating.analysis import schema_path_problem
 from tests.sample_connectors import PUSH_SCHEMA
 
 

@@ -1,4 +1,4 @@
-"""hookd.templating: what a flow author sees when values and conditions render."""
+"""hookd.templating.engine: what a flow author sees when values and conditions render."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from hookd import templating
-from hookd.templating import TemplateError, body_paths, compile_condition, compile_value
+from hookd.templating import engine as templating
+from hookd.templating.engine import TemplateError, body_paths, compile_condition, compile_value
 
 CTX: dict[str, Any] = {
     "trigger": {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd import tokens
+from hookd.subscriptions import tokens
 
 
 def test_server_secret_is_created_once_with_owner_only_permissions(tmp_path: Path) -> None:

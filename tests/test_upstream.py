@@ -1,4 +1,4 @@
-"""hookd.upstream: requests rendered from connector operations; failures mapped once, retried."""
+"""hookd.upstream.client: requests rendered from connector operations; failures mapped once, retried."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hookd.connector import Auth, Connector, Operation, Parameter
-from hookd.model import Connection, SecretRef
-from hookd.upstream import (
+from hookd.config.model import Connection, SecretRef
+from hookd.connectors.model import Auth, Connector, Operation, Parameter
+from hookd.upstream.client import (
     PermanentError,
     RetryableError,
     RetryPolicy,

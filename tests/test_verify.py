@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hookd.connector import Verification
-from hookd.verify import VerificationFailed, sign, verify
+from hookd.callbacks.verify import VerificationFailed, sign, verify
+from hookd.connectors.model import Verification
 
 GITHUB = Verification("hmac-sha256", header="X-Hub-Signature-256", prefix="sha256=")
 GITEA = Verification("hmac-sha256", header="X-Gitea-Signature")

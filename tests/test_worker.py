@@ -1,4 +1,4 @@
-"""hookd.worker: claiming, per-flow concurrency, global limit, stop/resume, replay, CLI."""
+"""hookd.runs.worker: claiming, per-flow concurrency, global limit, stop/resume, replay, CLI."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from hookd import cli, model
-from hookd.store import db as dbmod
-from hookd.store.deliveries import DeliveryStore
-from hookd.store.runs import RunStore
-from hookd.worker import Worker
+from hookd.cli import main as cli
+from hookd.config import model
+from hookd.runs.worker import Worker
+from hookd.store.sqlite import db as dbmod
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.runs import RunStore
 from tests.fakes.sink import Received, Sink
 from tests.pipeline_util import config, flow, record, step
 
@@ -223,7 +224,7 @@ def test_worker_exposes_counts(tmp_path: Path) -> None:
 def test_process_worker_runs_flows_in_a_child_and_follows_config_changes(
     tmp_path: Path, sink: Sink
 ) -> None:
-    from hookd.worker_process import ProcessWorker
+    from hookd.runs.worker_process import ProcessWorker
 
     state = tmp_path / "state"
     v1 = config(state, [flow("f", [step("p", post(sink.url + "/v1"))])])

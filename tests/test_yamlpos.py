@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd.yamlpos import key_path, load, parse
+from hookd.config.yamlpos import key_path, load, parse
 
 F = Path("flow.yaml")
 

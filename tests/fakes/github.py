@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hookd.connector import (
+from hookd.connectors.model import (
     Auth,
     Connector,
     DeleteStrategy,

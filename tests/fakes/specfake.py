@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hookd.connector import Connector, Operation
+from hookd.connectors.model import Connector, Operation
 
 CREDENTIALS = {"username": "fake-user", "password": "fake-pass", "api_key": "fake-key-123",
                "token": "fake-token-456"}

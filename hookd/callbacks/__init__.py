@@ -1,0 +1,1 @@
+"""Callbacks: routing a request to its subscription, signature schemes, payload checks (pure)."""

@@ -1,0 +1,1 @@
+"""The `hookd` command line: argument parsing and one module per subcommand."""

@@ -1,0 +1,1 @@
+"""One module per `hookd` subcommand; see `hookd.cli.main` for the contract."""

@@ -1,0 +1,195 @@
+"""What every `hookd` command does the same way: find the config directory, load it and
+report its problems, find and open the state store, and format what it prints.
+
+The commands were written in parallel and each had grown its own variant (a positional
+DIR here, ``--config`` there, errors printed relative to different bases). A user expects
+``hookd plan DIR``, ``hookd runs --config DIR`` and ``$HOOKD_CONFIG`` to mean the same
+directory everywhere, and the same error text for the same broken file, so the rules
+live here once:
+
+- the config directory is DIR (where the command takes one), else ``--config``/``-c``,
+  else ``$HOOKD_CONFIG``, else the current directory; DIR and ``--config`` together must
+  name the same directory;
+- ``--state-dir`` (alias ``--state``) overrides ``state_dir`` from hookd.yaml;
+- ``--format text|json``; JSON documents go to stdout, problems to stderr.
+
+This module is imported to build the parser on every invocation, so it imports only
+the standard library's light modules at top; the rest is imported where it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from hookd.config.model import Config, Listener
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
+CONFIG_HELP = "config directory (default: $HOOKD_CONFIG, else the current directory)"
+STATE_HELP = "state directory, overriding state_dir in hookd.yaml"
+
+
+class UsageError(Exception):
+    """A command line that cannot mean anything; `hookd.cli.main` prints it and exits 2."""
+
+
+# ------------------------------------------------------------------------- arguments
+
+
+def add_config_args(parser: argparse._ActionsContainer, *, positional: bool = True,
+                    nested: bool = False, help: str = CONFIG_HELP) -> None:
+    """DIR (when `positional`) and ``--config``/``-c DIR``. In a sub-subcommand
+    (`nested`) the default is suppressed, so that ``hookd runs --config D show X`` keeps
+    the D given before the subcommand."""
+    if positional:
+        parser.add_argument("directory", nargs="?", metavar="DIR", help=help)
+    parser.add_argument("--config", "-c", type=Path, metavar="DIR",
+                        default=argparse.SUPPRESS if nested else None,
+                        help="the same as DIR" if positional else help)
+
+
+def add_state_arg(parser: argparse._ActionsContainer, *, nested: bool = False,
+                  help: str = STATE_HELP) -> None:
+    parser.add_argument("--state-dir", "--state", dest="state_dir", type=Path, metavar="DIR",
+                        default=argparse.SUPPRESS if nested else None, help=help)
+
+
+def add_format_arg(parser: argparse._ActionsContainer, *, nested: bool = False) -> None:
+    parser.add_argument("--format", choices=("text", "json"),
+                        default=argparse.SUPPRESS if nested else "text",
+                        help="output format (default text)")
+
+
+def given_config_dir(args: argparse.Namespace) -> Path | None:
+    """DIR or ``--config`` as given on the command line, None when neither was."""
+    positional = getattr(args, "directory", None)
+    option = getattr(args, "config", None)
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise UsageError(f"DIR {positional} and --config {option} name different "
+                         "directories; give one")
+    chosen = positional if positional is not None else option
+    return None if chosen is None else Path(chosen)
+
+
+def config_dir(args: argparse.Namespace) -> Path:
+    """The config directory the command works on (see the module docstring)."""
+    return given_config_dir(args) or Path(os.environ.get("HOOKD_CONFIG") or ".")
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def load_valid_config(args: argparse.Namespace, command: str, *, resolve_secrets: bool = True,
+                      consequence: str = "nothing was planned or changed") -> Config | None:
+    """The loaded config with ``--state-dir`` applied, or None after printing every error
+    (as `hookd check` prints them, relative to the config directory) and a last line
+    saying what the command did not do."""
+    import dataclasses
+
+    from hookd.config.loader import load_config
+
+    directory = config_dir(args)
+    config, diagnostics = load_config(directory, resolve_secrets=resolve_secrets)
+    if config is None:
+        base = directory.absolute()
+        for d in diagnostics:
+            if d.is_error:
+                print(d.format(relative_to=base), file=sys.stderr)
+        print(f"hookd {command}: {directory}: invalid config; {consequence}", file=sys.stderr)
+        return None
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is not None:
+        settings = dataclasses.replace(config.settings, state_dir=state_dir.absolute())
+        config = dataclasses.replace(config, settings=settings)
+    return config
+
+
+def local_url(listener: Listener) -> str:
+    """The base URL that reaches `listener` from this machine (a wildcard bind address
+    is reached on loopback)."""
+    host = listener.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{listener.port}"
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def unvalidated_state_dir(args: argparse.Namespace) -> Path:
+    """The state directory for commands that must work while the config is broken
+    (`hookd runs`, `hookd replay`): ``--state-dir``, else what `hookd.config.loader` computes
+    from hookd.yaml's ``state_dir`` alone, without validating the rest."""
+    from hookd.config.loader import state_dir_setting
+
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        return Path(state_dir)
+    root = config_dir(args)
+    settings: object = {}
+    path = root / "hookd.yaml"
+    if path.is_file():
+        import yaml
+
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            settings = {}
+    state = settings.get("state_dir") if isinstance(settings, dict) else None
+    return state_dir_setting(state or None, root, os.environ).absolute()
+
+
+def open_existing_store(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection | None:
+    """A connection to the state store, or None when hookd has not created one there.
+
+    `readonly` opens the file without migrating it (`hookd send` next to a running
+    daemon must not write to its store)."""
+    import sqlite3
+
+    from hookd.store.sqlite import db
+
+    path = state_dir / db.DB_NAME
+    if not path.is_file():
+        return None
+    if not readonly:
+        return db.open_db(state_dir)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def existing_server_secret(state_dir: Path) -> bytes | None:
+    """The server secret, or None when hookd has not created one (no callback URL can
+    be ours then). Raises ValueError when the file is damaged."""
+    from hookd.subscriptions import tokens
+
+    if not (state_dir / tokens.SECRET_FILE).exists():
+        return None
+    return tokens.load_or_create_server_secret(state_dir)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def utc_time(ts: float | None) -> str:
+    """A timestamp as ``2026-01-31 12:00:00Z``; ``-`` for none."""
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def table_lines(rows: Sequence[Sequence[str]]) -> list[str]:
+    """`rows` (a header first) as left-aligned columns two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]

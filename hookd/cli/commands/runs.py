@@ -1,0 +1,154 @@
+"""`hookd runs`: the run history, read straight from the state directory's SQLite file,
+so it works whether or not the daemon is running (and on a copy of the state).
+
+    hookd runs [--config DIR] [--state-dir DIR] [--flow F] [--status S] [--limit N]
+               [--format text|json]
+    hookd runs show RUN [--config DIR] [--state-dir DIR] [--format text|json]
+
+RUN may be a unique prefix of a run id. Exit codes: 0 success; 1 the run was not found;
+2 usage or I/O error (no state yet, unreadable file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from hookd.cli.commands._common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_args,
+    add_format_arg,
+    add_state_arg,
+    open_existing_store,
+    table_lines,
+    unvalidated_state_dir,
+    utc_time,
+)
+
+if TYPE_CHECKING:
+    import sqlite3
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def add_location_args(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """``--config`` and ``--state-dir``: the store of `hookd runs` and `hookd replay`
+    is found without validating the config (see `_common.unvalidated_state_dir`)."""
+    add_config_args(parser, positional=False, nested=nested,
+                    help="config directory whose state_dir holds the store "
+                    "(default: $HOOKD_CONFIG, else the current directory)")
+    add_state_arg(parser, nested=nested)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "runs", help="list runs (history), or show one run with its steps",
+        description="List runs newest first, or show one run's steps (status, duration, "
+        "input, output, error). Reads the store directly; no daemon needed.",
+    )
+    add_location_args(parser)
+    parser.add_argument("--flow", help="only runs of this flow")
+    parser.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    parser.add_argument("--limit", type=int, default=50, help="at most N runs (default 50)")
+    add_format_arg(parser)
+    parser.set_defaults(func=run_list)
+    sub = parser.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    show = sub.add_parser("show", help="one run with its steps")
+    show.add_argument("run", metavar="RUN", help="run id (or a unique prefix)")
+    add_location_args(show, nested=True)
+    add_format_arg(show, nested=True)
+    show.set_defaults(func=run_show)
+
+
+def open_store(args: argparse.Namespace) -> sqlite3.Connection | None:
+    """The store, or None after saying there is none (hookd has not run there yet)."""
+    from hookd.store.sqlite import db
+
+    directory = unvalidated_state_dir(args)
+    conn = open_existing_store(directory)
+    if conn is None:
+        print(f"hookd {args.command}: no store at {directory / db.DB_NAME} "
+              "(has hookd run with this config?)", file=sys.stderr)
+    return conn
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from hookd.store.sqlite.runs import RunStore
+
+    conn = open_store(args)
+    if conn is None:
+        return EXIT_USAGE
+    try:
+        runs = RunStore(conn).list(flow=args.flow, status=args.status, limit=args.limit)
+    finally:
+        conn.close()
+    if args.format == "json":
+        print(json.dumps([r.to_json(steps=False) for r in runs], indent=2))
+        return EXIT_OK
+    if not runs:
+        print("no runs")
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [("RUN", "FLOW", "STATUS", "ATTEMPT", "STARTED", "DURATION", "DELIVERY", "ERROR")]
+    for r in runs:
+        rows.append((r.id, r.flow, r.status, str(r.attempt), utc_time(r.started_at or r.created_at),
+                     _duration(r.duration), r.delivery_id, _short(r.error or "", 60)))
+    print("\n".join(table_lines(rows)))
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from hookd.store.sqlite.runs import RunStore
+
+    conn = open_store(args)
+    if conn is None:
+        return EXIT_USAGE
+    try:
+        run = RunStore(conn).get(args.run)
+    finally:
+        conn.close()
+    if run is None:
+        print(f"hookd runs show: no run {args.run!r}", file=sys.stderr)
+        return EXIT_ERRORS
+    if args.format == "json":
+        print(json.dumps(run.to_json(), indent=2, default=str))
+        return EXIT_OK
+    print(f"run       {run.id}")
+    print(f"flow      {run.flow}")
+    print(f"status    {run.status}")
+    print(f"attempt   {run.attempt}")
+    print(f"delivery  {run.delivery_id}")
+    print(f"started   {utc_time(run.started_at)}")
+    print(f"duration  {_duration(run.duration)}")
+    if run.error:
+        print(f"error     {run.error}")
+    print(f"steps     {len(run.steps)}")
+    for s in run.steps:
+        print()
+        print(f"  [{s.index}] {s.step_id} ({s.kind})  {s.status}  {_duration(s.duration)}"
+              f"  attempt {s.attempt}")
+        print(f"      input:  {_short(_json(s.input), 2000)}")
+        print(f"      output: {_short(_json(s.output), 2000)}")
+        if s.error:
+            print(f"      error:  {s.error}")
+    return EXIT_OK
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return f"{seconds:.1f}s"
+
+
+def _short(text: str, limit: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,1 +1,0 @@
-"""One module per `hookd` subcommand; see `hookd.cli` for the contract."""

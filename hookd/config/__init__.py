@@ -1,0 +1,1 @@
+"""Config files: the typed model, loading with positions, schema and cross-file checks, secrets, units."""

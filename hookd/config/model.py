@@ -1,0 +1,235 @@
+"""The one typed model of a config directory.
+
+`hookd.config.loader.load_config` turns the YAML files into these frozen objects; nothing past
+the loader reads a raw dict. Values that are templates (step inputs, trigger parameters)
+stay as JSON-like data (`Value`) whose strings may contain ``{{ … }}``: they are compiled
+at load time by `hookd.templating.engine` and rendered at run time. Secrets are `SecretRef`s,
+resolved only where they are used (`hookd.config.secrets`), never stored in the model as text.
+
+Durations are seconds (float) and sizes are bytes (int): the loader parses "5m", "25MiB".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from hookd.connectors.model import Connector
+
+# JSON-like value as written in YAML; strings may be templates or `${…}` secret refs.
+Value = Any
+
+
+@dataclass(frozen=True)
+class Pos:
+    """Where a thing was written: file and 1-based line/column (0 when unknown)."""
+
+    file: Path
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}" if self.line else str(self.file)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A reference to a secret: ``${env:NAME}``, ``${file:PATH}`` or ``${credential:NAME}``.
+
+    `str()` never shows the value, only the reference, so it is safe to log.
+    """
+
+    kind: Literal["env", "file", "credential"]
+    name: str
+
+    def __str__(self) -> str:
+        return f"${{{self.kind}:{self.name}}}"
+
+
+# A connection parameter or other setting that may be a literal or a secret reference.
+MaybeSecret = str | SecretRef
+
+
+# --------------------------------------------------------------------------- hookd.yaml
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    interval: float = 600.0  # seconds between scheduled reconciles
+    jitter: float = 0.1  # fraction of interval added at random
+    max_deletes: int = 5  # a pass never deletes more than this (blocked beyond)
+    concurrency: int = 8  # upstream calls in flight during apply
+    on_start: bool = True  # reconcile once when the daemon starts
+    timeout: float = 30.0  # per upstream request
+    retries: int = 4  # retryable failures per upstream call before giving up this pass
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_age: float = 30 * 86400.0  # seconds a delivery/run is kept
+    max_runs: int = 100_000  # runs kept at most (oldest pruned first)
+    dedup_window: float = 7 * 86400.0  # seconds a delivery id is remembered for dedup
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str  # base of callback URLs, e.g. https://hooks.example.net
+    public: Listener = Listener("127.0.0.1", 8080)
+    admin: Listener = Listener("127.0.0.1", 8081)
+    state_dir: Path = Path("state")  # absolute after loading
+    max_body: int = 25 * 1024 * 1024
+    workers: int = 8  # global pipeline worker limit
+    shutdown_timeout: float = 30.0
+    env_allow: tuple[str, ...] = ()  # environment variables templates may read as env.X
+    reconcile: ReconcilePolicy = ReconcilePolicy()
+    retention: Retention = Retention()
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "info"
+    # Where the pipeline worker runs: a child process (hookd.runs.worker_process) or the
+    # daemon's own event loop; HOOKD_WORKER overrides it (docs/config.md).
+    worker_mode: Literal["process", "inline"] = "process"
+    pos: Pos | None = None
+
+
+# --------------------------------------------------------------------------- connections
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Named credentials for one connector.
+
+    `parameters` holds the connector's connection parameters (from apiProperties.json,
+    e.g. ``api_key``, ``username``/``password``, ``token``) plus hookd's own
+    ``base_url`` (overrides the spec's scheme/host/basePath: GitHub Enterprise,
+    self-hosted GitLab, tests).
+    """
+
+    name: str
+    connector: str
+    parameters: Mapping[str, MaybeSecret] = field(default_factory=dict)
+    base_url: str | None = None
+    pos: Pos | None = None
+
+
+# --------------------------------------------------------------------------- flows
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 1  # total attempts, 1 = no retry
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    delay: float = 1.0  # first delay, seconds
+    max_delay: float = 300.0
+
+
+@dataclass(frozen=True)
+class HttpAction:
+    method: str
+    url: Value
+    headers: Mapping[str, Value] = field(default_factory=dict)
+    query: Mapping[str, Value] = field(default_factory=dict)
+    body: Value = None  # dict/list → JSON; str → text
+    expect: tuple[int, ...] = ()  # accepted statuses; empty = any 2xx
+
+
+@dataclass(frozen=True)
+class CallAction:
+    connector: str
+    operation: str
+    connection: str | None
+    parameters: Mapping[str, Value] = field(default_factory=dict)
+    body: Value = None
+
+
+@dataclass(frozen=True)
+class RunAction:
+    argv: tuple[Value, ...]  # never a shell string
+    env: Mapping[str, Value] = field(default_factory=dict)
+    cwd: str | None = None
+    stdin: Value = None
+    max_output: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LogAction:
+    message: Value
+    fields: Mapping[str, Value] = field(default_factory=dict)
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class SetAction:
+    values: Mapping[str, Value]
+
+
+@dataclass(frozen=True)
+class NotifyAction:
+    kind: Literal["ntfy", "slack", "teams", "discord", "webhook"]
+    url: Value
+    message: Value
+    title: Value = None
+
+
+Action = HttpAction | CallAction | RunAction | LogAction | SetAction | NotifyAction
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    action: Action
+    if_: str | None = None  # template expression, e.g. "{{ trigger.body.ref == 'refs/heads/main' }}"
+    foreach: Value = None  # template yielding a list; the step runs once per item (`item`)
+    timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    continue_on_error: bool = False
+    pos: Pos | None = None
+
+    @property
+    def kind(self) -> str:
+        return type(self.action).__name__.removesuffix("Action").lower()
+
+
+@dataclass(frozen=True)
+class Trigger:
+    connector: str
+    operation: str  # operationId of an x-ms-trigger operation
+    connection: str | None = None
+    parameters: Mapping[str, Value] = field(default_factory=dict)  # path/query/header
+    body: Mapping[str, Value] = field(default_factory=dict)  # merged over the schema defaults
+    pos: Pos | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    trigger: Trigger
+    steps: tuple[Step, ...] = ()
+    enabled: bool = True
+    concurrency: int | None = None  # None = unlimited; 1 serialises the flow
+    payload_validation: Literal["reject", "warn", "off"] = "warn"
+    # Override of the connector's verification (e.g. a shared secret on the http connector).
+    verify_secret: MaybeSecret | None = None
+    description: str = ""
+    pos: Pos | None = None
+
+
+# --------------------------------------------------------------------------- whole config
+
+
+@dataclass(frozen=True)
+class Config:
+    directory: Path
+    settings: Settings
+    connectors: Mapping[str, Connector]
+    connections: Mapping[str, Connection]
+    flows: Mapping[str, Flow]
+    revision: str = ""  # git commit of the config dir, else a content hash

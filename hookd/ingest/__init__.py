@@ -1,0 +1,1 @@
+"""The public callback listener: the ASGI app that verifies, records and answers."""

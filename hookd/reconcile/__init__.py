@@ -1,0 +1,1 @@
+"""Reconciling: observe upstreams, plan, execute the plan against upstream and store."""

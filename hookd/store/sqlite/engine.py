@@ -1,0 +1,568 @@
+"""The inbox's writer: the threads that record deliveries durably.
+
+`hookd.store.sqlite.inbox.Inbox` (the event loop's side) hands batches of jobs to the `Engine` and gets
+each job's result back through the engine's ``deliver`` callback. Why it is built so:
+
+1. **Write** (one writer thread). It takes everything handed over so far, examines each
+   record job's body (`hookd.callbacks.payload`: JSON check, schema check under ``reject``, batch
+   split — work that used to sit on the event loop) and writes the batch in **one**
+   SQLite transaction on the engine's own connection: one dedup lookup, one multi-row
+   INSERT, COMMIT with
+   ``synchronous=NORMAL`` — in WAL mode that appends the frames to the ``-wal`` file (the
+   page cache) and does not fsync. SQLite's C work runs without the GIL, beside the loop.
+2. **Sync** (one dedicated thread). It fdatasyncs the ``-wal`` file whenever commits are
+   waiting, then releases every job whose commit happened before that fsync started.
+   While it fsyncs, the writer commits the next batches, so one fsync covers everything
+   that arrived in the meantime: batches grow with the load by themselves.
+3. **Checkpoint** (one thread, four times a second while deliveries arrive): a passive
+   checkpoint; once the WAL is long, the writer copies the last frames between two
+   batches so that SQLite starts the WAL over (REWIND_FRAMES) rather than let it grow for
+   as long as the load lasts. Automatic checkpoints are off (they would delay the writer).
+
+Why this is as safe as ``synchronous=FULL``: FULL means "fsync the WAL at each commit";
+the sync thread fsyncs the same file after the commit, and a job is answered only after
+that fsync returned. A commit's frames are in the WAL before COMMIT returns, so an fsync
+started afterwards makes them durable; if a checkpoint moved them into the database file
+first, SQLite synced the WAL before checkpointing and the database after it.
+
+The writer does the dedup check inside its transaction, so two concurrent copies of one
+delivery cannot both be recorded, and stamps ping verifications. Another process holding
+the write lock (the worker, the reconciler) delays only the writer thread, which
+retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
+which the upstream retries).
+
+Tried and taken out (bench/bench_ingest.py on the 2-core development machine, alternating
+runs against the code of the time; "ratio" is hookd's requests/s over the bare app's):
+
+- an fsync'd append-only log beside SQLite, so that the fsync overlapped the insert:
+  ratios 0.49/0.56 against 0.48/0.55 (on tmpfs, where fsync costs nothing, throughput was
+  the same: the fsync alone is not what requests wait for);
+- the engine in a child process, first with pickled jobs (same requests/s, p99 35–70 ms
+  against 23–38 ms), then with one marshal dump per batch on a socket pair and a
+  single-threaded child: ~10% more requests/s at the time, but p99 35–93 ms and 40% more
+  CPU per request; once the writer only checked that bodies are JSON
+  (`hookd.callbacks.payload.check_json`) the threads did as well;
+- the writer committing with ``synchronous=FULL`` and answering itself, without the sync
+  thread: 4.5–5 ms per batch, ratios 0.51/0.54 against 0.59/0.64 (the pipelining counts);
+- the fsyncs in a small child process that the writer tells of each commit and whose
+  answers the event loop reads itself (no thread needing the GIL between the commit and
+  the answer): median time to durable 4.6 ms against 5.0, requests/s +3% over three
+  alternating pairs (within the noise), for a process to supervise;
+- handing each request over at once rather than once per loop iteration (smaller batches,
+  more GIL switches: 0.52/0.55 against 0.59), also with the rows prepared on the loop;
+- each batch as one autocommit statement (INSERT … SELECT FROM VALUES … WHERE NOT EXISTS
+  a recent row with the key) instead of BEGIN, lookup, INSERT, COMMIT: a quarter less
+  CPU for the SQL alone when idle, no change end to end, for a second write path;
+- pinning the event loop to one CPU and these threads to the other: +5% requests/s over
+  two alternating pairs, within the noise, and not a daemon's decision to make (systemd's
+  ``CPUAffinity=`` is there for the operator who wants it);
+- inserting each hand-over at once into a transaction left open until the sync thread is
+  free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
+  longer), SCHED_BATCH for these threads, two sync threads, a shorter switch interval
+  (0.2 ms; 0.5 ms: 2,878 against 3,345 requests/s, mean of eight rounds each) or a
+  longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise);
+- writing each hand-over on the event loop's own thread (no writer thread, no GIL
+  hand-over before the write): the loop then spent 0.32 ms of CPU per request against
+  0.21, and time to durable stayed 6.7-7 ms (ratios 0.57/0.63/0.57 against 0.53/0.61/0.54 in the run before);
+- no sync thread: each commit's fdatasync submitted through Linux AIO
+  (``IOCB_CMD_FDSYNC``) with an eventfd the event loop watches, so that nothing waits
+  for the GIL after the fsync: medians 0.67/0.59/0.63 against 0.58/0.60/0.62 in
+  alternation, time to durable the same (the loop sees the eventfd only between two
+  bursts of callbacks, as it sees the sync thread's call_soon_threadsafe);
+- capping a transaction at 12 or 16 jobs, so that two smaller batches overlap: medians
+  0.55/0.52 against 0.56/0.58;
+- the answer's head and body in one socket write (a transport wrapper under uvicorn's
+  protocol): CPU per request and requests/s unchanged;
+- a 1 ms switch interval: 19 rounds against 23 with the default in alternation; a first
+  set gave 0.70-0.74 against 0.50-0.64, the next two 0.54-0.78 against 0.49-0.74
+  (mean 3,066 against 3,002 requests/s): within the noise.
+
+What the disk costs: an fdatasync after a 250 KB write (one batch's frames) takes
+0.31 ms (median; p99 ~1 ms) on the development machine, with or without a 9 MB write and
+fsync of another file every 0.25 s beside it (a checkpoint's worth). The 1.0-2.4 ms the
+sync thread reports per fsync under load is mostly waiting for the GIL afterwards.
+Without any checkpoint (a measurement, not an option: the WAL grew to 370-450 MB in ten
+seconds) four rounds gave 0.59-0.65 and p99 16-20 ms against 0.50-0.54 and 22-35 ms in
+alternation, so the checkpoints' copying and rewinds cost some throughput and p99.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hookd.callbacks import payload
+from hookd.store.sqlite import db
+from hookd.store.sqlite.deliveries import (
+    FLAG_SCHEMA_WARNING,
+    DeliveryStore,
+    NewDelivery,
+    PreparedRow,
+    prepare,
+)
+from hookd.store.sqlite.subscriptions import SubscriptionStore
+
+log = logging.getLogger("hookd.store.sqlite.inbox")
+
+# Seconds between passive checkpoints while deliveries arrive: often, so that each one
+# (and the database fsync it ends with) is small and stalls the WAL fsyncs requests wait
+# for only briefly (p99 23-31 ms at 0.25 s against 26-38 ms at 1 s; bench_ingest.py).
+CHECKPOINT_INTERVAL = 0.25
+# WAL frames (4 KiB each) after which the WAL is started over. SQLite writes from the
+# start of the WAL again only when a write transaction begins while every frame is
+# checkpointed and no reader uses the WAL. With the writer committing every few
+# milliseconds, checkpoints in another thread never end at such a moment, so the WAL grew
+# for as long as deliveries kept coming (255-305 MB in an 8-second bench_ingest.py run:
+# disk given back only once the load stops). A RESTART checkpoint from the checkpoint
+# thread did rewind it, but held the write lock 11 ms (median; up to 29 ms) each time,
+# waiting for the writer through SQLite's busy handler. So the checkpoint thread copies
+# the frames (a second pass for those appended during the first) and asks the writer to
+# copy the last few itself, between two batches (median 2.6-3.6 ms, up to ~14 ms); its
+# next transaction starts the WAL over. The WAL stays near one checkpoint interval's
+# worth of deliveries (13-18 MB in the same runs).
+REWIND_FRAMES = 1024
+RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
+BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock
+LOCKED_GIVE_UP = 10.0  # seconds of a held lock after which a batch is refused (503, retried)
+
+class InboxError(Exception):
+    """The delivery could not be recorded (disk full, store locked, inbox closed)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the inbox did with one request: the delivery ids, or the original's on a repeat."""
+
+    ids: list[str]
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Job:
+    """One request's work: record its deliveries, or stamp a ping verification."""
+
+    kind: str  # "record" | "verify"
+    deliveries: Sequence[NewDelivery] = ()
+    dedup_key: str | None = None
+    subscription_id: str = ""
+    when: float = 0.0
+    # examine: deliveries[0] holds the raw body; parse it, check it against `check` (a
+    # routing.SchemaCheck) under `policy`, split it when `batch` (hookd.callbacks.payload) first.
+    examine: bool = False
+    check: Any = None
+    policy: str = "off"
+    batch: bool = False
+    rows: list[PreparedRow] = field(default_factory=list)  # made by the writer thread
+    future: Any = field(default=None, repr=False)  # the listener's, resolved on its loop
+    queued: float = 0.0  # perf_counter when queued (statistics)
+
+
+# A job's outcome: Recorded, a bool (verify: whether the subscription is known), or the
+# exception to raise (InboxError, hookd.callbacks.payload.Refused).
+Outcome = tuple[Job, Any]
+CommitInfo = tuple[int, int, float]  # (jobs, deliveries recorded, seconds) of one transaction
+# deliver(outcomes, commits, error): called from the engine's threads.
+Deliver = Callable[[list[Outcome], list[CommitInfo], "str | None"], None]
+
+
+@dataclass
+class InboxStats:
+    commits: int = 0  # write transactions (one per batch)
+    syncs: int = 0  # fdatasyncs of the WAL (each covers one or more commits)
+    wal_rewinds: int = 0  # times the WAL was seen started over (REWIND_FRAMES)
+    jobs: int = 0
+    deliveries: int = 0
+    failures: int = 0
+    last_batch: int = 0
+    max_batch: int = 0
+    commit_seconds: float = 0.0  # total time in write transactions (writer thread)
+    sync_seconds: float = 0.0  # total time in fsync
+    sync_wait_seconds: float = 0.0  # total time from a commit to the start of its fsync
+    latency_seconds: float = 0.0  # listener side: total time from queued to answered
+    resolve_seconds: float = 0.0  # listener side: time from the engine's result to the loop
+
+
+class Engine:
+    """The writer, sync and checkpoint threads of one inbox (see the module docstring)."""
+
+    def __init__(
+        self, db_path: Path, deliver: Deliver, *, dedup_window: float, max_batch: int = 2000,
+        clock: Callable[[], float] = time.time, stats: InboxStats | None = None,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.dedup_window = dedup_window
+        self.max_batch = max_batch
+        self.clock = clock
+        self.stats = stats or InboxStats()
+        self._deliver_to = deliver
+        self._conn: sqlite3.Connection | None = None
+        self._deliveries: DeliveryStore | None = None
+        self._subscriptions: SubscriptionStore | None = None
+        self._queue: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        self._writer_thread: threading.Thread | None = None
+        self._commit_info: list[CommitInfo] = []
+        # Committed, waiting for an fsync: (commit sequence number, outcome).
+        self._unsynced: list[tuple[int, Outcome]] = []
+        self._sync_cond = threading.Condition()
+        self._deliver_lock = threading.Lock()  # results leave in the order they are made
+        self._committed = 0  # sequence number of the writer's last commit
+        self._commit_times: list[tuple[int, float]] = []  # (seq, when), for statistics
+        self._sync_thread: threading.Thread | None = None
+        self._checkpoint_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._closed = False
+        # Set by the checkpoint thread, cleared by the writer: checkpoint the WAL's last
+        # frames before the next batch (REWIND_FRAMES).
+        self._rewind = False
+
+    def start(self) -> None:
+        """Open the store and start the threads."""
+        conn = db.connect(self.db_path, check_same_thread=False)
+        db.migrate(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")  # durability comes from our own fsync
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in their own thread
+        # Another process holding the write lock (worker, reconciler) makes the writer
+        # thread wait a little; see _write_batch for longer waits.
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        self._conn = conn
+        self._deliveries = DeliveryStore(conn, clock=self.clock)
+        self._subscriptions = SubscriptionStore(conn, clock=self.clock)
+        self._writer_thread = threading.Thread(
+            target=self._serve, name="hookd-inbox-write", daemon=True)
+        self._writer_thread.start()
+        self._sync_thread = threading.Thread(target=self._sync_loop, name="hookd-inbox-sync",
+                                             daemon=True)
+        self._sync_thread.start()
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoint_loop, name="hookd-inbox-checkpoint", daemon=True)
+        self._checkpoint_thread.start()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue jobs for the writer thread (any thread; one C call)."""
+        self._queue.put(jobs)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, stop the threads (idempotent)."""
+        if self._closed:
+            return
+        self._queue.put(None)  # the writer thread finishes everything queued before it
+        if self._writer_thread is not None:
+            self._writer_thread.join(timeout)
+            self._writer_thread = None
+        self._closed = True
+        self._stopping.set()
+        with self._sync_cond:
+            self._sync_cond.notify_all()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
+            self._sync_thread = None
+        if self._checkpoint_thread is not None:
+            self._checkpoint_thread.join(timeout)
+            self._checkpoint_thread = None
+        left: list[Job] = []
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            left += batch or []
+        refused = InboxError("the inbox is closed (hookd is stopping)")
+        self._deliver([(job, refused) for job in left], [], None)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _deliver(self, outcomes: list[Outcome], commits: list[CommitInfo], error: str | None) -> None:
+        if not outcomes and not commits and error is None:
+            return
+        with self._deliver_lock:
+            try:
+                self._deliver_to(outcomes, commits, error)
+            except Exception:
+                log.exception("cannot hand inbox results back")
+
+    # ------------------------------------------------------------------ writing (thread)
+
+    def _serve(self) -> None:
+        """The writer loop, until `close`: take what was handed over, everything handed
+        over meanwhile too (one transaction for all of it: group commit), examine the
+        bodies, write."""
+        carry: list[Job] = []
+        more = True
+        while more or carry:
+            batch, carry = carry, []
+            if not batch:
+                got = self._queue.get()
+                if got is None:
+                    more = False
+                else:
+                    batch = got
+            while more and batch and len(batch) < self.max_batch:
+                try:
+                    got = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if got is None:
+                    more = False
+                else:
+                    batch += got
+            if len(batch) > self.max_batch:
+                batch, carry = batch[: self.max_batch], batch[self.max_batch:]
+            if batch:
+                self._write_batch(self._examined(batch))
+
+    def _examined(self, batch: list[Job]) -> list[Job]:
+        """The jobs to write: record jobs' bodies examined (`hookd.callbacks.payload`), the refused
+        ones answered."""
+        refused: list[Outcome] = []
+        accepted: list[Job] = []
+        for job in batch:
+            if job.examine and job.kind == "record":
+                try:
+                    _examine(job)
+                except payload.Refused as exc:
+                    refused.append((job, exc))
+                    continue
+            accepted.append(job)
+        if refused:
+            self._deliver(refused, [], None)
+        return accepted
+
+    def _write_batch(self, batch: list[Job]) -> None:
+        if not batch:
+            return
+        if self._rewind:
+            self._rewind = False
+            self._checkpoint_last_frames()
+        started = time.perf_counter()
+        deadline = started + LOCKED_GIVE_UP
+        while True:
+            try:
+                results = self._write(batch)
+                break
+            except sqlite3.OperationalError as exc:
+                if _locked(exc) and time.perf_counter() < deadline:
+                    time.sleep(RETRY_LOCKED)  # another process is writing: try again shortly
+                    continue
+                results = self._write_one_by_one(batch, exc)
+                break
+            except Exception as exc:
+                results = self._write_one_by_one(batch, exc)
+                break
+        seconds = time.perf_counter() - started
+        failed: list[Outcome] = []
+        committed: list[Outcome] = []
+        recorded = 0
+        for job, result in results:
+            if isinstance(result, BaseException):
+                failed.append((job, result))
+                continue
+            if isinstance(result, Recorded) and not result.duplicate:
+                recorded += len(result.ids)
+            committed.append((job, result))
+        if failed:
+            self._deliver(failed, [], None)
+        st = self.stats
+        st.commits += 1
+        st.jobs += len(batch)
+        st.deliveries += recorded
+        st.last_batch = len(batch)
+        st.max_batch = max(st.max_batch, len(batch))
+        st.commit_seconds += seconds
+        with self._sync_cond:
+            # Answered once an fsync covers this commit (for a repeat: its original's,
+            # made by this or an earlier commit).
+            self._committed += 1
+            self._unsynced.extend((self._committed, outcome) for outcome in committed)
+            self._commit_info.append((len(batch), recorded, seconds))
+            self._commit_times.append((self._committed, time.perf_counter()))
+            self._sync_cond.notify()
+
+    def _checkpoint_last_frames(self) -> None:
+        """Between two batches: checkpoint what the checkpoint thread left, so that the
+        next write transaction starts the WAL over (REWIND_FRAMES). A reader still on
+        the WAL only postpones that to a later interval."""
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("checkpoint failed", extra={"error": str(exc)})
+
+    def _write_one_by_one(self, batch: list[Job], first: Exception) -> list[tuple[Job, Any]]:
+        """One bad job must not fail the others: retry each in its own transaction."""
+        log.warning("inbox batch failed, retrying one by one", extra={"error": str(first)})
+        results: list[tuple[Job, Any]] = []
+        for job in batch:
+            try:
+                results.extend(self._write([job]))
+            except Exception as exc:
+                self.stats.failures += 1
+                log.error("cannot record a delivery", extra={"error": str(exc)})
+                results.append((job, InboxError(f"cannot record the delivery: {exc}")))
+        return results
+
+    def _write(self, batch: list[Job]) -> list[tuple[Job, Any]]:
+        """One transaction for the whole batch, in as few SQLite statements as possible:
+        BEGIN, one dedup lookup, one multi-row INSERT, COMMIT (+ rare ping stamps)."""
+        conn, deliveries, subscriptions = self._conn, self._deliveries, self._subscriptions
+        assert conn is not None and deliveries is not None and subscriptions is not None
+        for job in batch:
+            if job.kind == "record" and not job.rows:
+                job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
+        results: list[tuple[Job, Any]] = []
+        keys = {job.dedup_key for job in batch if job.dedup_key is not None}
+        rows: list[PreparedRow] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            known = deliveries.seen_many(sorted(keys), self.clock() - self.dedup_window) if keys else {}
+            for job in batch:
+                if job.kind == "verify":
+                    results.append((job, subscriptions.mark_verified(job.subscription_id, job.when)))
+                    continue
+                key = job.dedup_key
+                original = known.get(key) if key is not None else None
+                if original is not None:
+                    results.append((job, Recorded([original], duplicate=True)))
+                    continue
+                ids = [row[0] for row in job.rows]
+                if key is not None and ids:
+                    known[key] = ids[0]  # a second copy in this same batch is a repeat too
+                rows.extend(job.rows)
+                results.append((job, Recorded(ids)))
+            if rows:
+                deliveries.insert_prepared(rows)
+            conn.execute("COMMIT")  # frames appended to the WAL; the sync thread fsyncs them
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _sync_loop(self) -> None:
+        synced = 0
+        wal = db.wal_path(self.db_path)
+        fd: int | None = None
+        try:
+            while True:
+                with self._sync_cond:
+                    while self._committed <= synced and not self._closed:
+                        self._sync_cond.wait()
+                    target = self._committed
+                    if target <= synced and self._closed:
+                        return
+                    started = time.perf_counter()
+                    for seq, committed in self._commit_times:
+                        if seq <= target:
+                            self.stats.sync_wait_seconds += started - committed
+                    self._commit_times = [c for c in self._commit_times if c[0] > target]
+                error: str | None = None
+                try:
+                    fd = _fresh_fd(wal, fd)
+                    _datasync(fd)
+                except OSError as exc:
+                    error = f"cannot sync {wal}: {exc}"
+                done = time.perf_counter()
+                self.stats.syncs += 1
+                self.stats.sync_seconds += done - started
+                synced = target
+                with self._sync_cond:
+                    ready = [r for seq, r in self._unsynced if seq <= target]
+                    self._unsynced = [u for u in self._unsynced if u[0] > target]
+                    commits, self._commit_info = self._commit_info, []
+                if error is not None:
+                    # Committed but maybe not durable: refuse, the upstream retries (and the
+                    # dedup key makes the retry answer with this same delivery if it survived).
+                    failure = InboxError(error)
+                    ready = [(job, failure) for job, _ in ready]
+                self._deliver(ready, commits, error)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _checkpoint_loop(self) -> None:
+        """Passive checkpoints (they never block writers) so that the WAL does not grow for
+        ever, in their own thread so that they never delay an fsync requests wait for;
+        once the WAL is long, a second pass and a request to the writer to finish the job
+        (REWIND_FRAMES)."""
+        conn: sqlite3.Connection | None = None
+        done = 0
+        last_frames = 0
+        try:
+            while not self._stopping.wait(CHECKPOINT_INTERVAL):
+                if self.stats.commits == done:
+                    continue
+                done = self.stats.commits
+                try:
+                    if conn is None:
+                        conn = db.connect(self.db_path, check_same_thread=False)
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames < last_frames:
+                        self.stats.wal_rewinds += 1
+                    last_frames = frames
+                    if frames >= REWIND_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        self._rewind = True
+                except sqlite3.Error as exc:
+                    log.debug("checkpoint failed", extra={"error": str(exc)})
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _examine(job: Job) -> None:
+    """Replace the job's raw delivery by what `hookd.callbacks.payload.examine` makes of it."""
+    template = job.deliveries[0]
+    examined = payload.examine(template.body, job.check, job.policy, job.batch)
+    flags = template.flags
+    if examined.problems:
+        flags = (*flags, FLAG_SCHEMA_WARNING)
+        log.warning("payload does not match the trigger's schema",
+                    extra={"flow": template.flow, "violations": examined.problems})
+    if examined.items == [None] and flags == template.flags:
+        return  # the body as received: the common case
+    job.deliveries = [dataclasses.replace(template, body=body, item=item, flags=flags)
+                      for body, item in zip(examined.bodies, examined.items, strict=True)]
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+# What SQLite itself calls for synchronous=FULL on Linux: data and size, not timestamps.
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def _fresh_fd(wal: Path, fd: int | None) -> int:
+    """An fd on the current ``-wal`` file (reopened if SQLite replaced the file).
+
+    Only the ``-wal`` file is opened here, never the database file: closing any descriptor
+    of a file drops every POSIX lock the process holds on it, SQLite's included (SQLite
+    locks the database file and ``-shm``, not ``-wal``).
+    """
+    if fd is not None:
+        try:
+            if os.stat(wal).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    fd = os.open(wal, os.O_RDWR)
+    # A new WAL file: make its directory entry durable too.
+    dir_fd = os.open(wal.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return fd

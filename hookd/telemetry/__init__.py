@@ -1,0 +1,1 @@
+"""Logs and metrics: what every layer reports, with no dependency on any of them."""

@@ -1,0 +1,1 @@
+"""Templates: the sandboxed Jinja2 engine and the static analysis `hookd check` runs."""

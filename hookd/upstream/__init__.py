@@ -1,0 +1,1 @@
+"""The HTTP boundary to upstream services: building, sending and classifying requests."""
