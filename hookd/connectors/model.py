@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hookd.connectors.auth import Credential
+from hookd.connectors.policies import Policy
+
 Schema = Mapping[str, Any]  # a JSON Schema (Swagger 2.0 flavour), $ref resolved
 RequestPath = tuple[str, ...]
 
@@ -54,6 +57,7 @@ class Operation:
     visibility: str | None = None
     responses: Mapping[str, Schema] = field(default_factory=dict)  # status → schema
     location_header: bool = False  # a response declares a Location header
+    produces: tuple[str, ...] = ()  # the operation's own ``produces`` (Accept)
 
     @property
     def is_trigger(self) -> bool:
@@ -165,6 +169,18 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class ParameterSet:
+    """One way to connect: apiProperties.json ``connectionParameters`` (name ``""``) or
+    one entry of ``connectionParameterSets``, and the credentials it sends
+    (`hookd.connectors.auth`)."""
+
+    name: str
+    parameters: Mapping[str, ConnectionParameter] = field(default_factory=dict)
+    credentials: tuple[Credential, ...] = ()
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Connector:
     name: str  # directory or file stem, as flows refer to it
     title: str = ""
@@ -176,8 +192,13 @@ class Connector:
     operations: Mapping[str, Operation] = field(default_factory=dict)
     webhooks: Mapping[str, WebhookTrigger] = field(default_factory=dict)  # by operationId
     polling: tuple[str, ...] = ()  # operationIds of polling triggers (not yet supported)
+    # The first parameter set's main credential (kept for displays and simple models);
+    # requests use `parameter_sets`, or this when there are none.
     auth: Auth = Auth()
     connection_parameters: Mapping[str, ConnectionParameter] = field(default_factory=dict)
+    parameter_sets: tuple[ParameterSet, ...] = ()  # the first is the default
+    policies: tuple[Policy, ...] = ()  # apiProperties.json policyTemplateInstances, in order
+    produces: tuple[str, ...] = ()  # the spec's ``produces``
     verification: Verification = Verification()
     delivery_id_header: str | None = None
     event_header: str | None = None

@@ -265,6 +265,7 @@ class Draft:
     query: list[tuple[str, str]] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # JSON value; None = no JSON body
+    form: list[tuple[str, str]] = field(default_factory=list)  # formData parameters
     applied: list[str] = field(default_factory=list)  # Policy.describe() of each applied
     absolute: bool = False  # `path` is a whole URL given by the upstream (Location, next)
 

@@ -295,7 +295,7 @@ class Reconciler:
         webhook = connector.webhooks[d.operation]
         try:
             connection = self._connection(d.connection)
-            request = self.upstream.build_request(connector, d.operation, connection,
+            request = await self.upstream.build_request(connector, d.operation, connection,
                                                   d.parameters, d.body)
             response = await self.upstream.send(request)
         except PermanentError as exc:
@@ -359,7 +359,7 @@ class Reconciler:
         connection_name = row.connection if row is not None else _scope_connection(hook)
         try:
             connection = self._connection(connection_name)
-            request = self._delete_request(connector, operation, connection, row, hook)
+            request = await self._delete_request(connector, operation, connection, row, hook)
         except (PermanentError, KeyError) as exc:
             return self._unmanageable(sub_id, writer, str(exc))
         if request is None:
@@ -378,7 +378,7 @@ class Reconciler:
         what = hook.upstream_id if hook is not None else (row.upstream_id if row else "")
         return "ok", f"deleted upstream hook {what or ''}".strip()
 
-    def _delete_request(
+    async def _delete_request(
         self,
         connector: Connector,
         operation: str | None,
@@ -387,7 +387,8 @@ class Reconciler:
         hook: planning.ObservedHook | None,
     ) -> httpx.Request | None:
         if row is not None and row.location:
-            return self.upstream.request_for_url("DELETE", row.location, connector, connection)
+            return await self.upstream.request_for_url("DELETE", row.location, connector,
+                                                       connection)
         upstream_id = (row.upstream_id if row is not None else None) or (
             hook.upstream_id if hook is not None else None)
         webhook = connector.webhooks.get(operation) if operation else None
@@ -404,10 +405,11 @@ class Reconciler:
             delete_op = connector.operations[strategy.operation_id]
             if create_op is not None:
                 params = align_path_params(create_op.path, delete_op.path, params)
-            return self.upstream.build_request(connector, strategy.operation_id, connection,
+            return await self.upstream.build_request(connector, strategy.operation_id, connection,
                                                params)
         if hook is not None and hook.location:
-            return self.upstream.request_for_url("DELETE", hook.location, connector, connection)
+            return await self.upstream.request_for_url("DELETE", hook.location, connector,
+                                                       connection)
         return None
 
     def _unmanageable(self, sub_id: str | None, writer: _GroupWriter,

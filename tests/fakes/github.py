@@ -8,7 +8,8 @@ shapes it meets in production:
   (``ping=True``), signed with the hook's secret.
 - ``GET /repos/{o}/{r}/hooks`` → 30 per page with RFC 8288 ``Link`` (``per_page``/``page``).
 - ``GET`` / ``DELETE /repos/{o}/{r}/hooks/{id}`` → 200 / 204, 404 when unknown.
-- 401 for a wrong token, 404 for an unknown repository (GitHub hides private repos).
+- 403 without a ``User-Agent`` header, 401 for a wrong token, 404 for an unknown
+  repository (GitHub hides private repos).
 - `deliver(hook_id, event, payload)` posts a signed delivery (``X-Hub-Signature-256``).
 - Fault injection: `fail_rate` of requests answer 500, 429 with ``Retry-After`` or are
   slow (beyond the client timeout) or dropped *after* the write took effect — the nasty
@@ -226,6 +227,10 @@ class FakeGitHub:
             self.write_requests += 1
         if self.latency:
             await asyncio.sleep(self.latency)
+        if not request.headers.get("user-agent"):
+            # As GitHub does: https://docs.github.com/rest/using-the-rest-api/getting-started
+            return JSONResponse({"message": "Request forbidden by administrative rules. Please "
+                                 "make sure your request has a User-Agent header"}, 403)
         auth = request.headers.get("authorization", "")
         if auth not in (f"Bearer {self.token}", f"token {self.token}"):
             return JSONResponse({"message": "Bad credentials"}, 401)
