@@ -151,12 +151,15 @@ def test_what_hookd_does_not_apply_is_compiled_with_a_reason() -> None:
             "x-ms-apimTemplate-policySection": "Response"}},
         {"templateId": "dynamichosturl", "parameters": {}},
         {"title": "no id"},
+        header("[[Dummy]]", "[[Dummy]]"),  # Assently E-Sign's
     ])
     assert [(p.template, p.applied, p.operations) for p in policies] == [
-        ("pollingtrigger", False, ("Poll",)), ("setheader", False, ()), ("dynamichosturl", False, ())]
+        ("pollingtrigger", False, ("Poll",)), ("setheader", False, ()), ("dynamichosturl", False, ()),
+        ("setheader", False, ())]
     assert "does not implement" in policies[0].reason
     assert "response" in policies[1].reason
-    assert [p[0] for p in problems] == [(2, "parameters", "x-ms-apimTemplateParameter.urlTemplate"), (3,)]
+    assert [p[0] for p in problems] == [(2, "parameters", "x-ms-apimTemplateParameter.urlTemplate"),
+                                        (3,), (4, "parameters", "x-ms-apimTemplateParameter.name")]
     d = pol.apply(policies, "Poll", draft(headers=[]), {})
     assert d.headers == [] and d.applied == []
 

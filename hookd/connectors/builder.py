@@ -469,14 +469,15 @@ class _Builder:
         return tuple(out)
 
     def _raw_parameter_sets(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(name, title, raw parameters) of connectionParameters, else of each
-        connectionParameterSets entry; one empty set without apiProperties.json."""
+        """(name, title, raw parameters) of each connectionParameterSets entry (multi-auth
+        wins, as in Power Platform), else of connectionParameters; one empty set without
+        apiProperties.json."""
         inner = self._properties()
         params = inner.get("connectionParameters")
-        if isinstance(params, dict):
+        sets = _dict(inner.get("connectionParameterSets")).get("values")
+        if isinstance(params, dict) and not (isinstance(sets, list) and sets):
             self.set_paths[""] = ("properties", "connectionParameters")
             return [("", "", params)]
-        sets = _dict(inner.get("connectionParameterSets")).get("values")
         out: list[tuple[str, str, dict[str, Any]]] = []
         for index, entry in enumerate(_list(sets)):
             if isinstance(entry, dict) and isinstance(entry.get("parameters"), dict):

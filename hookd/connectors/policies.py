@@ -62,6 +62,7 @@ _EXPRESSION = re.compile(
 _BODY_REF = re.compile(r"\{\s*@body\(\)(?P<path>(?:\.[^.{}\s]+)*)\s*\}", re.IGNORECASE)
 _BODY_PATH = re.compile(r"^@body\(\)(?P<path>(?:\.[^.\s]+)*)$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header or query name
 
 
 class PolicyError(ValueError):
@@ -176,6 +177,11 @@ def _compile_one(index: int, entry: Any, problems: Problems) -> Policy | None:
         name = text("name").strip()
         if not name:
             return missing("name")
+        if template == SET_HEADER and not _TOKEN.match(name):
+            problems.append(((index, "parameters", PARAM + "name"),
+                             f"setheader: '{name}' is not a valid header name, so hookd does "
+                             "not apply it", ""))
+            return _not_applied(base, f"'{name}' is not a valid header name")
         action = (text("existsAction").strip().lower() or "override")
         if action not in EXISTS_ACTIONS:
             problems.append(((index, "parameters", PARAM + "existsAction"),

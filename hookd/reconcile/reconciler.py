@@ -387,8 +387,9 @@ class Reconciler:
         hook: planning.ObservedHook | None,
     ) -> httpx.Request | None:
         if row is not None and row.location:
-            return await self.upstream.request_for_url("DELETE", row.location, connector,
-                                                       connection)
+            return await self.upstream.request_for_url(
+                "DELETE", row.location, connector, connection,
+                origin=(row.operation, row.parameters) if row.operation else None)
         upstream_id = (row.upstream_id if row is not None else None) or (
             hook.upstream_id if hook is not None else None)
         webhook = connector.webhooks.get(operation) if operation else None

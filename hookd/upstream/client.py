@@ -31,6 +31,7 @@ and token source are injectable so tests need no network
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -54,6 +55,9 @@ from hookd.telemetry.logs import register_secret
 from hookd.upstream.token_source import StaticTokens, TokenSource
 
 log = logging.getLogger("hookd.upstream.client")
+
+# (operation id, parameters) of the request whose answer gave a URL (a Location).
+Origin = tuple[str, Mapping[str, Value]]
 
 # Every request says who sends it: GitHub refuses requests without a User-Agent (403).
 USER_AGENT = f"hookd/{__version__}"
@@ -301,25 +305,39 @@ class Upstream:
         return requests.masked(draft, [*hidden, *hide])
 
     async def request_for_url(
-        self, method: str, url: str, connector: Connector, connection: Connection | None
+        self, method: str, url: str, connector: Connector, connection: Connection | None,
+        *, origin: Origin | None = None,
     ) -> httpx.Request:
         """A request to an absolute URL the upstream gave us (Location, Link next).
 
         Credentials (and the connector's every-operation header and query policies) are
-        attached only when the URL is on the connector's own origin.
+        attached only when the URL is on the connector's own origin: its backend URL, one a
+        dynamichosturl policy gives an operation, or `origin` — the operation and
+        parameters of the request that answered with this URL (a host built from
+        ``@queryParameters``/``@headers``).
         """
         token = await self._token(connector, connection)
-        draft, _ = self._url_draft(method, url, connector, connection, token)
+        draft, _ = self._url_draft(method, url, connector, connection, token, origin)
         return _to_httpx(draft)
 
     def _url_draft(self, method: str, url: str, connector: Connector,
-                   connection: Connection | None,
-                   token: str | None) -> tuple[requests.Draft, list[str]]:
+                   connection: Connection | None, token: str | None,
+                   origin: Origin | None = None) -> tuple[requests.Draft, list[str]]:
         hidden: list[str] = []
         inputs, hidden = self._inputs(connector, connection, token, hidden)
-        own = connection is not None and _origin(httpx.URL(url)) == _origin(
-            httpx.URL(self.base_url(connector, connection)))
+        own = connection is not None and _origin(httpx.URL(url)) in self._origins(
+            connector, connection, origin)
         return requests.compose_url(connector, method, url, inputs, credentials=own), hidden
+
+    def _origins(self, connector: Connector, connection: Connection,
+                 origin: Origin | None) -> set[tuple[str, str, int | None]]:
+        named = {o for p in connector.policies if p.template == "dynamichosturl"
+                 for o in p.operations}
+        bases = {self.base_url(connector, connection, o) for o in (None, *sorted(named))}
+        if origin is not None and origin[0] in connector.operations:
+            with contextlib.suppress(PermanentError):
+                bases.add(self.draft(connector, origin[0], connection, origin[1])[0].url())
+        return {_origin(httpx.URL(b)) for b in bases}
 
     async def _token(self, connector: Connector, connection: Connection | None) -> str | None:
         """The token source's access token when the connection's credential is oauth2."""
