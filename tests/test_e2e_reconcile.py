@@ -108,6 +108,11 @@ def test_apply_lifecycle_with_plan_before_each_step(world: dict[str, Any]) -> No
     assert plan.returncode == 3, plan.stderr
     assert plan.stdout.count("  + ") == 3 and "Plan: 3 to create" in plan.stdout
     assert gh.write_requests == 0 and not (state / "hookd.db").exists()
+    # The exact request under each create: method, URL, headers, body; secrets masked.
+    assert plan.stdout.count(f"      POST {gh.base_url}/repos/o/r/hooks\n") == 3
+    assert "        Authorization: Bearer ***\n" in plan.stdout
+    assert "        User-Agent: hookd/" in plan.stdout
+    assert '"url": "' + world["public"] + "/hooks/" in plan.stdout and '"secret": "***"' in plan.stdout
     applied = hookd("apply", str(cfg))
     assert applied.returncode == 0, applied.stderr + applied.stdout
     assert applied.stdout.count("created") == 3
@@ -158,6 +163,13 @@ def test_apply_lifecycle_with_plan_before_each_step(world: dict[str, Any]) -> No
     assert plan.returncode == 3
     assert [(i["action"], i["flow"], i["replaces"]) for i in data["items"] if i["action"] != "keep"] \
         == [("replace", "alpha", recorded["alpha"].id)]
+    (replace,) = [i for i in data["items"] if i["action"] == "replace"]
+    create, delete = replace["requests"]
+    assert (create["method"], create["url"]) == ("POST", f"{gh.base_url}/repos/o/r/hooks")
+    assert create["body"]["events"] == ["push", "pull_request"]
+    assert create["headers"]["Authorization"] == "Bearer ***"
+    assert (delete["method"], delete["url"]) == ("DELETE", recorded["alpha"].location)
+    assert TOKEN not in plan.stdout and "hkd1_" not in plan.stdout
     gh.reset_counters()
     assert hookd("apply", str(cfg)).returncode == 0
     assert [m[0] for m in gh.log if m[0] != "GET"] == ["POST", "DELETE"]
