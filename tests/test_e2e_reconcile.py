@@ -311,3 +311,37 @@ def test_plan_is_coloured_only_on_a_terminal_and_progress_is_bounded(
     quiet = io.StringIO()
     Progress(quiet)(1, 3)  # few items: no progress line
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["update-operation", "recreate"])
+def test_settings_changed_upstream_are_shown_by_plan_and_set_back_by_apply(
+        world: dict[str, Any], declared: bool) -> None:
+    """With x-hookd-update (the built-in github: PATCH) the hook is updated in place;
+    without, it is deleted and created again under the same subscription."""
+    from hookd.connectors.loader import builtin_dir
+
+    gh, cfg = world["gh"], world["cfg"]
+    if declared:
+        shutil.rmtree(cfg / "connectors" / "github")
+        shutil.copytree(builtin_dir() / "github", cfg / "connectors" / "github")
+    write_flow(cfg, "alpha", ["push", "release"])
+    assert hookd("apply", str(cfg)).returncode == 0
+    (hook,) = gh.hooks.values()
+    hook.active, hook.events = False, ["issues"]  # someone edited it in GitHub's settings
+    hook.config["content_type"] = "form"
+    plan = hookd("plan", str(cfg))
+    assert plan.returncode == 3, plan.stdout
+    assert "to update (settings changed upstream) (1):" in plan.stdout
+    assert 'active: false upstream, hookd wants true' in plan.stdout
+    assert 'events: ["issues"] upstream, hookd wants ["push", "release"]' in plan.stdout
+    assert 'config.content_type: "form" upstream, hookd wants "json"' in plan.stdout
+    gh.reset_counters()
+    applied = hookd("apply", str(cfg))
+    assert applied.returncode == 0, applied.stdout
+    assert [m for m, _ in gh.log if m != "GET"] == (["PATCH"] if declared else ["DELETE", "POST"])
+    (now,) = gh.hooks.values()
+    assert (now.id == hook.id) is declared
+    assert (now.active, sorted(now.events), now.config["content_type"]) == (
+        True, ["push", "release"], "json")
+    assert now.config["url"] == hook.config["url"]  # the same subscription's callback URL
+    assert hookd("plan", str(cfg)).returncode == 0

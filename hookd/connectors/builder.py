@@ -30,6 +30,7 @@ from hookd.connectors.model import (
     ParameterSet,
     RequestPath,
     Schema,
+    UpdateStrategy,
     Verification,
     WebhookTrigger,
 )
@@ -297,6 +298,7 @@ class _Builder:
             (ext.EVENT, lambda v: settings.set_event(*ext.parse_event(v, problems))),
             (ext.LIST, lambda v: setattr(settings, "list", ext.parse_list(v, problems))),
             (ext.DELETE, lambda v: setattr(settings, "delete", ext.parse_delete(v, problems))),
+            (ext.UPDATE, lambda v: setattr(settings, "update", ext.parse_update(v, problems))),
             (ext.SECRET, lambda v: setattr(settings, "secret", ext.parse_secret_path(v, problems))),
         ]
         for key, parse in parsers:
@@ -341,6 +343,7 @@ class _Builder:
             secret_path=secret,
             delete=self._delete(op, where, settings, operations),
             list=self._list(where, settings, operations),
+            update=self._update(op, settings, operations),
             batch=op.trigger == "batch",
             verification=settings.verification or Verification(),
             delivery_id_header=settings.delivery_id,
@@ -429,15 +432,36 @@ class _Builder:
                 return lowered[wanted.lower()]
         return next((n for n in names if n.lower().endswith("id")), "id")
 
+    def _target(self, key: str, name: str | None, settings: _Settings,
+                operations: dict[str, Operation]) -> Operation | None:
+        """The operation an extension (`key`) names; an error when there is none."""
+        if name is None:
+            return None
+        target = operations.get(name)
+        if target is None:
+            self.diag("error", f"{key}: no operation '{name}'", settings.where(key),
+                      hint=did_you_mean(name, operations))
+        return target
+
+    def _update(self, op: Operation, settings: _Settings,
+                operations: dict[str, Operation]) -> UpdateStrategy | None:
+        spec = settings.update
+        target = self._target(ext.UPDATE, spec.operation if spec else None, settings, operations)
+        if spec is None or target is None:
+            return None
+        id_param = spec.id_param or self._new_path_param(op, target)
+        if not id_param or target.parameter(id_param) is None:
+            self.diag("error", f"{ext.UPDATE}: '{spec.operation}' has no parameter "
+                      f"'{id_param or '?'}' for the hook's id", settings.where(ext.UPDATE),
+                      hint="give id_param: the parameter that takes the upstream id")
+            return None
+        return UpdateStrategy(target.operation_id, id_param)
+
     def _list(self, where: KeyPath, settings: _Settings,
               operations: dict[str, Operation]) -> ListStrategy | None:
         spec = settings.list
-        if spec is None:
-            return None
-        target = operations.get(spec.operation)
-        if target is None:
-            self.diag("error", f"{ext.LIST}: no operation '{spec.operation}'",
-                      settings.where(ext.LIST), hint=did_you_mean(spec.operation, operations))
+        target = self._target(ext.LIST, spec.operation if spec else None, settings, operations)
+        if spec is None or target is None:
             return None
         if target.method != "GET":
             self.diag("warning", f"{ext.LIST}: '{spec.operation}' is a {target.method}, not a GET",
@@ -575,6 +599,7 @@ class _Settings:
     ping_event: str | None = None
     list: ext.ListSpec | None = None
     delete: ext.DeleteSpec | None = None
+    update: ext.UpdateSpec | None = None
     secret: RequestPath | None = None
     origin: dict[str, KeyPath] = field(default_factory=dict)  # key → where it was declared
 
@@ -585,7 +610,7 @@ class _Settings:
         """These settings, with `top`'s filling whatever this level does not declare."""
         merged = _Settings()
         for name in ("verification", "delivery_id", "event_header", "ping_event", "list",
-                     "delete", "secret"):
+                     "delete", "update", "secret"):
             mine = getattr(self, name)
             setattr(merged, name, mine if mine is not None else getattr(top, name))
         merged.origin = {**top.origin, **self.origin}

@@ -12,6 +12,7 @@ extensions (see README, "Connector extensions"; docs/connectors.md):
 - ``x-hookd-event``       header carrying the event name, and the ping event
 - ``x-hookd-list``        operation listing existing hooks (drift detection)
 - ``x-hookd-delete``      operation deleting a hook when ``Location`` is missing
+- ``x-hookd-update``      operation setting a drifted hook's settings back
 - ``x-hookd-secret``      where the generated per-subscription secret goes in the body
 - ``x-hookd-request-trigger`` the trigger registers nothing upstream (`http`)
 
@@ -89,6 +90,15 @@ class DeleteStrategy:
 
 
 @dataclass(frozen=True)
+class UpdateStrategy:
+    """How to set a drifted hook's settings back (``x-hookd-update``): call
+    `operation_id` with the trigger's body and parameters, `id_param` = the upstream id."""
+
+    operation_id: str
+    id_param: str
+
+
+@dataclass(frozen=True)
 class ListStrategy:
     """How to observe existing hooks upstream (``x-hookd-list``).
 
@@ -129,6 +139,7 @@ class WebhookTrigger:
     secret_path: RequestPath | None = None  # where the generated secret goes (x-hookd-secret)
     delete: DeleteStrategy = DeleteStrategy("location")
     list: ListStrategy | None = None
+    update: UpdateStrategy | None = None
     batch: bool = False
     # Effective x-hookd-verify/-delivery-id/-event for this trigger: the operation's own
     # declaration, else the spec's top level (the same as the Connector's fields).

@@ -194,7 +194,8 @@ class Reconciler:
                 prefix = True
                 if tokens.verify_token(self.server_secret, *parsed):
                     owned = parsed[0]
-        return planning.ObservedHook(scope, str(upstream_id), url, location, owned, prefix)
+        return planning.ObservedHook(scope, str(upstream_id), url, location, owned, prefix,
+                                     settings=item if isinstance(item, Mapping) else None)
 
     # ------------------------------------------------------------------ apply
 
@@ -218,7 +219,8 @@ class Reconciler:
         work = [i for i in the_plan.items if i.action != "keep"]
         # Creates, replaces and adoptions before plain deletes: never leave a flow without
         # a hook longer than needed.
-        first = [i for i in work if i.action in ("create", "replace", "adopt", "forget")]
+        first = [i for i in work if i.action in ("create", "replace", "update", "adopt",
+                                                 "forget")]
         later = [i for i in work if i.action in ("delete", "blocked")]
         sem = asyncio.Semaphore(self.concurrency)
         done = 0
@@ -283,10 +285,40 @@ class Reconciler:
             if old[0] != "ok":
                 return outcome(old[0], f"new hook created; deleting the old one: {old[1]}")
             return outcome("ok", f"created; replaced {item.old_id}")
+        if item.action == "update":
+            return outcome(*await self._update(item, writer))
         if item.action == "delete":
             result, detail = await self._delete(item.row, item.hook, writer)
             return outcome(result, detail)
         return outcome("ok")
+
+    async def _update(self, item: planning.PlanItem, writer: _GroupWriter) -> tuple[Result, str]:
+        """Set a drifted hook's settings back: the connector's update operation
+        (``x-hookd-update``) when it declares one, else delete the hook and create it
+        again under the same subscription (same callback URL: a create first would be
+        refused as a duplicate)."""
+        assert item.desired is not None and item.hook is not None
+        d, hook = item.desired, item.hook
+        connector = self.config.connectors[d.connector]
+        update = connector.webhooks[d.operation].update
+        if update is not None:
+            try:
+                connection = self._connection(d.connection)
+                params = {**d.parameters, update.id_param: hook.upstream_id}
+                request = await self.upstream.build_request(
+                    connector, update.operation_id, connection, params, d.body)
+                await self.upstream.send(request)
+            except UpstreamError as exc:
+                return "failed", str(exc)
+            return "ok", f"updated upstream hook {hook.upstream_id}"
+        result, detail = await self._delete(item.row, hook, writer)
+        if result != "ok":
+            return result, f"deleting the changed hook: {detail}"
+        writer.put(Update("upsert", d.id, row=_pending_row(d)))
+        error = await self._create(d, writer)
+        if error:
+            return "failed", f"deleted the changed hook {hook.upstream_id}; creating it again: {error}"
+        return "ok", f"recreated upstream hook {hook.upstream_id} with hookd's settings"
 
     # ------------------------------------------------------------------ create
 

@@ -7,7 +7,8 @@ shapes it meets in production:
   ``config.url`` exists in that repository; a ``ping`` delivery to the new hook's URL
   (``ping=True``), signed with the hook's secret.
 - ``GET /repos/{o}/{r}/hooks`` → 30 per page with RFC 8288 ``Link`` (``per_page``/``page``).
-- ``GET`` / ``DELETE /repos/{o}/{r}/hooks/{id}`` → 200 / 204, 404 when unknown.
+- ``GET`` / ``PATCH`` / ``DELETE /repos/{o}/{r}/hooks/{id}`` → 200 / 200 / 204, 404 when
+  unknown.
 - 403 without a ``User-Agent`` header, 401 for a wrong token, 404 for an unknown
   repository (GitHub hides private repos).
 - `deliver(hook_id, event, payload)` posts a signed delivery (``X-Hub-Signature-256``).
@@ -204,7 +205,7 @@ class FakeGitHub:
         routes = [
             Route("/repos/{owner}/{repo}/hooks", self._collection, methods=["GET", "POST"]),
             Route("/repos/{owner}/{repo}/hooks/{hook_id:int}", self._item,
-                  methods=["GET", "DELETE"]),
+                  methods=["GET", "PATCH", "DELETE"]),
             Route("/__stats", self._stats, methods=["GET", "DELETE"]),
         ]
         return Starlette(routes=routes)
@@ -328,6 +329,13 @@ class FakeGitHub:
         if hook is None or (hook.owner, hook.repo) != (owner, repo):
             return JSONResponse({"message": "Not Found"}, 404)
         if request.method == "GET":
+            return JSONResponse(self._render(hook))
+        if request.method == "PATCH":  # GitHub's "Update a repository webhook"
+            data = await request.json()
+            with self._lock:
+                hook.events = list(data.get("events", hook.events))
+                hook.active = bool(data.get("active", hook.active))
+                hook.config.update(data.get("config") or {})
             return JSONResponse(self._render(hook))
         fault = self._after_write_fault()
         with self._lock:

@@ -41,11 +41,12 @@ if TYPE_CHECKING:
 
 JSON_VERSION = 1
 
-SYMBOLS = {"create": "+", "replace": "~", "adopt": "=", "delete": "-", "forget": ".",
+SYMBOLS = {"create": "+", "replace": "~", "update": "*", "adopt": "=", "delete": "-", "forget": ".",
            "blocked": "!", "keep": " "}
-COLORS = {"create": "32", "replace": "33", "adopt": "36", "delete": "31", "forget": "2",
+COLORS = {"create": "32", "replace": "33", "update": "33", "adopt": "36", "delete": "31", "forget": "2",
           "blocked": "35", "keep": "0"}
 TITLES = {"create": "to create", "replace": "to replace (create new, then delete old)",
+          "update": "to update (settings changed upstream)",
           "adopt": "to adopt (found upstream, not recorded)", "delete": "to delete",
           "forget": "records to drop (nothing upstream)",
           "blocked": "deletes blocked by max_deletes", "keep": "unchanged"}
@@ -166,7 +167,8 @@ def render_plan(the_plan: Any, *, color: bool, heading: str = "",
         for item in items:
             data = item_json(item)
             where = f" [{data['where']}]" if data["where"] else ""
-            if data["upstream_id"] and action in ("delete", "blocked", "adopt", "replace"):
+            if data["upstream_id"] and action in ("delete", "blocked", "adopt", "replace",
+                                                  "update"):
                 where += f" hook {data['upstream_id']}"
             flow = item.flow or "(no flow)"
             lines.append(paint(f"  {SYMBOLS[action]} {flow}  {item.sub_id}{where}", action, color)
@@ -198,7 +200,7 @@ def summary_line(the_plan: Any) -> str:
     counts = the_plan.counts()
     if not the_plan.has_changes:
         return f"No changes. {counts['keep']} subscription(s) up to date."
-    parts = [f"{counts[a]} to {a}" for a in ("create", "replace", "adopt", "delete")
+    parts = [f"{counts[a]} to {a}" for a in ("create", "replace", "update", "adopt", "delete")
              if counts[a]]
     if counts["forget"]:
         parts.append(f"{counts['forget']} record(s) to drop")
