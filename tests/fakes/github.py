@@ -395,11 +395,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread on 127.0.0.1; yields its base URL."""
+def serve_app(app: Any, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on 127.0.0.1; yields its base URL.
+    `options` go to ``uvicorn.Config`` (``ssl_certfile``/``ssl_keyfile``: TLS)."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
-                            lifespan="off", access_log=False, timeout_keep_alive=30)
+                            lifespan="off", access_log=False, timeout_keep_alive=30, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -409,7 +410,7 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("fake server did not start")
         time.sleep(0.005)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
