@@ -334,3 +334,33 @@ def test_parameter_set_chooses_the_credentials(tmp_path: Any) -> None:
     assert "authorization" not in run(up.build_request(connector, "x", empty, {})).headers
     with pytest.raises(PermanentError, match="no parameter set 'nope'.*oauth, basic"):
         run(up.build_request(connector, "x", Connection("d", "m", {}, parameter_set="nope"), {}))
+
+
+def test_a_401_on_a_token_source_token_invalidates_it_and_retries_once() -> None:
+    class Rotating:
+        def __init__(self) -> None:
+            self.tokens = ["old", "new"]
+            self.invalidated: list[str] = []
+
+        async def access_token(self, connection: str) -> str | None:
+            return self.tokens[0]
+
+        async def invalidate(self, connection: str) -> None:
+            self.invalidated.append(connection)
+            self.tokens.pop(0)
+
+    source = Rotating()
+    seen: list[str] = []
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        seen.append(r.headers["authorization"])
+        return httpx.Response(200 if r.headers["authorization"] == "Bearer new" else 401)
+
+    up = Upstream(httpx.MockTransport(handler), env=ENV, tokens=source)
+    response = run(up.call(GH, "list-hooks", CONN, {"owner": "o", "repo": "r"}))
+    assert response.status_code == 200
+    assert seen == ["Bearer old", "Bearer new"] and source.invalidated == ["gh"]
+    # A static token (no token source) is not retried: the 401 is the answer.
+    static = client(lambda r: httpx.Response(401, json={"message": "Bad credentials"}))
+    with pytest.raises(PermanentError, match="bad credentials"):
+        run(static.call(GH, "list-hooks", CONN, {"owner": "o", "repo": "r"}))

@@ -246,7 +246,7 @@ class Upstream:
         credentials, ``Accept``, ``User-Agent`` and the connector's policies applied."""
         token = await self._token(connector, connection)
         draft, _ = self.draft(connector, operation, connection, parameters, body, token=token)
-        return _to_httpx(draft)
+        return _with_token_source(_to_httpx(draft), connection, token)
 
     def preview(
         self,
@@ -285,7 +285,7 @@ class Upstream:
         """
         token = await self._token(connector, connection)
         draft, _ = self._url_draft(method, url, connector, connection, token, origin)
-        return _to_httpx(draft)
+        return _with_token_source(_to_httpx(draft), connection, token)
 
     def _url_draft(self, method: str, url: str, connector: Connector,
                    connection: Connection | None, token: str | None,
@@ -381,7 +381,12 @@ class Upstream:
         last: RetryableError | None = None
         for attempt in range(attempts):
             try:
-                return await self._send_once(request)
+                try:
+                    return await self._send_once(request)
+                except PermanentError as exc:
+                    if exc.status != 401 or not await self._fresh_token(request):
+                        raise
+                    return await self._send_once(request)  # once, with the new token
             except RetryableError as exc:
                 last = exc
                 if attempt + 1 >= attempts:
@@ -398,6 +403,21 @@ class Upstream:
                 await self._sleep(delay)
         assert last is not None
         raise last
+
+    async def _fresh_token(self, request: httpx.Request) -> bool:
+        """After a 401 on a token from the token source: tell it, and put a new token on
+        `request`; False when there is none (or the same one)."""
+        connection = request.extensions.get(_TOKEN_CONNECTION)
+        if not connection:
+            return False
+        old = request.headers.get("authorization", "")
+        await self.tokens.invalidate(connection)
+        token = await self.tokens.access_token(connection)
+        if not token or f"Bearer {token}" == old:
+            return False
+        register_secret(token)
+        request.headers["Authorization"] = f"Bearer {token}"
+        return True
 
     async def _send_once(self, request: httpx.Request) -> httpx.Response:
         self.requests_sent += 1
@@ -471,6 +491,21 @@ def dig(data: Any, dotted: str) -> Any:
 def _ssl_context() -> ssl.SSLContext:
     """One default (certifi/system) context per process: building one costs ~0.1 s."""
     return httpx.create_ssl_context()
+
+
+# Request extension naming the connection whose token-source token the request carries.
+_TOKEN_CONNECTION = "hookd.token_connection"
+
+
+def _with_token_source(request: httpx.Request, connection: Connection | None,
+                       token: str | None) -> httpx.Request:
+    """Mark `request` as carrying `connection`'s token-source token (for the 401 retry)
+    when its Authorization is that token (a policy may have replaced it)."""
+    if token and connection is not None \
+            and request.headers.get("authorization") == f"Bearer {token}":
+        register_secret(token)
+        request.extensions[_TOKEN_CONNECTION] = connection.name
+    return request
 
 
 def _to_httpx(draft: requests.Draft) -> httpx.Request:
