@@ -27,8 +27,6 @@ from hookd.config.actions.set import SetAction
 if TYPE_CHECKING:
     from hookd.connectors.model import Connector
 
-__all__ = ["CallAction", "HttpAction", "LogAction", "NotifyAction", "RunAction", "SetAction"]
-
 # JSON-like value as written in YAML; strings may be templates or `${…}` secret refs.
 Value = Any
 
