@@ -146,10 +146,30 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
                           hint=suggest(c.connector, connectors) or known("connectors", connectors))]
     out: list[Diagnostic] = []
     declared = connector.connection_parameters
+    if c.parameter_set is not None:
+        chosen = next((s for s in connector.parameter_sets if s.name == c.parameter_set), None)
+        names = [s.name for s in connector.parameter_sets]
+        if chosen is None:
+            out.append(conn.diag(
+                ("parameter_set",), f"connector '{c.connector}' has no parameter set "
+                f"'{c.parameter_set}'",
+                hint=suggest(c.parameter_set, names) or (known("parameter sets", names) if names
+                                                         else "it has only one way to connect; "
+                                                              "remove parameter_set")))
+            return out
+        declared = chosen.parameters
+    # Parameters a policy template reads (dynamichosturl, setheader…) without a default
+    # must be given, declared or not: without them the request goes nowhere useful.
+    by_policy: dict[str, str] = {}
+    for policy in connector.policies:
+        if policy.applied:
+            for name, has_default in policy.connection_parameters().items():
+                if not has_default:
+                    by_policy.setdefault(name, policy.template)
     for name, value in c.parameters.items():
         param = declared.get(name)
         if param is None:
-            if declared and name not in _COMMON_CONNECTION_PARAMETERS:
+            if declared and name not in _COMMON_CONNECTION_PARAMETERS and name not in by_policy:
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
@@ -158,12 +178,21 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
             out.append(conn.diag(
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
                 severity="warning", hint=f"use a reference such as ${{env:{name.upper()}}}"))
+    where = ("parameters",) if conn.raw(("parameters",)) is not None else ()
     for name, param in declared.items():
         # OAuth settings cannot be given statically; hookd uses the `token` parameter.
         if param.required and param.type != "oauthSetting" and name not in c.parameters:
-            out.append(conn.diag(("parameters",) if conn.raw(("parameters",)) is not None else (),
+            out.append(conn.diag(where,
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))
+    for name, template in by_policy.items():
+        param = declared.get(name)
+        if name in c.parameters or (param is not None and (param.required or param.type == "oauthSetting")):
+            continue
+        out.append(conn.diag(where, f"missing connection parameter '{name}': connector "
+                             f"'{c.connector}' uses it in its {template} policy",
+                             hint=(param.description[:120] if param is not None else "")
+                             or f"add parameters: {{{name}: …}}"))
     return out
 
 

@@ -269,6 +269,7 @@ class _Loader:
             connector=data["connector"],
             parameters=params,
             base_url=data.get("base_url"),
+            parameter_set=data.get("parameter_set"),
             pos=Pos(doc.file, *doc.pos(prefix)),
         )
         return Located(conn, doc, prefix)

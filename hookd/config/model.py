@@ -160,6 +160,9 @@ class Connection:
     connector: str
     parameters: Mapping[str, MaybeSecret] = field(default_factory=dict)
     base_url: str | None = None
+    # Which of the connector's connectionParameterSets (multi-auth) this connection
+    # uses, by name; None = the first.
+    parameter_set: str | None = None
     pos: Pos | None = None
 
 
