@@ -54,7 +54,7 @@ def unready(config: Config, tokens_of: Callable[[str], TokenSet | None], now: fl
         if conn is None or conn.oauth is None:
             continue
         connector = config.connectors.get(conn.connector)
-        settings = for_parameter_set(connector.oauth, getattr(conn, "parameter_set", None)) \
+        settings = for_parameter_set(connector.oauth, conn.parameter_set) \
             if connector is not None else None
         explicit = bool(conn.oauth.authorization_url and conn.oauth.token_url)
         if settings is not None and not explicit and settings.provider not in providers.GENERIC \

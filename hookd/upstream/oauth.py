@@ -66,7 +66,7 @@ def endpoints(connection: Connection, connector: Connector,
     conf = connection.oauth
     if conf is None:
         raise PermanentError(f"connection '{connection.name}' has no oauth: block")
-    settings = for_parameter_set(connector.oauth, getattr(connection, "parameter_set", None))
+    settings = for_parameter_set(connector.oauth, connection.parameter_set)
     if settings is None:
         if not (conf.authorization_url and conf.token_url):
             raise PermanentError(

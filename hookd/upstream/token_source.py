@@ -2,8 +2,9 @@
 
 `hookd.upstream.client.Upstream` asks its `TokenSource` for the access token of a
 connection whose credential is ``oauth2`` (`hookd.connectors.auth`) each time it builds a
-request, and tells it when the upstream refused one (401), so a source that refreshes
-tokens can do so. `StaticTokens` is today's behaviour: no source of its own, the
+request. When the upstream answers 401 to a request carrying a token from the source,
+`Upstream.send` calls `invalidate`, asks again and, given a different token, retries
+once with it — so a source that refreshes tokens only has to refresh on `invalidate`. `StaticTokens` is today's behaviour: no source of its own, the
 connection's static ``token`` parameter is used (``None`` means exactly that).
 """
 
