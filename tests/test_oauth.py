@@ -255,6 +255,35 @@ def test_a_401_refreshes_once_and_retries(tmp_path: Path, fake: FakeAuthServer) 
     assert failure.value.status == 401 and len(fake.grants("refresh_token")) == 1
 
 
+def test_a_refresh_another_process_stored_is_used_not_repeated(tmp_path: Path,
+                                                               fake: FakeAuthServer) -> None:
+    """The daemon and its worker process share the token files: when one has refreshed
+    (and rotated the refresh token), the other uses the stored tokens instead of
+    refreshing with the dead refresh token and calling the connection revoked."""
+    root = write_config(tmp_path, fake)
+    config, clock = load(root, fake), Clock()
+    seeded(root, fake, clock)
+    store = FileTokenStore(root / "state")
+
+    async def two_processes() -> None:
+        async with Upstream(clock=clock, env=env_with(fake)) as a, \
+                Upstream(clock=clock, env=env_with(fake)) as b:
+            for upstream in (a, b):
+                attach(upstream, store, clock=clock, env=env_with(fake))
+            connector, conn = config.connectors["fakeapi"], config.connections["api"]
+            await a.call(connector, "ListItems", conn, {}, retry=False)
+            await b.call(connector, "ListItems", conn, {}, retry=False)  # both cached now
+            clock.now += fake.expires_in  # both need a refresh
+            await a.call(connector, "ListItems", conn, {}, retry=False)
+            await b.call(connector, "ListItems", conn, {}, retry=False)
+
+    asyncio.run(two_processes())
+    assert len(fake.grants("refresh_token")) == 1
+    stored = store.get("api")
+    assert stored is not None and not stored.error
+    assert fake.api_requests[-1] == fake.api_requests[-2] == stored.access_token
+
+
 CALL_FLOW = """\
     name: uses-api
     trigger: {connector: http}
