@@ -233,6 +233,11 @@ def test_rejected_config_keeps_the_last_good_one(
     assert doc["config"]["flows"] == 2
     assert doc["config"]["last_reload"]["outcome"] == "rejected"
     assert "hookd_config_rejected 1" in hookd.get("/metrics").text
+    # `hookd status -c DIR` needs only listen.admin: it works on the broken config.
+    shown = subprocess.run([sys.executable, "-m", "hookd", "status", "-c", str(tmp_path / "config")],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 1, shown.stderr  # running, needs attention
+    assert "last reload:    rejected" in shown.stdout and "flows/a.yaml:" in shown.stdout
     metrics = hookd.get("/metrics").text
     assert 'hookd_config_reloads_total{outcome="rejected"} 1' in metrics
     assert f'hookd_config_info{{revision="{doc["config"]["revision"]}"}} 1' in metrics
@@ -383,6 +388,15 @@ def test_status_text_and_exit_code() -> None:
     healthy = status.document(status.StatusFacts(
         "0.1.0", 0, 1, "r", 1, None, {"active": 1}, 0, None))
     assert status.exit_code(healthy) == 0
+
+
+def test_a_pending_subscription_whose_create_failed_counts_as_failing() -> None:
+    counts = status.state_counts([("active", None), ("pending", None),
+                                  ("pending", "POST …/hooks: 502 Bad Gateway")])
+    assert counts == {"active": 1, "pending": 1, "retrying": 1}
+    assert status.summary_line(3, counts) == "3 flows, 1 subscriptions active, 1 failing"
+    doc = status.document(status.StatusFacts("0.1.0", 0, 1, "r", 3, None, counts, 0, None))
+    assert status.exit_code(doc) == 1
 
 
 def test_every_option_of_run_and_status_is_documented() -> None:

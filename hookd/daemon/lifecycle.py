@@ -525,7 +525,8 @@ class Daemon:
             # Signing secrets and callback tokens end up in URLs and errors: mask them.
             logs.register_secret(row.secret)
             logs.register_secret(tokens.callback_token(self.server_secret, row.id))
-        failing = [r.id for r in rows if r.status in status.FAILING_STATES]
+        failing = [r.id for r in rows
+                   if status.shown_state(r.status, r.last_error) in status.FAILING_STATES]
         self._next_retry, self._failed_passes = retry_schedule(
             failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
 
@@ -588,9 +589,7 @@ class Daemon:
         return SubscriptionStore(self.conn).all()
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for row in self._subscriptions():
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in self._subscriptions())
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
         if not self.reloader.last.ok:
             line += f"; config {self.reloader.last.revision} rejected"
@@ -602,12 +601,10 @@ class Daemon:
 
         assert self.conn is not None
         rows = self._subscriptions()
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in rows)
         failures = [
             status.Failure("subscription", r.flow, r.id, r.last_error or r.status, r.updated_at)
-            for r in rows if r.status in status.FAILING_STATES
+            for r in rows if status.shown_state(r.status, r.last_error) in status.FAILING_STATES
         ]
         failures += [
             status.Failure("run", r.flow, r.id, r.error or "failed", r.finished_at)

@@ -15,7 +15,9 @@ Actions, each with a reason a human can act on:
              active (a crash between the upstream's 201 and our write): record it
 ``delete``   a recorded hook no flow wants, or an unrecorded one that provably is ours
              (hookd's callback URL with a valid token) and matches nothing, or a duplicate
-``forget``   drop a record whose hook is known not to exist upstream (no upstream call)
+``forget``   drop a record whose hook is known not to exist upstream, or that was never
+             created (no Location, no upstream id, no hook seen: nothing to delete it
+             by) — no upstream call
 ``keep``     nothing to do
 ``blocked``  a delete held back by ``max_deletes``
 
@@ -186,10 +188,9 @@ def plan(
         row = rows[sub_id]
         hooks = [h for h in mine.get(sub_id, []) if h.scope == row.scope]
         listed = observed.listed(row.scope)
-        never_created = not row.location and not row.upstream_id and not hooks
-        if never_created and (row.status == "failed" or (listed and row.status == "pending")):
-            items.append(PlanItem("forget", sub_id, row.flow,
-                                  "no longer wanted and never created upstream", row=row))
+        if not row.location and not row.upstream_id and not hooks:
+            items.append(PlanItem("forget", sub_id, row.flow, _never_created(row, listed),
+                                  row=row))
             continue
         if listed and not hooks and row.status != "pending":
             items.append(PlanItem("forget", sub_id, row.flow,
@@ -239,6 +240,20 @@ def plan(
     order = {a: n for n, a in enumerate(ACTIONS)}
     items.sort(key=lambda i: (order[i.action], i.flow, i.sub_id))
     return Plan(tuple(items), tuple(warnings), max_deletes)
+
+
+def _never_created(row: SubscriptionRow, listed: bool) -> str:
+    """Why a record no flow wants, with no Location, no upstream id and no hook seen, is
+    forgotten rather than deleted: there is nothing to delete it by, and keeping it would
+    fail every later pass (and `hookd apply`/`teardown`) for good."""
+    why = "no longer wanted and never created upstream"
+    if row.status == "pending" and not listed:
+        # The create may have gone through unseen (a timeout after the write): a later
+        # list finds such a hook by its callback URL and deletes it as ours.
+        why += " (its create never completed; a hook of ours listed later is deleted then)"
+    if row.last_error:
+        why += f"; last error: {row.last_error}"
+    return why
 
 
 def _primary(hooks: list[ObservedHook], row: SubscriptionRow | None) -> ObservedHook:
