@@ -712,3 +712,40 @@ def test_docstring_examples_hold() -> None:
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__
+
+
+def test_replicas_share_one_config_directory_with_their_own_listeners(tmp_path: Path) -> None:
+    """`--public`/`--admin` override hookd.yaml's listeners (docs/scale-out.md): two
+    daemons on one config directory, each with its own ports and state directory."""
+    config = tmp_path / "config"
+    yaml_ports = write_http_config(config, tmp_path / "unused", {"a": http_flow("a")})
+    procs = []
+    try:
+        for n in (1, 2):
+            public, admin = free_port(), free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hookd", "run", "--config", str(config),
+                 "--state-dir", str(tmp_path / f"state{n}"),
+                 "--public", f"127.0.0.1:{public}", "--admin", f"127.0.0.1:{admin}"],
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            procs.append((proc, public, admin))
+        for _proc, public, admin in procs:
+            for port in (public, admin):
+                wait_until(lambda p=port: httpx.get(f"http://127.0.0.1:{p}/readyz").status_code
+                           in (200, 404), what=f"a listener on {port}")
+        for port in yaml_ports:  # hookd.yaml's listeners are not used
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert (tmp_path / "state1").is_dir() and (tmp_path / "state2").is_dir()
+        assert not (tmp_path / "unused").exists()
+    finally:
+        for proc, _, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+
+
+def test_a_listener_override_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hookd", "run", "--config", str(tmp_path),
+                           "--public", "8080"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "'8080' is not HOST:PORT" in done.stderr
