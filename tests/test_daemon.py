@@ -248,6 +248,38 @@ def test_rejected_config_keeps_the_last_good_one(
     assert "config rejected" in hookd.log()
 
 
+def test_refused_deliveries_and_finished_runs_are_logged_at_info(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    """Issue 16 item 16: a line per refused delivery (throttled) and per finished run."""
+    signed = http_flow("signed").replace(
+        "trigger: {connector: http}\n", "trigger: {connector: http}\nverify_secret: s3cr3t-value\n")
+    hookd = daemon_on(texts={"open": http_flow("open"), "signed": signed})
+    hookd.notify.wait_for("READY")
+    listed = subprocess.run([sys.executable, "-m", "hookd", "subscriptions", "-c",
+                             str(tmp_path / "config"), "--format", "json"],
+                            capture_output=True, text=True, timeout=30)
+    urls = {r["flow"]: r["callback_url"] for r in json.loads(listed.stdout)["request_triggers"]}
+    assert httpx.post(urls["open"], json={"n": 1}, timeout=5).status_code == 202
+    for _ in range(20):  # unsigned: refused, logged at most 5 times per 10 s
+        assert httpx.post(urls["signed"], json={"n": 2}, timeout=5).status_code == 401
+    wait_until(lambda: hookd.get("/api/status").json()["runs_last_hour"].get("succeeded"),
+               what="the run")
+    assert hookd.stop() == 0
+    lines = [json.loads(line) for line in hookd.log().splitlines() if line.startswith("{")]
+    refused = [e for e in lines if e["msg"] == "delivery refused"]
+    assert 1 <= len(refused) <= 5, refused
+    first = refused[0]
+    assert first["level"] == "info" and first["status"] == 401 and first["flow"] == "signed"
+    assert first["reason"].startswith("verification failed") and first["subscription"]
+    token = urls["signed"].rsplit("/", 1)[1]
+    assert token not in hookd.log() and "s3cr3t-value" not in hookd.log()
+    (finished,) = [e for e in lines if e["msg"] == "run finished"]
+    assert (finished["level"], finished["flow"], finished["outcome"]) == ("info", "open",
+                                                                          "succeeded")
+    assert finished["duration"] >= 0 and finished["run"]
+
+
 SOCKET_ACTIVATED = textwrap.dedent("""
     import os, sys
     os.dup2(int(sys.argv[1]), 3)  # systemd passes the first socket as fd 3
