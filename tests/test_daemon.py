@@ -280,6 +280,25 @@ def test_refused_deliveries_and_finished_runs_are_logged_at_info(
     assert finished["duration"] >= 0 and finished["run"]
 
 
+def test_a_config_warning_is_logged_once_not_on_every_reload(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    flow = http_flow("a", "  - id: say\n    log: {message: '{{ env.HOME }}'}\n")
+    hookd = daemon_on(texts={"a": flow})
+    hookd.notify.wait_for("READY")
+    for _ in range(2):
+        hookd.notify.drain()
+        hookd.proc.send_signal(signal.SIGHUP)
+        hookd.notify.wait_for("RELOADING")
+        hookd.notify.wait_for("READY")
+    (tmp_path / "config" / "flows" / "b.yaml").write_text(http_flow("b"))  # another change
+    wait_until(lambda: hookd.get("/api/status").json()["config"]["flows"] == 2, what="b")
+    assert hookd.stop() == 0
+    log = hookd.log()
+    assert log.count("env.HOME is not in the env allow-list") == 1, log
+    assert log.count('"msg": "config applied"') >= 3
+
+
 SOCKET_ACTIVATED = textwrap.dedent("""
     import os, sys
     os.dup2(int(sys.argv[1]), 3)  # systemd passes the first socket as fd 3

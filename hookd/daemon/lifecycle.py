@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +202,7 @@ class Daemon:
         admin: Listener | None = None,
         env: dict[str, str] | None = None,
         loaded_hash: str = "",
+        warned: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory).absolute()
         self.config = config
@@ -215,6 +216,7 @@ class Daemon:
             self.directory, self._load, self, exclude=self._exclude,
             initial=status.ReloadOutcome(self.started_at, "start", True, revision_),
             loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
+            warned=warned,
         )
         self.conn: sqlite3.Connection | None = None
         self.state: AppState | None = None
@@ -689,12 +691,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     logs.configure(config.settings.log_format, config.settings.log_level)
     # `kill -USR1` dumps every thread's stack to stderr: the tool for "hookd hangs".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    for d in diagnostics:
-        log.warning("config warning: %s", d.format(relative_to=directory.absolute()))
+    warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
+    for line in warned:
+        log.warning("config warning: %s", line)
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
-                            admin=admin, loaded_hash=loaded).run()
+                            admin=admin, loaded_hash=loaded, warned=warned).run()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve())
