@@ -137,6 +137,12 @@ def _duplicate(located: Located[N], kind: str, seen: dict[str, Located[N]]) -> D
 # --------------------------------------------------------------------------- connections
 
 
+def unknown_connection(name: str) -> str:
+    """The message for a flow naming a connection that is not defined (the loader drops
+    it for a connection that is defined but was refused for its own errors)."""
+    return f"unknown connection '{name}'"
+
+
 def check_connection(conn: Located[Connection], connectors: Mapping[str, Connector]) -> list[Diagnostic]:
     c = conn.item
     connector = connectors.get(c.connector)
@@ -280,7 +286,7 @@ def _check_trigger_connection(
         return []
     conn = connections.get(t.connection)
     if conn is None:
-        return [flow.diag(("trigger", "connection"), f"unknown connection '{t.connection}'",
+        return [flow.diag(("trigger", "connection"), unknown_connection(t.connection),
                           hint=suggest(t.connection, connections) or known("connections for it", candidates))]
     if conn.connector != connector.name:
         return [flow.diag(("trigger", "connection"),
@@ -450,7 +456,7 @@ def _check_call(
     if action.connection is not None:
         conn = connections.get(action.connection)
         if conn is None:
-            out.append(flow.diag((*where, "connection"), f"unknown connection '{action.connection}'",
+            out.append(flow.diag((*where, "connection"), unknown_connection(action.connection),
                                  hint=suggest(action.connection, connections)))
         elif conn.connector != connector.name:
             out.append(flow.diag((*where, "connection"),

@@ -31,7 +31,7 @@ from typing import Any
 from hookd.config import actions
 from hookd.config import schema as schemacheck
 from hookd.config import secrets as secrets_mod
-from hookd.config.check import Located, SecretContext, check_config
+from hookd.config.check import Located, SecretContext, check_config, unknown_connection
 from hookd.config.model import (
     Action,
     Config,
@@ -141,7 +141,11 @@ def _load(
     if resolve_secrets:
         ctx = SecretContext(env=environ, base_dir=root,
                             credentials_dir=environ.get("CREDENTIALS_DIRECTORY"))
-    loader.out.extend(check_config(settings, connectors, connections, flows, secrets=ctx))
+    # A connection refused for its own errors (a bad secret reference) is still defined:
+    # each flow naming it would otherwise add a misleading "unknown connection".
+    follow_on = {unknown_connection(name) for name in loader.refused_connections}
+    loader.out.extend(d for d in check_config(settings, connectors, connections, flows,
+                                              secrets=ctx) if d.message not in follow_on)
     if has_errors(loader.out):
         return loader.result(None)
     config = Config(
@@ -162,6 +166,7 @@ class _Loader:
         self.env = env
         self.out: list[Diagnostic] = []
         self.io_error = False
+        self.refused_connections: set[str] = set()
 
     def result(self, config: Config | None) -> LoadResult:
         return LoadResult(config, sorted(self.out), self.io_error)
@@ -262,6 +267,7 @@ class _Loader:
             else:
                 params[name] = secret
         if not ok:
+            self.refused_connections.add(data.get("name") or doc.file.stem)
             return None
         conn = Connection(
             name=data.get("name") or doc.file.stem,
