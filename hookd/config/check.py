@@ -312,7 +312,7 @@ def _check_parameters(
             if p.required and p.default is None:
                 out.append(flow.diag(where if flow.raw(where) is not None else where[:-1],
                                      f"missing required {p.location} parameter '{p.name}' of {connector}/{op.operation_id}",
-                                     hint=p.description[:120]))
+                                     hint=_set_it(where, (p.name,), p.description)))
             continue
         problem = type_problem(given[p.name], {"type": p.type} if p.type else {})
         if problem:
@@ -323,6 +323,13 @@ def _check_parameters(
                                  severity="warning", at_key=True,
                                  hint=suggest(name, params) or known("parameters", params)))
     return out
+
+
+def _set_it(where: KeyPath, path: tuple[str, ...], description: str) -> str:
+    """Where a missing value goes, written as the key path a user types into the flow
+    (``trigger.body.events``), then what the connector says about it."""
+    key = ".".join(str(k) for k in (*where, *path))
+    return f"set {key} in the flow" + (f" ({description[:100]})" if description else "")
 
 
 def _check_body(
@@ -351,7 +358,7 @@ def _check_body(
             continue
         out.append(flow.diag((*where, *path) if flow.raw((*where, *path)) is not None else where[:1],
                              f"missing required body property '{'.'.join(sub)}' of the trigger",
-                             hint=str(sub_schema.get("description", ""))[:120]))
+                             hint=_set_it(where, sub, str(sub_schema.get("description", "")))))
     for name, value in given_map.items():
         sub_schema = props.get(name)
         if sub_schema is None:
