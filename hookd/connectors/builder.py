@@ -440,7 +440,10 @@ class _Builder:
     def _auth(self, spec: dict[str, Any]) -> Auth:
         definitions = spec.get("securityDefinitions")
         if not isinstance(definitions, dict) or not definitions:
-            return Auth("none")
+            # Power Platform connectors such as DocuSign declare OAuth only in
+            # apiProperties.json, as a connection parameter of type oauthSetting.
+            oauth = self._parameter_of_type("oauthsetting")
+            return Auth("oauth2", parameter=oauth) if oauth else Auth("none")
         name, definition = next(iter(definitions.items()))
         where: KeyPath = ("securityDefinitions", name)
         kind = definition.get("type") if isinstance(definition, dict) else None
@@ -478,9 +481,13 @@ class _Builder:
         return {}, ()
 
     def _secret_parameter(self) -> str | None:
+        return self._parameter_of_type("securestring")
+
+    def _parameter_of_type(self, kind: str) -> str | None:
+        """The first connection parameter of apiProperties.json of type `kind` (lower case)."""
         params, _ = self._raw_connection_parameters()
         return next((n for n, p in params.items() if isinstance(p, dict)
-                     and str(p.get("type", "")).lower() == "securestring"), None)
+                     and str(p.get("type", "")).lower() == kind), None)
 
     def _connection_parameters(self, auth: Auth) -> dict[str, ConnectionParameter]:
         params, _ = self._raw_connection_parameters()
