@@ -651,10 +651,15 @@ def test_an_emptied_flow_file_keeps_its_upstream_hook(tmp_path: Path, emptied: s
             wait_until(lambda: ("GET", "/repos/acme/two/hooks") in github.log, what="a pass")
             assert len(github.hooks_of("acme", "one")) == 1
 
+            (hook,) = github.hooks_of("acme", "one")
             (config / "flows" / "one.yaml").unlink()
             wait_until(lambda: github.hooks_of("acme", "one") == [], what="hook deleted")
             assert len(github.hooks_of("acme", "two")) == 1
             assert readyz()["config"] == "ok"
+            # The removed flow's URL answers 410 also once its hook is deleted (item 18).
+            late = httpx.post(hook.config["url"], json={"zen": "late"}, timeout=5,
+                              headers={"X-GitHub-Event": "ping", "User-Agent": "GitHub-Hookshot/x"})
+            assert late.status_code == 410, late.text
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -800,3 +805,13 @@ def test_a_listener_override_that_is_not_host_port_is_a_usage_error(tmp_path: Pa
                            "--public", "8080"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "'8080' is not HOST:PORT" in done.stderr
+
+
+def test_the_daemon_docs_say_the_default_worker_is_a_child_process() -> None:
+    """Issue 16 item 18: docs/daemon.md said "one process" while the worker is a child."""
+    from hookd.config.model import Settings
+
+    assert Settings(public_url="").worker_mode == "process"
+    intro = " ".join((REPO / "docs" / "daemon.md").read_text().split("## ")[0].split())
+    assert "One process" not in intro
+    assert "by default a second, child process for the pipeline worker" in intro
