@@ -322,7 +322,13 @@ def test_a_never_created_subscription_is_forgotten_once_its_flow_is_removed(
     assert "dropped record doomed" in result.stdout
     assert "unmanageable" not in result.stdout + result.stderr
     assert rows(state) == []
-    assert hookd("teardown", str(cfg), "--yes").returncode == 0
+
+    # The same for teardown, which plans with no flows at all.
+    write_flow(cfg, "doomed", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 1 and len(rows(state)) == 1
+    done = hookd("teardown", str(cfg), "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rows(state) == [] and gh.hooks == {}
 
 
 def test_subscriptions_forget_drops_a_record_and_guards_a_live_hook(
