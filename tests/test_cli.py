@@ -132,3 +132,16 @@ def test_runs_and_subscriptions_take_dir_or_a_subcommand() -> None:
     assert (after.directory, after.format) == ("/etc/hookd", "json")
     with pytest.raises(SystemExit):
         parse("runs", "/etc/hookd", "extra")
+
+
+def test_status_reads_only_listen_admin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hookd.cli.commands.status import admin_url
+
+    (tmp_path / "hookd.yaml").write_text(
+        "public_url: 42\nlisten: {admin: {host: 0.0.0.0, port: 9}}\nbogus: [1\n")
+    assert main(["status", str(tmp_path)]) == 2  # hookd.yaml does not parse at all
+    assert "cannot find the admin listener" in capsys.readouterr().err
+    (tmp_path / "hookd.yaml").write_text("public_url: 42\nlisten: {admin: {host: 0.0.0.0, port: 9}}\n")
+    assert admin_url(parse("status", str(tmp_path))) == "http://127.0.0.1:9"  # invalid, but readable
+    (tmp_path / "hookd.yaml").unlink()
+    assert admin_url(parse("status", str(tmp_path))) == "http://127.0.0.1:8081"  # the default
