@@ -362,3 +362,17 @@ def test_subscriptions_forget_drops_a_record_and_guards_a_live_hook(
     assert rows(state) == []
     unknown = hookd("subscriptions", "forget", "gone-0123456789", "-c", str(cfg))
     assert unknown.returncode == 1 and "no subscription 'gone-0123456789'" in unknown.stderr
+
+
+def test_an_empty_flow_file_holds_deletes_back_in_apply(world: dict[str, Any]) -> None:
+    """Issue 16 item 2 without a running daemon (or at its start): there is no earlier
+    config to compare with, so while a flow file is empty no hook is deleted."""
+    gh, cfg = world["gh"], world["cfg"]
+    write_flow(cfg, "one", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 0 and len(gh.hooks) == 1
+    (cfg / "flows" / "one.yaml").write_text("# name: one  (commented out by mistake)\n")
+    result = hookd("apply", str(cfg), "--allow-deletes", "5")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "flow file flows/one.yaml is empty" in result.stdout and len(gh.hooks) == 1
+    (cfg / "flows" / "one.yaml").unlink()
+    assert hookd("apply", str(cfg)).returncode == 0 and gh.hooks == {}

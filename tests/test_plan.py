@@ -124,6 +124,15 @@ def test_max_deletes_blocks_the_rest_and_says_how_to_override() -> None:
     assert "--allow-deletes" in p.by_action("blocked")[0].reason
 
 
+def test_held_deletes_are_blocked_with_the_reason_and_replaces_still_happen() -> None:
+    p = plan([want("b-2", "b")], [row("a-1"), row("b-1", upstream_id="2")],
+             listed(hook("1", "a-1"), hook("2", "b-1")),
+             max_deletes=5, hold_deletes="flow file flows/a.yaml is empty")
+    assert summary(p) == [("replace", "b-2"), ("blocked", "a-1")]
+    assert p.by_action("blocked")[0].reason.endswith(
+        "delete held back: flow file flows/a.yaml is empty")
+
+
 def test_replaces_do_not_count_against_max_deletes() -> None:
     desired = [want(f"f{n}-2", f"f{n}") for n in range(4)]
     rows = [row(f"f{n}-1", flow=f"f{n}") for n in range(4)]

@@ -154,6 +154,7 @@ def _load(
         connectors=dict(connectors),
         connections={c.item.name: c.item for c in connections},
         flows={f.item.name: f.item for f in flows},
+        empty_flow_files=tuple(loader.empty_flow_files),
     )
     return loader.result(config)
 
@@ -167,6 +168,7 @@ class _Loader:
         self.out: list[Diagnostic] = []
         self.io_error = False
         self.refused_connections: set[str] = set()
+        self.empty_flow_files: list[Path] = []
 
     def result(self, config: Config | None) -> LoadResult:
         return LoadResult(config, sorted(self.out), self.io_error)
@@ -198,6 +200,8 @@ class _Loader:
         if doc is None:
             return []
         if doc.data is None or doc.data == []:
+            if kind == "flow":
+                self.empty_flow_files.append(path)
             self.out.append(Diagnostic(
                 path, 1, 1, "warning", f"empty {kind} file",
                 hint="a running daemon refuses a reload that empties a file that had "

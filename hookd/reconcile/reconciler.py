@@ -128,7 +128,8 @@ class Reconciler:
         observed = await self.observe(desired, rows)
         limit = self.config.settings.reconcile.max_deletes if allow_deletes is None \
             else allow_deletes
-        return planning.plan(desired, rows, observed, max_deletes=limit)
+        return planning.plan(desired, rows, observed, max_deletes=limit,
+                             hold_deletes=empty_files_hold(self.config))
 
     # ------------------------------------------------------------------ observe
 
@@ -475,6 +476,24 @@ def _pending_row(d: DesiredSubscription) -> SubscriptionRow:
 
 def _replace_row(row: SubscriptionRow, **changes: Any) -> SubscriptionRow:
     return dataclasses.replace(row, **changes)
+
+
+def empty_files_hold(config: Config) -> str:
+    """Why deletes wait, when a flow file is empty: at start (or in `hookd apply`) there
+    is no earlier config to compare with, and a truncated file must not read as "remove
+    these flows" (the daemon refuses such a reload outright)."""
+    if not config.empty_flow_files:
+        return ""
+    names = ", ".join(_relative(p, config.directory) for p in config.empty_flow_files)
+    return (f"flow file {names} is empty; deletes wait until it has flows again or is "
+            "deleted")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _no_delete_request(connector: Connector, operation: str | None,

@@ -19,7 +19,8 @@ Actions, each with a reason a human can act on:
              created (no Location, no upstream id, no hook seen: nothing to delete it
              by) — no upstream call
 ``keep``     nothing to do
-``blocked``  a delete held back by ``max_deletes``
+``blocked``  a delete held back by ``max_deletes``, or by `hold_deletes` (the caller's
+             reason: an empty flow file)
 
 Hooks that do not carry a callback URL minted by this server are never touched. Replaces
 do not count against ``max_deletes``: the flow still exists and gets its new hook first.
@@ -118,8 +119,10 @@ def plan(
     observed: Observed,
     *,
     max_deletes: int,
+    hold_deletes: str = "",
 ) -> Plan:
-    """Decide what to do. See the module docstring for the actions."""
+    """Decide what to do. See the module docstring for the actions. `hold_deletes`, when
+    given, blocks every delete for that reason (replaces still happen)."""
     wanted = {d.id: d for d in desired if d.upstream}
     rows = {r.id: r for r in recorded}
     mine: dict[str, list[ObservedHook]] = defaultdict(list)
@@ -229,10 +232,13 @@ def plan(
         else:
             remaining.append(item)
 
-    allowed = max(0, max_deletes)
+    allowed = 0 if hold_deletes else max(0, max_deletes)
     for n, item in enumerate(remaining):
         if n < allowed:
             items.append(item)
+        elif hold_deletes:
+            items.append(replace(item, action="blocked",
+                                 reason=f"{item.reason}; delete held back: {hold_deletes}"))
         else:
             items.append(replace(item, action="blocked", reason=(
                 f"{item.reason}; delete blocked: this pass already deletes max_deletes="
