@@ -240,3 +240,41 @@ def test_a_local_public_url_is_fine_when_the_upstream_is_local_too(tmp_path: Pat
     local = "connector: github\nbase_url: http://127.0.0.1:3000/api\nparameters:\n  token: ${env:GITHUB_TOKEN}\n"
     assert problems(tmp_path, GITHUB_TRIGGER, settings="public_url: http://127.0.0.1:8080\n",
                     connections={"github": local}) == []
+
+
+def test_parameter_sets_and_parameters_policies_read(tmp_path: Path) -> None:
+    """The connection's set decides which parameters are required; a parameter a policy
+    reads must be given."""
+    import json
+
+    from hookd.connectors.loader import load_connector
+
+    d = tmp_path / "lib" / "Multi"
+    d.mkdir(parents=True)
+    (d / "apiDefinition.swagger.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "M", "version": "1"}, "host": "m.example",
+        "paths": {"/x": {"get": {"operationId": "x", "responses": {"200": {"description": "ok"}}}}}}))
+    (d / "apiProperties.json").write_text(json.dumps({"properties": {
+        "connectionParameterSets": {"values": [
+            {"name": "oauth", "parameters": {"token": {"type": "oauthSetting"}}},
+            {"name": "basic", "parameters": {
+                "username": {"type": "string", "uiDefinition": {"constraints": {"required": "true"}}},
+                "password": {"type": "securestring"}}}]},
+        "policyTemplateInstances": [{"templateId": "dynamichosturl", "parameters": {
+            "x-ms-apimTemplateParameter.urlTemplate": "https://@connectionParameters('tenant').m.example"}}]}}))
+    multi, _ = load_connector(d)
+    assert multi is not None
+    write_config(tmp_path / "cfg", flows={}, connections={
+        "a": "connector: multi\nparameter_set: basic\nparameters: {password: '${env:P}', tenant: t}\n",
+        "b": "connector: multi\nparameter_set: oath\n",
+        "c": "connector: multi\nparameters: {token: '${env:P}'}\n",
+    })
+    _, diags = load_config(tmp_path / "cfg", connectors={**connectors(), "multi": multi},
+                           env={**ENV, "P": "x"})
+    text = [(d.file.name, d.severity, d.message, d.hint) for d in diags]
+    assert text == [
+        ("a.yaml", "error", "missing connection parameter 'username' of connector 'multi'", ""),
+        ("b.yaml", "error", "connector 'multi' has no parameter set 'oath'", "did you mean 'oauth'?"),
+        ("c.yaml", "error", "missing connection parameter 'tenant': connector 'multi' uses it in "
+                            "its dynamichosturl policy", "add parameters: {tenant: …}"),
+    ]
