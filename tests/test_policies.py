@@ -39,6 +39,9 @@ def draft(**kw: Any) -> Draft:
      "https://eu.example.com"),
     ("@connectionParameters('host')", {"host": "contoso.onalvao.com/AlvaoRestApi"}, {},
      "https://contoso.onalvao.com/AlvaoRestApi"),
+    ("https://@connectionParameters('domain')", {"domain": "https://x.example"}, {},
+     "https://x.example"),
+    ("@connectionParameters('url')/api", {"url": "https://x.example/"}, {}, "https://x.example/api"),
 ])
 def test_dynamic_host_replaces_the_backend_url(template: str, conn: dict[str, str],
                                                query: dict[str, str], expected: str) -> None:

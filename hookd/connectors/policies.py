@@ -356,7 +356,12 @@ def host_url(value: str) -> str:
     value = value.strip()
     if "://" not in value:
         value = "https://" + value.lstrip("/")
-    return value.rstrip("/")
+    # A parameter given as a whole URL inside a template that has its own scheme
+    # ("https://@connectionParameters('domain')" with "https://x.example"), or ending in
+    # "/" before the template's own path: what the operator meant, not a broken URL.
+    value = re.sub(r"^(https?://)+(https?://)", r"\2", value, flags=re.IGNORECASE)
+    scheme, _, rest = value.partition("://")
+    return f"{scheme}://{re.sub('/{2,}', '/', rest)}".rstrip("/")
 
 
 def set_property(body: Any, policy: Policy) -> Any:
