@@ -31,6 +31,8 @@ def draft(**kw: Any) -> Draft:
 @pytest.mark.parametrize(("template", "conn", "query", "expected"), [
     ("@connectionParameters('instanceUrl')", {"instanceUrl": "https://t1.alemba.cloud/api"}, {},
      "https://t1.alemba.cloud/api"),
+    ("@connectionParameters('HostUrl')/", {"hostUrl": "https://abc.mpxapi.com"}, {},  # Impexium
+     "https://abc.mpxapi.com"),
     ("https://@connectionParameters('token:TenantId').example.com/rest/",
      {"token:TenantId": "abc"}, {}, "https://abc.example.com/rest"),
     ("@connectionParameters('instance_url', 'https://api.oneflow.com/v1')", {}, {},

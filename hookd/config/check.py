@@ -169,7 +169,8 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
     for name, value in c.parameters.items():
         param = declared.get(name)
         if param is None:
-            if declared and name not in _COMMON_CONNECTION_PARAMETERS and name not in by_policy:
+            if declared and name not in _COMMON_CONNECTION_PARAMETERS \
+                    and name.lower() not in {n.lower() for n in by_policy}:
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
@@ -185,9 +186,12 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
             out.append(conn.diag(where,
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))
+    given = {n.lower() for n in c.parameters}
+    folded = {n.lower(): p for n, p in declared.items()}
     for name, template in by_policy.items():
-        param = declared.get(name)
-        if name in c.parameters or (param is not None and (param.required or param.type == "oauthSetting")):
+        # As the policy reads it: the exact name, else one differing only in case.
+        param = declared.get(name) or folded.get(name.lower())
+        if name.lower() in given or (param is not None and (param.required or param.type == "oauthSetting")):
             continue
         out.append(conn.diag(where, f"missing connection parameter '{name}': connector "
                              f"'{c.connector}' uses it in its {template} policy",

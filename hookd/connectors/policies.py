@@ -12,7 +12,8 @@ property (``setproperty``). hookd applies them as Power Platform does (Microsoft
   empty means every operation;
 - templates run in the order listed, each on the request as the ones before left it;
 - values are text with expressions in them: ``@connectionParameters('name'[, 'default'])``
-  (OAuth sub-parameters are names like ``token:TenantId``), ``@queryParameters('name')``,
+  (OAuth sub-parameters are names like ``token:TenantId``; a name matches ignoring case
+  when nothing matches exactly), ``@queryParameters('name')``,
   ``@headers('name'[, 'default'])`` (also ``@header``); `setproperty` values may embed
   ``{@body().path}``;
 - `dynamichosturl`'s result replaces the whole backend URL (scheme, host and basePath):
@@ -323,7 +324,14 @@ def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
           connection: Mapping[str, str]) -> Draft:
     """Apply, in order, the policies that change `operation_id` (see `Policy.applies_to`)
     to `draft`, in place; returns it. `connection` holds the connection's parameter
-    values (secrets resolved) by name."""
+    values (secrets resolved) by name — matched ignoring case when no exact name matches
+    (Impexium's policy reads 'HostUrl', its parameter is 'hostUrl')."""
+    folded = {k.lower(): v for k, v in connection.items()}
+
+    def lookup(name: str) -> str | None:
+        value = connection.get(name)
+        return value if value is not None else folded.get(name.lower())
+
     for policy in policies:
         if not policy.applied or not policy.applies_to(operation_id):
             continue
@@ -331,7 +339,7 @@ def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
             continue
 
         def ev(text: str) -> str:
-            return evaluate(text, connection=connection.get, query=draft.query_value,
+            return evaluate(text, connection=lookup, query=draft.query_value,
                             header=draft.header)
 
         if policy.template == DYNAMIC_HOST:
