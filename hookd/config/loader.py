@@ -38,6 +38,7 @@ from hookd.config.model import (
     Connection,
     Flow,
     HttpAction,
+    Limits,
     Listener,
     LogAction,
     MaybeSecret,
@@ -377,6 +378,7 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         admin=_listener(listen.get("admin"), default.admin),
         state_dir=state_dir,
         max_body=parse_size((data.get("limits") or {}).get("max_body", default.max_body)),
+        limits=_limits(data.get("limits") or {}),
         workers=data.get("workers", default.workers),
         shutdown_timeout=parse_duration(data.get("shutdown_timeout", default.shutdown_timeout)),
         env_allow=tuple(data.get("env") or ()),
@@ -411,6 +413,17 @@ def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
         # systemd's StateDirectory= may list several, colon-separated: the first is ours.
         return Path(env["STATE_DIRECTORY"].split(":")[0])
     return root / "state"
+
+
+def _limits(data: Mapping[str, Any]) -> Limits:
+    d = Limits()
+    return Limits(
+        max_headers=parse_size(data.get("max_headers", d.max_headers)),
+        header_timeout=parse_duration(data.get("header_timeout", d.header_timeout)),
+        body_timeout=parse_duration(data.get("body_timeout", d.body_timeout)),
+        idle_timeout=parse_duration(data.get("idle_timeout", d.idle_timeout)),
+        max_connections=data.get("max_connections", d.max_connections),
+    )
 
 
 def _listener(data: Mapping[str, Any] | None, default: Listener) -> Listener:

@@ -81,12 +81,24 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one client may hold on the listeners (docs/server.md, "Limits")."""
+
+    max_headers: int = 64 * 1024  # bytes of request line + headers; more → 431
+    header_timeout: float = 10.0  # connection (or last answer) → end of headers
+    body_timeout: float = 60.0  # end of headers → end of body
+    idle_timeout: float = 5.0  # keep-alive: an idle connection after an answer
+    max_connections: int = 4096  # public listener; lowered to fit the open-file limit
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
     public: Listener = Listener("127.0.0.1", 8080)
     admin: Listener = Listener("127.0.0.1", 8081)
     state_dir: Path = Path("state")  # absolute after loading
     max_body: int = 25 * 1024 * 1024
+    limits: Limits = Limits()
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0
     env_allow: tuple[str, ...] = ()  # environment variables templates may read as env.X

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from hookd.config.model import Config
+    from hookd.daemon.protocol import Guard
     from hookd.ingest.app import AppState
 
 log = logging.getLogger("hookd.daemon.lifecycle")
@@ -240,9 +241,21 @@ class Daemon:
             await self._close()
             return EXIT_IO
         public, admin = self._apps(self.state)
+        from hookd.daemon import protocol
+
+        open_files = protocol.open_file_limit()
+        policies = protocol.policies(settings.limits, open_files)
+        guards = [protocol.Guard(name, policies[name]) for name in ("public", "admin")]
+        if open_files is not None and policies["public"].max_connections < settings.limits.max_connections:
+            log.warning("the open-file limit lowers the public listener's connection cap",
+                        extra={"open_files": open_files,
+                               "max_connections": policies["public"].max_connections,
+                               "hint": "raise LimitNOFILE= (systemd) or ulimit -n"})
+        series: list[Any] = [protocol.GuardMetrics(guards), protocol.OpenConnections(guards)]
+        self.state.metrics.extra.extend(series)
         servers = [
-            self._server(public, settings.public.host, settings.public.port),
-            self._server(admin, settings.admin.host, settings.admin.port),
+            self._server(public, settings.public.host, settings.public.port, guards[0]),
+            self._server(admin, settings.admin.host, settings.admin.port, guards[1]),
         ]
         inherited = inherited_socket(self.env)
         serving = [
@@ -322,15 +335,29 @@ class Daemon:
                 server.force_exit = True
             await asyncio.wait(pending, timeout=2)
 
-    def _server(self, app: Any, host: str, port: int) -> uvicorn.Server:
+    def _server(self, app: Any, host: str, port: int, guard: Guard) -> uvicorn.Server:
+        """The one place a listener's uvicorn config is made (`hookd.daemon.protocol`)."""
         import uvicorn
 
+        from hookd.daemon import protocol
+
+        limits = self.config.settings.limits
         config = uvicorn.Config(
             app, host=host, port=port,
             log_config=None,  # hookd's handler formats and redacts everything
             access_log=False,  # callback paths carry tokens; hookd logs deliveries itself
             lifespan="off", server_header=False,
             timeout_graceful_shutdown=max(1, int(self.config.settings.shutdown_timeout)),
+            # httptools with hookd's header cap, header/body timeouts and connection cap
+            # (h11, and so h11_max_incomplete_event_size, is never used).
+            http=protocol.protocol_class(guard),
+            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
+            # A backstop only: uvicorn answers 503 when its count of connections or of
+            # requests in flight reaches this. The guard keeps connections at the cap, but
+            # those it closes leave uvicorn's count a moment later (during a burst of
+            # accepts), so the backstop sits well above the cap.
+            limit_concurrency=2 * guard.policy.max_connections,
+            backlog=min(2048, guard.policy.max_connections),
         )
         return quiet_server(config)
 

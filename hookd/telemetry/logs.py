@@ -186,6 +186,55 @@ def parse_level(level: str | int) -> int:
     return value if isinstance(value, int) else logging.INFO
 
 
+class Throttle(logging.Filter):
+    """At most `burst` lines per `interval` seconds for each kind of warning or error.
+
+    An unauthenticated client can make libraries log at will (uvicorn logs a warning per
+    malformed request: ~2,100 per 10,000), which floods the journal and costs the event
+    loop a write per line. A kind is the logger and the message template; info and debug
+    lines pass untouched. The first line of a kind let through after some were dropped
+    carries ``suppressed=K``, how many were dropped since the last one shown.
+
+    >>> t = Throttle(burst=2, interval=60, clock=lambda: 0.0)
+    >>> rec = lambda: logging.makeLogRecord({"name": "x", "levelno": 30, "msg": "bad"})
+    >>> [t.filter(rec()) for _ in range(4)]
+    [True, True, False, False]
+    >>> t.clock = lambda: 61.0
+    >>> r = rec(); t.filter(r), r.suppressed
+    (True, 2)
+    """
+
+    def __init__(self, burst: int = 10, interval: float = 60.0,
+                 clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.interval, self.clock = burst, interval, clock
+        # kind → [window start, lines shown in the window, lines dropped since the last shown]
+        self._kinds: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            state = self._kinds.get(kind)
+            if state is None:
+                if len(self._kinds) > 10_000:  # many distinct messages: start over
+                    self._kinds.clear()
+                state = self._kinds[kind] = [now, 0, 0]
+            if now - state[0] >= self.interval:
+                state[0], state[1] = now, 0
+            if state[1] >= self.burst:
+                state[2] += 1
+                return False
+            state[1] += 1
+            if state[2]:
+                record.suppressed = int(state[2])
+                state[2] = 0
+        return True
+
+
 _HANDLER_NAME = "hookd"
 
 
@@ -202,6 +251,7 @@ def configure(
     handler.set_name(_HANDLER_NAME)
     chosen = choose_format(log_format, stream)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(Throttle())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
