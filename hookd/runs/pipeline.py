@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from hookd.callbacks import payload
 from hookd.config import model
 from hookd.config.secrets import SecretError
 from hookd.runs.actions import ActionContext, ActionError, executor
@@ -186,8 +187,10 @@ def trigger_context(delivery: Any) -> dict[str, Any]:
     raw = delivery.body or b""
     body: Any
     try:
+        # Under the listener's depth limit (a delivery recorded before it had one is text).
+        payload.check_depth(raw)
         body = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, payload.Refused):
         body = raw.decode("utf-8", "replace")
     received = dt.datetime.fromtimestamp(delivery.received_at, dt.UTC)
     return {

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import quote, unquote, urlencode, urljoin
 
 import httpx
 
@@ -134,6 +134,31 @@ def backoff(attempt: int, policy: RetryPolicy, rnd: float) -> float:
     return min(policy.max_delay, policy.base_delay * 2**attempt) * (0.5 + rnd)
 
 
+def path_segment(value: str, what: str) -> str:
+    """`value` as one percent-encoded path segment; `PermanentError` for ``.`` and ``..``.
+
+    A ``/`` in a value is encoded, but ``..`` as a whole segment is not something encoding
+    can neutralise: URL normalisation (httpx, proxies, the upstream) removes it with the
+    segment before, so ``owner=".."`` and ``repo=".."`` turned
+    ``/repos/{owner}/{repo}/issues/1/comments`` into ``/issues/1/comments``, with the
+    connection's token. Encoded forms (``%2e%2E``) are refused too, as is an empty value
+    (``//`` changes the path as well).
+
+    >>> path_segment("hookd/cli", "p")
+    'hookd%2Fcli'
+    >>> path_segment("%2E%2e", "repo")
+    Traceback (most recent call last):
+    ...
+    hookd.upstream.errors.PermanentError: repo: '%2E%2e' is not allowed as a path segment
+    """
+    decoded, previous = value, None
+    while decoded != previous:  # %252e%252e → %2e%2e → ..
+        previous, decoded = decoded, unquote(decoded)
+    if decoded.strip() in ("", ".", ".."):
+        raise PermanentError(f"{what}: {value!r} is not allowed as a path segment")
+    return quote(value, safe="")
+
+
 class Upstream:
     """An async HTTP client for connector operations (see module docstring)."""
 
@@ -205,7 +230,8 @@ class Upstream:
                 continue
             value = self._text(parameters[p.name])
             if p.location == "path":
-                path = path.replace("{" + p.name + "}", quote(value, safe=""))
+                path = path.replace("{" + p.name + "}", path_segment(
+                    value, f"{connector.name}.{op.operation_id}: path parameter '{p.name}'"))
             elif p.location == "query":
                 query[p.name] = value
             elif p.location == "header":
