@@ -204,13 +204,30 @@ def is_loopback_url(url: str) -> bool:
     >>> is_loopback_url("http://127.0.0.1:8080"), is_loopback_url("https://hooks.example.net")
     (True, False)
     """
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "::1") or host.endswith(".localhost"):
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` names and loopback addresses (``0.0.0.0`` is every address).
+
+    >>> is_loopback_host("127.0.0.1"), is_loopback_host("::1"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
+    host = host.lower().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def admin_exposure(settings: Settings) -> str | None:
+    """The warning for an admin listener bound beyond this machine, or None."""
+    if is_loopback_host(settings.admin.host):
+        return None
+    return (f"the admin listener binds {settings.admin.host}, beyond this machine: anyone who "
+            "can reach it and has the admin token can read run history and replay flows")
 
 
 def _check_trigger(

@@ -136,6 +136,23 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Egress:
+    """Where `http` and `notify` steps may send requests to (docs/pipeline.md, "Egress")."""
+
+    allow: tuple[str, ...] = ()  # host patterns a templated (or redirected) host must match
+    deny_private: bool = False  # also refuse loopback, link-local and private addresses
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Who may use the admin listener's API (docs/daemon.md, "Admin authentication")."""
+
+    token: MaybeSecret | None = None  # None: generated into the state directory
+    hosts: tuple[str, ...] = ()  # Host names accepted besides loopback and the bind address
+    open_metrics: bool = True  # /metrics without a token (Prometheus scrapers)
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
     public: Listener = Listener("127.0.0.1", 8080)
@@ -144,6 +161,8 @@ class Settings:
     store: StoreSetting = StoreSetting()
     max_body: int = 25 * 1024 * 1024
     limits: Limits = Limits()
+    egress: Egress = Egress()
+    admin_auth: Admin = Admin()
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0
     env_allow: tuple[str, ...] = ()  # environment variables templates may read as env.X

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     import uvicorn
 
+    from hookd.admin.auth import AdminAuth
     from hookd.config.model import Config, Listener
     from hookd.daemon.protocol import Guard
     from hookd.ingest.app import AppState
@@ -228,6 +229,7 @@ class Daemon:
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._auth: tuple[Any, AdminAuth] | None = None  # (settings, auth) of admin_auth()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,6 +253,12 @@ class Daemon:
             self.state.inbox.start()  # fails here, loudly, on a bad state directory
         except Exception as exc:
             log.error("cannot open the inbox", extra={"error": str(exc)})
+            await self._close()
+            return EXIT_IO
+        try:
+            self.admin_auth()  # the token exists (or is readable) before anyone can ask
+        except Exception as exc:
+            log.error("cannot read or create the admin token", extra={"error": str(exc)})
             await self._close()
             return EXIT_IO
         public, admin = self._apps(self.state)
@@ -436,7 +444,31 @@ class Daemon:
         from hookd.ingest.app import create_app
 
         routes = [*status.routes(self.status_facts), *api.routes(state)]
-        return create_app(state), create_admin_app(state, routes)
+        return create_app(state), create_admin_app(state, routes, auth=self.admin_auth)
+
+    def admin_auth(self) -> AdminAuth:
+        """The admin listener's `AdminAuth` for the running config (`hookd.admin.auth`):
+        made again when a reload brings new settings; a token that cannot be resolved
+        then keeps the last one (and says so)."""
+        from hookd.admin import auth
+        from hookd.config import secrets
+
+        settings = self.config.settings
+        if self._auth is not None and self._auth[0] is settings:
+            return self._auth[1]
+        try:
+            token = auth.server_token(settings, lambda ref: secrets.resolve_value(
+                ref, base_dir=self.config.directory))
+        except Exception as exc:
+            if self._auth is None:
+                raise
+            log.error("cannot read the admin token; keeping the last one",
+                      extra={"error": str(exc)})
+            token = self._auth[1].token
+        logs.register_secret(token)
+        current = auth.AdminAuth.for_settings(settings, token)
+        self._auth = (settings, current)
+        return current
 
     def _metrics(self, metrics: Any) -> list[Any]:
         """The daemon's series, rendered with the others on ``/metrics``."""
