@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 from hookd.callbacks import payload
 from hookd.config import model
 from hookd.config.secrets import SecretError
+from hookd.runs import egress
 from hookd.runs.actions import ActionContext, ActionError, executor
 from hookd.store.sqlite.runs import RunStore, steps_done
 from hookd.templating import engine as templating
@@ -469,6 +470,15 @@ class Pipeline:
                 raise _StepFailed(str(exc)) from None
             for derived in derived_from_secrets(cs.inputs.source, inputs):
                 secrets.remember(derived)  # masked from here on, as a secret is
+            if isinstance(step.action, model.HttpAction | model.NotifyAction):
+                # The url again, so that no template can move its host (hookd.runs.egress).
+                try:
+                    target = egress.render_url(step.action.url, ctx)
+                except templating.TemplateError as exc:
+                    raise _StepFailed(str(exc)) from None
+                if target is not None:
+                    inputs["url"] = target.url
+                actx = dataclasses.replace(actx, url=target)
             await self.db(self.store.step_started, run_id, step.id, cs.index, step.kind,
                           attempt, redact(inputs, secrets.resolved))
             retryable, retry_after, output = True, None, None
