@@ -156,3 +156,14 @@ def test_a_replayed_standard_webhooks_message_runs_once(
         x["status"] == "succeeded" for x in r) else None)(hookd.get("/api/runs").json()["runs"]),
         what="two runs")
     assert len(runs) == 2
+
+
+def test_every_scheme_is_documented_with_whether_it_needs_a_header() -> None:
+    from hookd.connectors.schemes import SCHEMES as DECLARED
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "connectors.md").read_text()
+    kind_row = next(line for line in docs.splitlines() if line.startswith("| `kind` |"))
+    header_row = next(line for line in docs.splitlines() if line.startswith("| `header` |"))
+    for kind, spec in DECLARED.items():
+        assert f"`{kind}`" in kind_row, f"docs/connectors.md: x-hookd-verify kind {kind}"
+        assert (f"`{kind}`" in header_row) is spec.needs_header

@@ -31,9 +31,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hookd.config.model import Limits
@@ -241,32 +245,29 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-class GuardMetrics:
+class GuardMetrics(Collector):
     """``hookd_connections_open{listener}`` and ``hookd_connections_closed_total{listener,
     reason}``: a flood shows as evictions and header timeouts, not as failed deliveries."""
 
-    name = "hookd_connections_closed_total"
-    help = ("Connections hookd closed before a request completed, by listener and reason "
-            "(header_timeout, body_timeout, headers_too_large, evicted, refused).")
-    kind = "counter"
-
     def __init__(self, guards: list[Guard]) -> None:
         self.guards = guards
 
-    def samples(self) -> Any:
+    def _families(self) -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+        closed = CounterMetricFamily(
+            "hookd_connections_closed", "Connections hookd closed before a request completed, "
+            "by listener and reason (header_timeout, body_timeout, headers_too_large, "
+            "evicted, refused).", labels=["listener", "reason"])
+        open_ = GaugeMetricFamily("hookd_connections_open", "Connections open on each listener.",
+                                  labels=["listener"])
+        return closed, open_
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        closed, open_ = self._families()
         for g in self.guards:
             for reason, n in g.closed.items():
-                yield f'{self.name}{{listener="{g.name}",reason="{reason}"}} {n}'
-
-
-class OpenConnections:
-    name = "hookd_connections_open"
-    help = "Connections open on each listener."
-    kind = "gauge"
-
-    def __init__(self, guards: list[Guard]) -> None:
-        self.guards = guards
-
-    def samples(self) -> Any:
-        for g in self.guards:
-            yield f'{self.name}{{listener="{g.name}"}} {g.open}'
+                closed.add_metric([g.name, reason], n)
+            open_.add_metric([g.name], g.open)
+        return closed, open_

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
     from hookd.runs.egress import Target
+    from hookd.upstream.client import Upstream
 
 
 class ActionError(Exception):
@@ -63,7 +64,7 @@ class ActionContext:
     run_id: str = ""
     delivery_id: str = ""
     config: model.Config | None = None
-    upstream: Any = None
+    upstream: Upstream | None = None
     timeout: float | None = None
     base_env: Mapping[str, str] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hookd.flow"))
