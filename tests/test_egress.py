@@ -154,3 +154,25 @@ def test_where_the_host_comes_from(source: str, templated: bool) -> None:
     assert target is not None and target.host_from_template is templated
     if not templated:
         assert httpx.URL(target.url).host == "h.example"
+
+
+def test_check_warns_about_a_templated_host_without_egress_allow(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "hookd.yaml").write_text("public_url: https://hooks.example.net\n")
+    (tmp_path / "flows" / "f.yaml").write_text(
+        "name: f\ntrigger: {connector: http}\nsteps:\n"
+        "  - id: a\n    http: {url: '{{ trigger.body.url }}'}\n"
+        "  - id: b\n    http: {url: 'https://api.example.com/{{ trigger.body.p }}'}\n")
+    shown = subprocess.run([sys.executable, "-m", "hookd", "check", str(tmp_path)],
+                           capture_output=True, text=True, timeout=30)
+    lines = [line for line in (shown.stdout + shown.stderr).splitlines()
+             if "comes from a template" in line]
+    assert len(lines) == 1 and "steps[0].http.url" in lines[0] and "f.yaml:5:" in lines[0]
+    with (tmp_path / "hookd.yaml").open("a") as f:
+        f.write("egress: {allow: ['*.example.com']}\n")
+    again = subprocess.run([sys.executable, "-m", "hookd", "check", str(tmp_path)],
+                           capture_output=True, text=True, timeout=30)
+    assert "comes from a template" not in again.stdout + again.stderr

@@ -31,7 +31,7 @@ from hookd.config.steps import check_steps, strings
 from hookd.config.yamlpos import Document, KeyPath
 from hookd.connectors.model import Connector, Operation, Schema
 from hookd.diagnostics import Diagnostic
-from hookd.templating.analysis import flatten_schema, known, suggest
+from hookd.templating.analysis import flatten_schema, known, literal_origin, suggest
 
 T = TypeVar("T")
 
@@ -119,7 +119,8 @@ def check_config(
         if duplicate is not None:
             out.append(duplicate)  # still checked: its own problems are worth showing
         out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()},
-                              env_allow=settings.env_allow, public_url=settings.public_url))
+                              env_allow=settings.env_allow, public_url=settings.public_url,
+                              egress_allow=settings.egress.allow))
     if secrets is not None:
         out.extend(check_secrets(by_name, flows, secrets))
     return out
@@ -206,6 +207,7 @@ def check_flow(
     *,
     env_allow: Collection[str] | None = None,
     public_url: str = "",
+    egress_allow: Collection[str] = (),
 ) -> list[Diagnostic]:
     f = flow.item
     out: list[Diagnostic] = []
@@ -228,6 +230,15 @@ def check_flow(
     for i, step in enumerate(f.steps):
         if step.kind == "call":
             out.extend(_check_call(flow, ("steps", i, "call"), step.action, connectors, connections))
+        url = getattr(step.action, "url", None) if step.kind in ("http", "notify") else None
+        if (isinstance(url, str) and ("{{" in url or "{%" in url) and not egress_allow
+                and literal_origin(url) is None):
+            out.append(flow.diag(
+                ("steps", i, step.kind, "url"),
+                "the host of this url comes from a template: the step is refused unless the "
+                "host matches egress.allow in hookd.yaml", severity="warning",
+                hint="write the host in the url (https://api.example.com/{{ … }}), or list "
+                     "the hosts it may be in egress.allow (docs/pipeline.md, \"Egress\")"))
     return out
 
 

@@ -37,11 +37,10 @@ from urllib.parse import quote, urlsplit
 
 from hookd.config.model import Config, Egress, Listener
 from hookd.templating import engine as templating
+from hookd.templating.analysis import literal_origin
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# The literal text before the first template ends the authority: the origin is fixed.
-_LITERAL_ORIGIN = re.compile(r"^\s*https?://[^/?#{}\s]*(?=[/?#])", re.IGNORECASE)
 _EXPRESSION = re.compile(r"(\{\{.*?\}\})", re.DOTALL)
 # What an expression's output may keep unencoded, by where it stands.
 _SAFE = {"path": "/:@!$&'()*+,;=-._~", "query": ":@!$'()*,;/?-._~", "fragment": ":@!$'()*,;/?-._~"}
@@ -66,11 +65,11 @@ def render_url(source: Any, context: Mapping[str, Any]) -> Target | None:
     """
     if not isinstance(source, str) or not templating.is_template(source):
         return None
-    origin = _LITERAL_ORIGIN.match(source)
-    if origin is None or "{%" in source or "{#" in source:
+    origin = literal_origin(source)
+    if origin is None:
         return Target(templating.as_text(templating.render_value(source, context)), True)
-    out, where = [origin.group(0)], "path"
-    for part in _EXPRESSION.split(source[origin.end():]):
+    out, where = [origin], "path"
+    for part in _EXPRESSION.split(source[len(origin):]):
         if part.startswith("{{") and part.endswith("}}"):
             value = templating.as_text(templating.render_value(part, context))
             out.append(quote(value, safe=_SAFE[where]))
