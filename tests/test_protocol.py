@@ -202,7 +202,7 @@ def test_a_1_mib_header_is_refused_with_431_and_not_stored(daemon: Daemon, tmp_p
 
 def test_a_flood_of_malformed_requests_logs_a_few_lines(daemon: Daemon) -> None:
     """uvicorn logs a warning per malformed request (~2,100 per 10,000 before): the log
-    handler lets 10 a minute through per kind of message (`hookd.telemetry.logs.Throttle`)."""
+    handler lets 10 a minute through per kind of message (`hookd.telemetry.logs.FloodFilter`)."""
     for _ in range(300):
         with socket.create_connection(("127.0.0.1", daemon.public)) as sock:
             sock.sendall(b"\x00GARBAGE / HTTP/1.1\r\n\r\n")

@@ -84,21 +84,21 @@ def server_token(settings: Settings, resolve: Callable[[Any], str]) -> str:
     return load_or_create_token(settings.state_dir)
 
 
-def client_token(settings: Settings | None, state_dir: Path | None,
-                 resolve: Callable[[Any], str]) -> str | None:
-    """The token a CLI command sends: the same reference, else the state dir's file; None
-    when neither is readable (the daemon then answers 401, which the command reports)."""
-    if settings is not None and settings.admin_auth.token is not None:
+def client_token(reference: object, state_dir: Path | None,
+                 resolve: Callable[[str], str]) -> str | None:
+    """The token a CLI command sends: hookd.yaml's ``admin.token`` (`reference`, as
+    written) resolved, else ``state_dir/admin.token``; None when neither can be read (the
+    daemon then answers 401, which the command reports)."""
+    if isinstance(reference, str):
         try:
-            return resolve(settings.admin_auth.token)
+            return resolve(reference)
         except Exception:
             return None
-    for directory in (state_dir, settings.state_dir if settings is not None else None):
-        if directory is not None:
-            try:
-                return read_token(Path(directory) / TOKEN_FILE)
-            except (OSError, ValueError):
-                continue
+    if state_dir is not None:
+        try:
+            return read_token(Path(state_dir) / TOKEN_FILE)
+        except (OSError, ValueError):
+            return None
     return None
 
 

@@ -76,7 +76,7 @@ class Guard:
 
     def count(self, reason: str) -> None:
         self.closed[reason] += 1
-        # One message per listener and reason: the log handler throttles each (logs.Throttle).
+        # One message per listener and reason: the log handler throttles each (logs.FloodFilter).
         log.warning(f"{self.name} listener closed a connection ({reason})",
                     extra={"listener": self.name, "reason": reason,
                            "limits": _limits_text(self.policy)})

@@ -26,8 +26,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
+
+from hookd.telemetry.throttle import Throttle
 
 MASK = "***"
 # Shorter values would mask ordinary words and numbers all over the log; such a
@@ -186,52 +188,37 @@ def parse_level(level: str | int) -> int:
     return value if isinstance(value, int) else logging.INFO
 
 
-class Throttle(logging.Filter):
-    """At most `burst` lines per `interval` seconds for each kind of warning or error.
+class FloodFilter(logging.Filter):
+    """At most `burst` lines per `per` seconds for each kind of warning or error.
 
     An unauthenticated client can make libraries log at will (uvicorn logs a warning per
     malformed request: ~2,100 per 10,000), which floods the journal and costs the event
     loop a write per line. A kind is the logger and the message template; info and debug
-    lines pass untouched. The first line of a kind let through after some were dropped
-    carries ``suppressed=K``, how many were dropped since the last one shown.
+    lines pass untouched (those that a client can cause throttle themselves:
+    `hookd.telemetry.throttle`). The first line of a kind let through after some were
+    dropped carries ``suppressed=K``, how many were dropped since the last one shown.
 
-    >>> t = Throttle(burst=2, interval=60, clock=lambda: 0.0)
+    >>> f = FloodFilter(burst=2, per=60, clock=iter([0, 0, 0, 0, 61]).__next__)
     >>> rec = lambda: logging.makeLogRecord({"name": "x", "levelno": 30, "msg": "bad"})
-    >>> [t.filter(rec()) for _ in range(4)]
+    >>> [f.filter(rec()) for _ in range(4)]
     [True, True, False, False]
-    >>> t.clock = lambda: 61.0
-    >>> r = rec(); t.filter(r), r.suppressed
+    >>> r = rec(); f.filter(r), r.suppressed
     (True, 2)
     """
 
-    def __init__(self, burst: int = 10, interval: float = 60.0,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(self, burst: int = 10, per: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.burst, self.interval, self.clock = burst, interval, clock
-        # kind → [window start, lines shown in the window, lines dropped since the last shown]
-        self._kinds: dict[tuple[str, str], list[float]] = {}
-        self._lock = threading.Lock()
+        self.throttle = Throttle(per=per, burst=burst, clock=clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        kind = (record.name, str(record.msg))
-        now = self.clock()
-        with self._lock:
-            state = self._kinds.get(kind)
-            if state is None:
-                if len(self._kinds) > 10_000:  # many distinct messages: start over
-                    self._kinds.clear()
-                state = self._kinds[kind] = [now, 0, 0]
-            if now - state[0] >= self.interval:
-                state[0], state[1] = now, 0
-            if state[1] >= self.burst:
-                state[2] += 1
-                return False
-            state[1] += 1
-            if state[2]:
-                record.suppressed = int(state[2])
-                state[2] = 0
+        held = self.throttle.admit((record.name, str(record.msg)))
+        if held is None:
+            return False
+        if held:
+            record.suppressed = held
         return True
 
 
@@ -251,7 +238,7 @@ def configure(
     handler.set_name(_HANDLER_NAME)
     chosen = choose_format(log_format, stream)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
-    handler.addFilter(Throttle())
+    handler.addFilter(FloodFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
