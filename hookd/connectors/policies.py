@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 Problems = list[tuple[tuple[str | int, ...], str, str]]  # (sub-path, message, hint)
 
@@ -318,6 +318,31 @@ class Draft:
         if not path.startswith("/"):
             path = "/" + path
         return self.base_url.rstrip("/") + path
+
+
+def path_segment(value: str, what: str) -> str:
+    """`value` if it may fill one path segment; `PolicyError` for ``.``, ``..`` and empty.
+
+    A ``/`` in a value is encoded (`Draft.url`), but ``..`` as a whole segment is not
+    something encoding can neutralise: URL normalisation (httpx, proxies, the upstream)
+    removes it with the segment before, so ``owner=".."`` and ``repo=".."`` turned
+    ``/repos/{owner}/{repo}/issues/1/comments`` into ``/issues/1/comments``, with the
+    connection's token. Encoded forms (``%2e%2E``, ``%252e``) are refused too, and an
+    empty value (``//`` changes the path as well).
+
+    >>> path_segment("hookd/cli", "p")
+    'hookd/cli'
+    >>> path_segment("%2E%2e", "repo")
+    Traceback (most recent call last):
+    ...
+    hookd.connectors.policies.PolicyError: repo: '%2E%2e' is not allowed as a path segment
+    """
+    decoded, previous = value, None
+    while decoded != previous:  # %252e%252e → %2e%2e → ..
+        previous, decoded = decoded, unquote(decoded)
+    if decoded.strip() in ("", ".", ".."):
+        raise PolicyError(f"{what}: {value!r} is not allowed as a path segment")
+    return value
 
 
 def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
