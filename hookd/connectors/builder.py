@@ -34,6 +34,7 @@ from hookd.connectors.model import (
     Verification,
     WebhookTrigger,
 )
+from hookd.connectors.oauth import oauth_settings
 from hookd.connectors.policies import Policy
 from hookd.diagnostics import Diagnostic, Severity, did_you_mean
 
@@ -181,6 +182,7 @@ class _Builder:
             event_header=top.event_header,
             ping_event=top.ping_event,
             request_trigger=request_trigger,
+            oauth=oauth_settings(self.properties.value) if self.properties is not None else (),
         ), self.diags
 
     # ------------------------------------------------------------------ operations
