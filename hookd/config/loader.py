@@ -31,7 +31,7 @@ from typing import Any
 from hookd.config import actions
 from hookd.config import schema as schemacheck
 from hookd.config import secrets as secrets_mod
-from hookd.config.check import Located, SecretContext, check_config
+from hookd.config.check import Located, SecretContext, check_config, unknown_connection
 from hookd.config.model import (
     Action,
     Config,
@@ -49,6 +49,7 @@ from hookd.config.model import (
     StoreSetting,
     Trigger,
 )
+from hookd.config.steps import strings
 from hookd.config.units import parse_duration, parse_size
 from hookd.config.yamlpos import Document, KeyPath
 from hookd.config.yamlpos import load as load_yaml
@@ -141,7 +142,11 @@ def _load(
     if resolve_secrets:
         ctx = SecretContext(env=environ, base_dir=root,
                             credentials_dir=environ.get("CREDENTIALS_DIRECTORY"))
-    loader.out.extend(check_config(settings, connectors, connections, flows, secrets=ctx))
+    # A connection refused for its own errors (a bad secret reference) is still defined:
+    # each flow naming it would otherwise add a misleading "unknown connection".
+    follow_on = {unknown_connection(name) for name in loader.refused_connections}
+    loader.out.extend(d for d in check_config(settings, connectors, connections, flows,
+                                              secrets=ctx) if d.message not in follow_on)
     if has_errors(loader.out):
         return loader.result(None)
     config = Config(
@@ -150,6 +155,7 @@ def _load(
         connectors=dict(connectors),
         connections={c.item.name: c.item for c in connections},
         flows={f.item.name: f.item for f in flows},
+        empty_flow_files=tuple(loader.empty_flow_files),
     )
     return loader.result(config)
 
@@ -162,6 +168,8 @@ class _Loader:
         self.env = env
         self.out: list[Diagnostic] = []
         self.io_error = False
+        self.refused_connections: set[str] = set()
+        self.empty_flow_files: list[Path] = []
 
     def result(self, config: Config | None) -> LoadResult:
         return LoadResult(config, sorted(self.out), self.io_error)
@@ -193,6 +201,8 @@ class _Loader:
         if doc is None:
             return []
         if doc.data is None or doc.data == []:
+            if kind == "flow":
+                self.empty_flow_files.append(path)
             self.out.append(Diagnostic(
                 path, 1, 1, "warning", f"empty {kind} file",
                 hint="a running daemon refuses a reload that empties a file that had "
@@ -262,12 +272,14 @@ class _Loader:
             else:
                 params[name] = secret
         if not ok:
+            self.refused_connections.add(data.get("name") or doc.file.stem)
             return None
         conn = Connection(
             name=data.get("name") or doc.file.stem,
             connector=data["connector"],
             parameters=params,
             base_url=data.get("base_url"),
+            parameter_set=data.get("parameter_set"),
             pos=Pos(doc.file, *doc.pos(prefix)),
         )
         return Located(conn, doc, prefix)
@@ -324,7 +336,7 @@ class _Loader:
         if len(self.out) > errors_before and has_errors(self.out[errors_before:]):
             return None
         for i, raw in enumerate(data.get("steps") or []):
-            for path, text in _strings(raw, (*prefix, "steps", i)):
+            for path, text in strings(raw, (*prefix, "steps", i)):
                 problem = secrets_mod.ref_problem(text)
                 if problem:
                     self.out.append(doc.diagnostic(
@@ -473,16 +485,3 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _strings(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    out: list[tuple[KeyPath, str]] = []
-    if isinstance(value, Mapping):
-        for key, sub in value.items():
-            out.extend(_strings(sub, (*path, key)))
-    elif isinstance(value, list):
-        for i, sub in enumerate(value):
-            out.extend(_strings(sub, (*path, i)))
-    return out

@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,38 +153,6 @@ def inherited_socket(env: dict[str, str]) -> socket.socket | None:
     return socket.socket(fileno=3) if count >= 1 else None
 
 
-class RevisionInfo:
-    """``hookd_config_info{revision="…"} 1``: the running revision, as Prometheus "info"
-    metrics do it (a label on a constant), for dashboards that mark config changes."""
-
-    name = "hookd_config_info"
-    help = "The running config revision (label), always 1."
-    kind = "gauge"
-
-    def __init__(self, revision_: Callable[[], str]) -> None:
-        self.revision = revision_
-
-    def samples(self) -> Iterator[str]:
-        value = self.revision().replace("\\", "\\\\").replace('"', '\\"')
-        yield f'{self.name}{{revision="{value}"}} 1'
-
-
-class ReloadCounts:
-    """``hookd_config_reloads_total{outcome}``, read from the reloader's counts."""
-
-    name = "hookd_config_reloads_total"
-    help = ("Config loads by outcome: applied (the start counts), or rejected (invalid; "
-            "the last good config keeps running).")
-    kind = "counter"
-
-    def __init__(self, counts: dict[str, int]) -> None:
-        self.counts = counts
-
-    def samples(self) -> Iterator[str]:
-        for outcome, n in self.counts.items():
-            yield f'{self.name}{{outcome="{outcome}"}} {n}'
-
-
 # --------------------------------------------------------------------------- the daemon
 
 
@@ -202,6 +170,7 @@ class Daemon:
         admin: Listener | None = None,
         env: dict[str, str] | None = None,
         loaded_hash: str = "",
+        warned: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory).absolute()
         self.config = config
@@ -215,6 +184,7 @@ class Daemon:
             self.directory, self._load, self, exclude=self._exclude,
             initial=status.ReloadOutcome(self.started_at, "start", True, revision_),
             loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
+            warned=warned,
         )
         self.conn: sqlite3.Connection | None = None
         self.state: AppState | None = None
@@ -392,7 +362,8 @@ class Daemon:
         from hookd.telemetry import metrics
 
         state = AppState(self.config, self.conn, self.server_secret)
-        state.metrics.extra.extend(self._metrics(metrics))
+        for source in self._metrics(metrics):
+            state.metrics.add(source)
         return state
 
     def _apps(self, state: AppState) -> tuple[Any, Any]:
@@ -408,7 +379,10 @@ class Daemon:
         """The daemon's series, rendered with the others on ``/metrics``."""
         reloader = self.reloader
         return [
-            ReloadCounts(reloader.counts),
+            metrics.Family("hookd_config_reloads_total",
+                           "Config loads by outcome: applied (the start counts), or rejected "
+                           "(invalid; the last good config keeps running).",
+                           "counter", "outcome", lambda: reloader.counts),
             metrics.Gauge("hookd_config_rejected",
                           "1 while the newest config on disk is rejected, else 0.",
                           lambda: 0 if reloader.last.ok else 1),
@@ -416,7 +390,10 @@ class Daemon:
                           "When the config was last loaded (applied or rejected).",
                           lambda: reloader.last.at),
             metrics.Gauge("hookd_draining", "1 while shutting down.", lambda: int(self.draining)),
-            RevisionInfo(lambda: self.revision),
+            # The running revision as Prometheus "info" metrics do it (a label on a
+            # constant), for dashboards that mark config changes.
+            metrics.Family("hookd_config_info", "The running config revision (label), always 1.",
+                           "gauge", "revision", lambda: {self.revision: 1}),
         ]
 
     async def _close(self) -> None:
@@ -539,7 +516,8 @@ class Daemon:
             # Signing secrets and callback tokens end up in URLs and errors: mask them.
             logs.register_secret(row.secret)
             logs.register_secret(tokens.callback_token(self.server_secret, row.id))
-        failing = [r.id for r in rows if r.status in status.FAILING_STATES]
+        failing = [r.id for r in rows
+                   if status.shown_state(r.status, r.last_error) in status.FAILING_STATES]
         self._next_retry, self._failed_passes = retry_schedule(
             failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
 
@@ -602,9 +580,7 @@ class Daemon:
         return SubscriptionStore(self.conn).all()
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for row in self._subscriptions():
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in self._subscriptions())
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
         if not self.reloader.last.ok:
             line += f"; config {self.reloader.last.revision} rejected"
@@ -616,12 +592,10 @@ class Daemon:
 
         assert self.conn is not None
         rows = self._subscriptions()
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in rows)
         failures = [
             status.Failure("subscription", r.flow, r.id, r.last_error or r.status, r.updated_at)
-            for r in rows if r.status in status.FAILING_STATES
+            for r in rows if status.shown_state(r.status, r.last_error) in status.FAILING_STATES
         ]
         failures += [
             status.Failure("run", r.flow, r.id, r.error or "failed", r.finished_at)
@@ -692,12 +666,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     logs.configure(config.settings.log_format, config.settings.log_level)
     # `kill -USR1` dumps every thread's stack to stderr: the tool for "hookd hangs".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    for d in diagnostics:
-        log.warning("config warning: %s", d.format(relative_to=directory.absolute()))
+    warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
+    for line in warned:
+        log.warning("config warning: %s", line)
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
-                            admin=admin, loaded_hash=loaded).run()
+                            admin=admin, loaded_hash=loaded, warned=warned).run()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve())
