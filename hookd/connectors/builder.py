@@ -563,13 +563,13 @@ class _Builder:
         used: set[str] = set()
         for p in compiled:
             if p.applied:
-                used.update(p.connection_parameters())
+                used.update(n.lower() for n in p.connection_parameters())
         for s in sets:
-            mine = used | {c.parameter for c in s.credentials}
+            mine = used | {c.parameter.lower() for c in s.credentials}
             if any(c.kind == "basic" for c in s.credentials):
                 mine |= {"username", "password"}
             for name, param in s.parameters.items():
-                if name not in mine and param.type != "oauthSetting" \
+                if name.lower() not in mine and param.type != "oauthSetting" \
                         and not name.startswith("token:"):
                     self.diag("warning", f"connection parameter '{name}'"
                               f"{' of set ' + repr(s.name) if s.name else ''} is used by no "
