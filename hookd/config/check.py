@@ -176,7 +176,8 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
     for name, value in c.parameters.items():
         param = declared.get(name)
         if param is None:
-            if declared and name not in _COMMON_CONNECTION_PARAMETERS and name not in by_policy:
+            if declared and name not in _COMMON_CONNECTION_PARAMETERS \
+                    and name.lower() not in {n.lower() for n in by_policy}:
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
@@ -185,21 +186,51 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
             out.append(conn.diag(
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
                 severity="warning", hint=f"use a reference such as ${{env:{name.upper()}}}"))
+    out.extend(_check_oauth(conn, connector))
+    # With an oauth: block, hookd gets the token itself.
+    by_oauth = {s.parameter for s in connector.oauth} | {connector.auth.parameter} \
+        if c.oauth is not None else set()
     where = ("parameters",) if conn.raw(("parameters",)) is not None else ()
     for name, param in declared.items():
         # OAuth settings cannot be given statically; hookd uses the `token` parameter.
-        if param.required and param.type != "oauthSetting" and name not in c.parameters:
+        if param.required and param.type != "oauthSetting" and name not in c.parameters \
+                and name not in by_oauth:
             out.append(conn.diag(where,
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))
+    given = {n.lower() for n in c.parameters}
+    folded = {n.lower(): p for n, p in declared.items()}
     for name, template in by_policy.items():
-        param = declared.get(name)
-        if name in c.parameters or (param is not None and (param.required or param.type == "oauthSetting")):
+        # As the policy reads it: the exact name, else one differing only in case.
+        param = declared.get(name) or folded.get(name.lower())
+        if name.lower() in given or (param is not None and (param.required or param.type == "oauthSetting")):
             continue
         out.append(conn.diag(where, f"missing connection parameter '{name}': connector "
                              f"'{c.connector}' uses it in its {template} policy",
                              hint=(param.description[:120] if param is not None else "")
                              or f"add parameters: {{{name}: …}}"))
+    return out
+
+
+def _check_oauth(conn: Located[Connection], connector: Connector) -> list[Diagnostic]:
+    """An ``oauth:`` block needs a connector that does OAuth (or explicit endpoints);
+    its secrets must be references. Which provider, and whether a token is stored, is
+    `hookd.oauth.readiness` (``hookd check`` online, ``hookd status``)."""
+    oauth = conn.item.oauth
+    if oauth is None:
+        return []
+    out: list[Diagnostic] = []
+    if not connector.oauth and connector.auth.kind != "oauth2" \
+            and not (oauth.authorization_url and oauth.token_url):
+        out.append(conn.diag(("oauth",), f"connector '{connector.name}' does not use OAuth 2.0",
+                             hint="remove oauth:, or set oauth.authorization_url and "
+                                  "oauth.token_url"))
+    for key in ("client_secret", "refresh_token"):
+        value = getattr(oauth, key)
+        if value is not None and not isinstance(value, SecretRef):
+            out.append(conn.diag(("oauth", key), f"oauth.{key} is a secret but is written in the file",
+                                 severity="warning",
+                                 hint=f"use a reference such as ${{env:{conn.item.name.upper()}_{key.upper()}}}"))
     return out
 
 
@@ -536,6 +567,11 @@ def check_secrets(
         for param, value in conn.item.parameters.items():
             if isinstance(value, SecretRef):
                 out.extend(_resolve(conn, ("parameters", param), value, ctx, who))
+        oauth = conn.item.oauth
+        for key in ("client_id", "client_secret", "refresh_token"):
+            ref = getattr(oauth, key, None)
+            if isinstance(ref, SecretRef):
+                out.extend(_resolve(conn, ("oauth", key), ref, ctx, who))
     return out
 
 

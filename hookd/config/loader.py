@@ -48,6 +48,7 @@ from hookd.config.model import (
     Limits,
     Listener,
     MaybeSecret,
+    OAuthConfig,
     Pos,
     ReconcilePolicy,
     Retention,
@@ -287,7 +288,8 @@ class _Loader:
                 ok = False
             else:
                 params[name] = secret
-        if not ok:
+        oauth = self._oauth(data.get("oauth"), doc, (*prefix, "oauth"))
+        if not ok or oauth is False:
             self.refused_connections.add(data.get("name") or doc.file.stem)
             return None
         conn = Connection(
@@ -297,8 +299,34 @@ class _Loader:
             base_url=data.get("base_url"),
             parameter_set=data.get("parameter_set"),
             pos=Pos(doc.file, *doc.pos(prefix)),
+            oauth=oauth if isinstance(oauth, OAuthConfig) else None,
         )
         return Located(conn, doc, prefix)
+
+    def _oauth(self, data: Mapping[str, Any] | None, doc: Document, path: KeyPath) -> OAuthConfig | bool:
+        """The ``oauth:`` block (schema-checked already); True when absent, False after an error."""
+        if data is None:
+            return True
+        refs: dict[str, MaybeSecret | None] = {}
+        for key in ("client_id", "client_secret", "refresh_token"):
+            if key in data:
+                refs[key] = self._secret(data[key], doc, (*path, key))
+                if refs[key] is None:
+                    return False
+        client_id = refs["client_id"]
+        assert client_id is not None  # required by the schema
+        scopes = data.get("scopes")
+        return OAuthConfig(
+            client_id=client_id,
+            client_secret=refs.get("client_secret"),
+            scopes=tuple(scopes) if scopes is not None else None,
+            refresh_token=refs.get("refresh_token"),
+            tenant=data.get("tenant"),
+            resource=data.get("resource"),
+            redirect_uri=data.get("redirect_uri"),
+            authorization_url=data.get("authorization_url"),
+            token_url=data.get("token_url"),
+        )
 
     def _secret(self, value: Any, doc: Document, path: KeyPath) -> MaybeSecret | None:
         """A literal or a `SecretRef` (``${file:…}`` made absolute); None after an error."""

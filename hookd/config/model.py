@@ -178,6 +178,28 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    """A connection's ``oauth:`` block: the operator's own app registration.
+
+    The connector says which provider and which default scopes
+    (`hookd.connectors.oauth`); this says who the client is. `authorization_url` /
+    `token_url` override the provider's (a sovereign cloud, a self-hosted server).
+    Tokens themselves never live here: ``hookd connect`` puts them in the state
+    directory (`hookd.store.tokens`); `refresh_token` only seeds a headless install.
+    """
+
+    client_id: MaybeSecret
+    client_secret: MaybeSecret | None = None
+    scopes: tuple[str, ...] | None = None  # None = the connector's
+    refresh_token: MaybeSecret | None = None
+    tenant: str | None = None  # aad: the directory (default: the connector's, else common)
+    resource: str | None = None  # aad: the resource URI (default: the connector's)
+    redirect_uri: str | None = None  # default: http://127.0.0.1:<free port>/callback
+    authorization_url: str | None = None
+    token_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Connection:
     """Named credentials for one connector.
 
@@ -195,6 +217,7 @@ class Connection:
     # uses, by name; None = the first.
     parameter_set: str | None = None
     pos: Pos | None = None
+    oauth: OAuthConfig | None = None  # OAuth 2.0 with tokens from `hookd connect`
 
 
 # --------------------------------------------------------------------------- flows

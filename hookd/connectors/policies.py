@@ -12,7 +12,8 @@ property (``setproperty``). hookd applies them as Power Platform does (Microsoft
   empty means every operation;
 - templates run in the order listed, each on the request as the ones before left it;
 - values are text with expressions in them: ``@connectionParameters('name'[, 'default'])``
-  (OAuth sub-parameters are names like ``token:TenantId``), ``@queryParameters('name')``,
+  (OAuth sub-parameters are names like ``token:TenantId``; a name matches ignoring case
+  when nothing matches exactly), ``@queryParameters('name')``,
   ``@headers('name'[, 'default'])`` (also ``@header``); `setproperty` values may embed
   ``{@body().path}``;
 - `dynamichosturl`'s result replaces the whole backend URL (scheme, host and basePath):
@@ -348,7 +349,14 @@ def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
           connection: Mapping[str, str]) -> Draft:
     """Apply, in order, the policies that change `operation_id` (see `Policy.applies_to`)
     to `draft`, in place; returns it. `connection` holds the connection's parameter
-    values (secrets resolved) by name."""
+    values (secrets resolved) by name — matched ignoring case when no exact name matches
+    (Impexium's policy reads 'HostUrl', its parameter is 'hostUrl')."""
+    folded = {k.lower(): v for k, v in connection.items()}
+
+    def lookup(name: str) -> str | None:
+        value = connection.get(name)
+        return value if value is not None else folded.get(name.lower())
+
     for policy in policies:
         if not policy.applied or not policy.applies_to(operation_id):
             continue
@@ -356,7 +364,7 @@ def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
             continue
 
         def ev(text: str) -> str:
-            return evaluate(text, connection=connection.get, query=draft.query_value,
+            return evaluate(text, connection=lookup, query=draft.query_value,
                             header=draft.header)
 
         if policy.template == DYNAMIC_HOST:
@@ -381,7 +389,12 @@ def host_url(value: str) -> str:
     value = value.strip()
     if "://" not in value:
         value = "https://" + value.lstrip("/")
-    return value.rstrip("/")
+    # A parameter given as a whole URL inside a template that has its own scheme
+    # ("https://@connectionParameters('domain')" with "https://x.example"), or ending in
+    # "/" before the template's own path: what the operator meant, not a broken URL.
+    value = re.sub(r"^(https?://)+(https?://)", r"\2", value, flags=re.IGNORECASE)
+    scheme, _, rest = value.partition("://")
+    return f"{scheme}://{re.sub('/{2,}', '/', rest)}".rstrip("/")
 
 
 def set_property(body: Any, policy: Policy) -> Any:

@@ -146,7 +146,8 @@ def authenticate(draft: Draft, auth: ParameterSet, inputs: Inputs) -> None:
             else:
                 draft.set_header(c.name, value)
         else:
-            token = inputs.token or conn.get(c.parameter) or conn.get("access_token")
+            token = (inputs.token or conn.get(c.parameter) or conn.get("token")
+                     or conn.get("access_token"))
             if token:
                 draft.set_header("Authorization", f"Bearer {token}")
     if not auth.credentials and conn.get("token"):

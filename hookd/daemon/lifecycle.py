@@ -676,7 +676,21 @@ class Daemon:
             inbox_depth=DeliveryStore(self.conn).depth(),
             runs_last_hour=runs_since(self.conn, time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
+            connections=self._unready_connections(),
         )
+
+    def _unready_connections(self) -> dict[str, tuple[str, str]]:
+        """``oauth:`` connections in use that cannot authenticate (read from the token
+        files: a few small reads, on the admin listener's request)."""
+        from hookd.oauth.readiness import unready, used_connections
+        from hookd.store.tokens import FileTokenStore
+
+        store = FileTokenStore(self.config.settings.state_dir)
+        try:
+            found = unready(self.config, store.get, time.time(), used_connections(self.config))
+        except OSError as exc:
+            return {"?": (str(exc), "check the state directory")}
+        return {u.connection.name: (u.problem, u.hint) for u in found}
 
 
 def retry_schedule(
