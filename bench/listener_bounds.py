@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import resource
-import select
 import signal
 import socket
 import sqlite3
@@ -29,13 +28,10 @@ from pathlib import Path
 
 import httpx
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.test_daemon import free_port  # noqa: E402
+from tests.test_protocol import SECRET, closed_by_peer  # noqa: E402
 
 
 def write_config(tmp: Path, public: int, admin: int) -> Path:
@@ -144,16 +140,6 @@ class Run:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
-
-
-def closed_by_peer(sock: socket.socket) -> bool:
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
 
 
 def main(src: str) -> None:
