@@ -176,3 +176,27 @@ def test_check_warns_about_a_templated_host_without_egress_allow(tmp_path: Path)
     again = subprocess.run([sys.executable, "-m", "hookd", "check", str(tmp_path)],
                            capture_output=True, text=True, timeout=30)
     assert "comes from a template" not in again.stdout + again.stderr
+
+
+def test_notify_steps_follow_the_policy_too(tmp_path: Path, sink: Sink) -> None:
+    """A notify step whose url comes from a payload is refused; written literally, or as
+    a secret reference (the operator wrote it), it is sent."""
+    from hookd.config import model
+    from tests.pipeline_util import flow, step
+    from tests.test_pipeline import Harness
+
+    h = Harness(tmp_path / "state", environ={"SINK_URL": sink.url + "/from-secret"})
+    f = flow("n", [
+        step("literal", model.NotifyAction(kind="webhook", url=sink.url + "/literal",
+                                           message="{{ trigger.body.m }}")),
+        step("secret", model.NotifyAction(kind="webhook", url=model.SecretRef("env", "SINK_URL"),
+                                          message="m")),
+        step("payload", model.NotifyAction(kind="webhook", url="{{ trigger.body.url }}",
+                                           message="m")),
+    ])
+    outcome, run_id = h.run(f, {"m": "hi", "url": sink.url + "/from-payload"})
+    assert outcome.status == "failed"
+    assert [r.path for r in sink.received] == ["/literal", "/from-secret"]
+    run = h.store.get(run_id)
+    assert run is not None
+    assert "comes from a template and is not in egress.allow" in (run.steps[2].error or "")
