@@ -212,7 +212,7 @@ class _Builder:
     written.
     """
 
-    def __init__(self, loader: Any, doc: Document, problems: list[Diagnostic]) -> None:
+    def __init__(self, loader: _Loader, doc: Document, problems: list[Diagnostic]) -> None:
         self.loader = loader
         self.doc = doc
         self.problems = problems
