@@ -508,7 +508,10 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
             (config / "flows" / "one.yaml").write_text("name: one\ntrigger: [broken\n")
             wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
             assert "flows/one.yaml:" in readyz()["rejected"]
-            time.sleep(1)
+            # A scheduled reconcile (every second) ran on the running config since.
+            github.reset_counters()
+            wait_until(lambda: {("GET", "/repos/acme/one/hooks"),
+                                ("GET", "/repos/acme/two/hooks")} <= set(github.log), what="a pass")
             assert len(github.hooks_of("acme", "one")) == 1  # nothing deleted
             assert len(github.hooks_of("acme", "two")) == 1
 
