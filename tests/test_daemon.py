@@ -370,8 +370,10 @@ def callback_url(tmp_path: Path) -> str:
 def test_stop_drains_running_steps_and_refuses_new_deliveries(
     daemon_on: Callable[..., Running], tmp_path: Path, worker: str
 ) -> None:
-    marker = tmp_path / "finished"
-    script = f"import pathlib, time; time.sleep(1.5); pathlib.Path({str(marker)!r}).write_text('ok')"
+    marker, go = tmp_path / "finished", tmp_path / "go"
+    # The step runs until the test creates `go` (once it has seen the daemon stopping).
+    script = (f"import pathlib, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)"
+              f"\npathlib.Path({str(marker)!r}).write_text('ok')")
     steps = f"  - id: slow\n    run: {json.dumps([sys.executable, '-c', script])}\n"
     hookd = daemon_on(texts={"slow": http_flow("slow", steps)}, env={"HOOKD_WORKER": worker})
     hookd.notify.wait_for("READY")
@@ -384,6 +386,8 @@ def test_stop_drains_running_steps_and_refuses_new_deliveries(
     refused = httpx.post(url, json={"n": 2}, timeout=5)
     assert refused.status_code == 503  # not recorded: the upstream keeps it and retries
     assert hookd.get("/readyz").status_code == 503
+    assert hookd.proc.poll() is None  # still draining
+    go.touch()
     assert hookd.proc.wait(15) == 0
     assert marker.read_text() == "ok"  # the running step was allowed to finish
 
