@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hookd.config import actions
+
 # The action inputs are part of the model (`Step.action`): re-exported, as `model.HttpAction`.
 from hookd.config.actions.call import CallAction as CallAction
 from hookd.config.actions.http import HttpAction as HttpAction
