@@ -748,6 +748,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
     for line in warned:
         log.warning("config warning: %s", line)
+    if admin is not None:  # --admin: hookd check saw only hookd.yaml's address
+        from hookd.config.check import admin_exposure
+
+        exposed = admin_exposure(config.settings)
+        if exposed is not None:
+            log.warning(exposed, extra={"hint": "bind it to 127.0.0.1 (docs/daemon.md, "
+                                                "\"Admin authentication\")"})
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
