@@ -105,7 +105,7 @@ def test_graceful_stop_finishes_the_step_and_resumes_later(tmp_path: Path, sink:
     async def first() -> None:
         worker = Worker(lambda: cfg, poll_interval=0.05)
         await worker.start()
-        while not sink.received:  # step one is in flight (the sink holds it 0.5 s)
+        while not sink.arrived:  # step one is in flight (the sink holds it 0.5 s)
             await asyncio.sleep(0.01)
         await worker.stop(5)
 
