@@ -131,6 +131,17 @@ def route_for_row(table: RouteTable, row: SubscriptionRow) -> Route:
     return _route(flow, connector, None, row, table.resolve, sub_id=row.id)
 
 
+def needs_row(table: RouteTable, subscription_id: str, token: str) -> bool:
+    """Whether `lookup` would read the store for this request: an id the table does not
+    route, in a correctly signed URL (so guessing cannot load the store)."""
+    if subscription_id in table.routes:
+        return False
+    try:
+        return tokens.verify_token(table.server_secret, subscription_id, token)
+    except UnicodeError:
+        return False
+
+
 def lookup(
     table: RouteTable,
     subscription_id: str,

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from hookd.config.model import Config, Listener
+    from hookd.store.interface import Store
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
 CONFIG_HELP = "config directory (default: $HOOKD_CONFIG, else the current directory)"
@@ -149,23 +148,18 @@ def unvalidated_state_dir(args: argparse.Namespace) -> Path:
     return state_dir_setting(state or None, root, os.environ).absolute()
 
 
-def open_existing_store(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection | None:
-    """A connection to the state store, or None when hookd has not created one there.
+def open_existing_store(state_dir: Path, *, readonly: bool = False) -> Store | None:
+    """The state store, or None when hookd has not created one there (close it after use).
 
-    `readonly` opens the file without migrating it (`hookd send` next to a running
-    daemon must not write to its store)."""
-    import sqlite3
+    `readonly` opens it without migrating it (`hookd send` next to a running daemon must
+    not write to its store)."""
+    from hookd import store as stores
+    from hookd.store import errors
 
-    from hookd.store.sqlite import db
-
-    path = state_dir / db.DB_NAME
-    if not path.is_file():
+    try:
+        return stores.open(state_dir, role="cli", mode="readonly" if readonly else "existing")
+    except errors.NotFound:
         return None
-    if not readonly:
-        return db.open_db(state_dir)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
 
 
 def existing_server_secret(state_dir: Path) -> bytes | None:

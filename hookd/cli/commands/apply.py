@@ -38,6 +38,7 @@ from hookd.cli.commands.plan import (
 
 if TYPE_CHECKING:
     from hookd.config.model import Config
+    from hookd.store.interface import Subscriptions
 
 PROGRESS_MIN_ITEMS = 20
 RESULT_WORDS = {"create": "created", "replace": "replaced", "adopt": "adopted",
@@ -70,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     color = use_color(sys.stdout)
-    report = asyncio.run(_apply(config, store, secret, args.allow_deletes,
-                                None if args.format == "json" else sys.stderr))
+    try:
+        report = asyncio.run(_apply(config, store.subscriptions, secret, args.allow_deletes,
+                                    None if args.format == "json" else sys.stderr))
+    finally:
+        store.close()
     if args.format == "json":
         data = report.to_json()
         data["plan"] = [item_json(i) for i in report.plan.changes]
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if any(o.result == "blocked" for o in report.outcomes) else EXIT_OK
 
 
-async def _apply(config: Config, store: Any, secret: bytes, allow_deletes: int | None,
+async def _apply(config: Config, store: Subscriptions, secret: bytes, allow_deletes: int | None,
                  progress_stream: Any) -> Any:
     from hookd.reconcile.reconciler import Reconciler
 

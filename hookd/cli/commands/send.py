@@ -136,20 +136,19 @@ def build_headers(
 
 def _store_rows(state_dir: Path) -> dict[str, Any]:
     """The store's subscriptions (read-only; empty when there is no store yet)."""
-    import sqlite3
+    import asyncio
 
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd.store.errors import StoreError
 
-    try:
-        conn = open_existing_store(state_dir, readonly=True)
-        if conn is None:
-            return {}
-        try:
-            return {r.id: r for r in SubscriptionStore(conn).all()}
-        finally:
-            conn.close()
-    except sqlite3.Error:
+    store = open_existing_store(state_dir, readonly=True)
+    if store is None:
         return {}
+    try:
+        return {r.id: r for r in asyncio.run(store.subscriptions.all())}
+    except StoreError:
+        return {}
+    finally:
+        store.close()
 
 
 def _find_route(table: Any, target: str) -> Any:
@@ -179,17 +178,20 @@ def _send_in_process(
 
     import httpx
 
+    from hookd import store as stores
     from hookd.ingest.app import AppState, create_app
 
     async def go(state_dir: Path) -> tuple[int, Any]:
         settings = dataclasses.replace(config.settings, state_dir=state_dir)
-        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret)
+        store = stores.open(settings)  # a throw-away store in `state_dir`
+        state = AppState(dataclasses.replace(config, settings=settings), store, server_secret)
         transport = httpx.ASGITransport(app=create_app(state))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://hookd") as client:
                 r = await client.post(path, content=body, headers=headers)
         finally:
             await state.aclose()
+            await store.aclose()
         return r.status_code, _decode(r.content)
 
     with tempfile.TemporaryDirectory(prefix="hookd-send-") as tmp:

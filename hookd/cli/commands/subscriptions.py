@@ -43,9 +43,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sqlite3
+    import asyncio
 
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd.store.errors import StoreError
     from hookd.subscriptions import desired
 
     config = load_valid_config(args, "subscriptions", resolve_secrets=False)
@@ -53,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     state = config.settings.state_dir
     try:
-        conn = open_existing_store(state)
-        rows = SubscriptionStore(conn).all() if conn is not None else []
+        store = open_existing_store(state)
+        rows = []
+        if store is not None:
+            try:
+                rows = asyncio.run(store.subscriptions.all())
+            finally:
+                store.close()
         secret = existing_server_secret(state)
-    except (OSError, ValueError, sqlite3.Error) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         print(f"hookd subscriptions: cannot read the state: {exc}", file=sys.stderr)
         return EXIT_ERRORS
     routes = []

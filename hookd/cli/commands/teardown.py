@@ -28,6 +28,7 @@ from hookd.cli.commands.plan import config_and_state, make_upstream, render_plan
 
 if TYPE_CHECKING:
     from hookd.config.model import Config
+    from hookd.store.interface import Subscriptions
 
 UNLIMITED = 1_000_000
 
@@ -54,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     empty = dataclasses.replace(config, flows={})
-    return asyncio.run(_teardown(empty, store, secret, args.yes))
+    try:
+        return asyncio.run(_teardown(empty, store.subscriptions, secret, args.yes))
+    finally:
+        store.close()
 
 
-async def _teardown(config: Config, store: Any, secret: bytes, yes: bool) -> int:
+async def _teardown(config: Config, store: Subscriptions, secret: bytes, yes: bool) -> int:
     from hookd.reconcile.reconciler import Reconciler
 
     color = use_color(sys.stdout)

@@ -137,6 +137,14 @@ def _split(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an existing file (`hookd send` reads the subscriptions
+    of a store a running daemon owns, and must never write to it)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def open_db(state_dir: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) ``state_dir/hookd.db`` with every migration applied."""
     conn = connect(state_dir / DB_NAME, check_same_thread=check_same_thread)
