@@ -136,7 +136,9 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self._store is None:
-            self._store = stores.open(self.state_dir, role="worker")
+            config = self._get_config()
+            where = self._state_dir or (config.settings if config is not None else self.state_dir)
+            self._store = stores.open(where, role="worker")
         await self._store.start()
         self.runs = self._store.runs
         self.deliveries = self._store.deliveries
@@ -269,7 +271,8 @@ class Worker:
                 continue
             room = min(flow.concurrency - self._by_flow[name], free - len(claimed))
             if room > 0:
-                claimed += await self.deliveries.claim(room, flows=[name], lease=self.lease)
+                claimed += await self.deliveries.claim(room, flows=[name], lease=self.lease,
+                                                       max_running=flow.concurrency)
         room = free - len(claimed)
         if room > 0 and len(unlimited) == len(config.flows):
             # No flow is limited: claim without a flow filter (the plain status index is

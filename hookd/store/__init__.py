@@ -42,7 +42,26 @@ def open(  # noqa: A001 - the module's verb: hookd.store.open(settings)
     if isinstance(settings, Path):
         state_dir, dedup_window = settings, 7 * 86400.0
     else:
+        if settings.store.kind == "postgresql":
+            return _postgresql(settings, role=role, mode=mode, clock=clock)
         state_dir = Path(settings.state_dir)
         dedup_window = settings.retention.dedup_window
     return SqliteStore(state_dir, role=role, mode=mode, dedup_window=dedup_window,
                        clock=clock, inbox_options=inbox_options)
+
+
+def _postgresql(settings: Settings, **options: Any) -> Store:
+    """The PostgreSQL backend's `Store` (issue 17): `hookd.store.postgres.store.open`,
+    once that module exists; until then a clear refusal rather than SQLite in its place."""
+    import importlib
+    import importlib.util
+
+    from hookd.store import errors
+
+    if importlib.util.find_spec("hookd.store.postgres.store") is None:
+        raise errors.Unavailable(
+            f"store: {settings.store}: the PostgreSQL store is not complete in this build "
+            "(hookd.store.postgres.store); use store: sqlite")
+    backend = importlib.import_module("hookd.store.postgres.store")
+    opened: Store = backend.open(settings, **options)
+    return opened

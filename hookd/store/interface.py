@@ -111,10 +111,12 @@ class DeliveryQueue(Protocol):
     async def get(self, delivery_id: str) -> Delivery | None: ...
 
     async def claim(self, limit: int, *, flows: Sequence[str] | None = None,
-                    lease: float) -> list[Delivery]:
+                    lease: float, max_running: int | None = None) -> list[Delivery]:
         """Up to `limit` claimable deliveries (queued, or running with an expired lease),
         oldest first, now ``running`` until ``now + lease`` seconds; `flows` restricts the
-        claim (per-flow concurrency). Two claimers never get the same delivery."""
+        claim. With `max_running` (a flow's ``concurrency``; `flows` then names that one
+        flow) no more of the flow's deliveries run at once, counted over every claimer of
+        the store. Two claimers never get the same delivery."""
 
     async def renew(self, delivery_ids: Sequence[str], lease: float) -> None:
         """Extend the leases of deliveries this claimer still runs."""

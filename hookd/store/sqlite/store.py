@@ -109,7 +109,9 @@ class SqliteDeliveries:
         return await self._x.run(lambda t: t.deliveries.get(delivery_id), write=False)
 
     async def claim(self, limit: int, *, flows: Sequence[str] | None = None,
-                    lease: float) -> list[Delivery]:
+                    lease: float, max_running: int | None = None) -> list[Delivery]:
+        # `max_running` needs no query here: one daemon per SQLite file, and its worker
+        # (the only claimer) already counts its own runs of each flow.
         return await self._x.run(lambda t: t.deliveries.claim(limit, flows=flows, lease=lease))
 
     async def renew(self, delivery_ids: Sequence[str], lease: float) -> None:
