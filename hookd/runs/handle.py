@@ -7,7 +7,22 @@ Protocol alone, and the store's wake-up hook (`DeliveryQueue.on_arrival`) calls 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hookd.config.model import Config
+
+
+class ConfigHolder(Protocol):
+    """Where a worker reads the current config (the daemon's app state, swapped on reload)."""
+
+    @property
+    def config(self) -> Config: ...
+
+
+# What a worker is given to find the config: a holder, or a callable (tests, the child).
+ConfigSource = Callable[[], "Config | None"] | ConfigHolder
 
 
 class WorkerHandle(Protocol):

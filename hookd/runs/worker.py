@@ -51,6 +51,7 @@ from hookd.callbacks import payload, routing
 from hookd.config import model
 from hookd.runs.actions import ActionContext
 from hookd.runs.actions.run import base_env
+from hookd.runs.handle import ConfigSource
 from hookd.runs.pipeline import Outcome, Pipeline
 from hookd.store.interface import DeliveryQueue, RunHistory, Store
 from hookd.store.records import FLAG_SCHEMA_WARNING, Delivery
@@ -58,7 +59,6 @@ from hookd.upstream.client import Upstream
 
 log = logging.getLogger("hookd.runs.worker")
 
-ConfigSource = Callable[[], model.Config | None]
 LEASE = 60.0  # seconds a claim lasts without renewal (renewed every third of it)
 
 
@@ -74,7 +74,7 @@ class Worker:
 
     def __init__(
         self,
-        source: ConfigSource | Any,
+        source: ConfigSource,
         *,
         store: Store | None = None,
         state_dir: Path | None = None,
@@ -88,7 +88,7 @@ class Worker:
         rng: Callable[[], float] = random.random,
     ) -> None:
         if callable(source):
-            self._get_config: ConfigSource = source
+            self._get_config: Callable[[], model.Config | None] = source
         else:
             self._get_config = lambda: source.config
         self._store = store

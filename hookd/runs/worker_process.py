@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hookd.config import model
+from hookd.runs.handle import ConfigSource
 
 log = logging.getLogger("hookd.runs.worker")
 
@@ -40,7 +41,7 @@ CONFIG_CHECK_INTERVAL = 0.5
 class ProcessWorker:
     """A `hookd.runs.worker.Worker` in a child process (see module docstring)."""
 
-    def __init__(self, source: Callable[[], model.Config | None] | Any, *,
+    def __init__(self, source: ConfigSource, *,
                  state_dir: Path | None = None, limit: int | None = None,
                  poll_interval: float = 0.5, log_format: str | None = None,
                  log_level: str | None = None) -> None:
