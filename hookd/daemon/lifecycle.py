@@ -291,8 +291,9 @@ class Daemon:
         assert self.store is not None
         rows = await self.read_subscriptions()
         state = AppState(self.config, self.store, self.server_secret, rows=rows)
-        state.metrics.extra.extend(series.daemon_series(
-            metrics, self.reloader, lambda: self.draining, lambda: self.revision))
+        for source in series.daemon_series(metrics, self.reloader, lambda: self.draining,
+                                           lambda: self.revision):
+            state.metrics.add(source)
         return state
 
     async def _close(self) -> None:

@@ -50,18 +50,14 @@ def open(  # noqa: A001 - the module's verb: hookd.store.open(settings)
                        clock=clock, inbox_options=inbox_options)
 
 
-def _postgresql(settings: Settings, **options: Any) -> Store:
-    """The PostgreSQL backend's `Store` (issue 17): `hookd.store.postgres.store.open`,
-    once that module exists; until then a clear refusal rather than SQLite in its place."""
-    import importlib
-    import importlib.util
+def _postgresql(settings: Settings, *, role: Role, mode: Mode,
+                clock: Callable[[], float]) -> Store:
+    """The PostgreSQL backend (`hookd.store.postgres.store.PgStore`, issue 17); the URL (a
+    secret reference, usually) is resolved only here."""
+    from hookd.store.postgres.store import PgStore, resolve_url
 
-    from hookd.store import errors
-
-    if importlib.util.find_spec("hookd.store.postgres.store") is None:
-        raise errors.Unavailable(
-            f"store: {settings.store}: the PostgreSQL store is not complete in this build "
-            "(hookd.store.postgres.store); use store: sqlite")
-    backend = importlib.import_module("hookd.store.postgres.store")
-    opened: Store = backend.open(settings, **options)
-    return opened
+    assert settings.store.url is not None, "store: postgresql without a URL"
+    store: Store = PgStore(resolve_url(settings.store.url), role=role, mode=mode,
+                           state_dir=Path(settings.state_dir),
+                           dedup_window=settings.retention.dedup_window, clock=clock)
+    return store

@@ -207,11 +207,21 @@ class StoreHealth(Protocol):
 class Store(Protocol):
     """One store, its parts as attributes (`hookd.store.open` returns one)."""
 
-    subscriptions: Subscriptions
-    inbox: Inbox
-    deliveries: DeliveryQueue
-    runs: RunHistory
-    health: StoreHealth
+    # Read-only to callers (properties, so that a backend's own classes fit).
+    @property
+    def subscriptions(self) -> Subscriptions: ...
+
+    @property
+    def inbox(self) -> Inbox: ...
+
+    @property
+    def deliveries(self) -> DeliveryQueue: ...
+
+    @property
+    def runs(self) -> RunHistory: ...
+
+    @property
+    def health(self) -> StoreHealth: ...
 
     @property
     def location(self) -> str:

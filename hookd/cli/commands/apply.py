@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from hookd.store.interface import Subscriptions
 
 PROGRESS_MIN_ITEMS = 20
-RESULT_WORDS = {"create": "created", "replace": "replaced", "adopt": "adopted",
+RESULT_WORDS = {"create": "created", "replace": "replaced", "update": "updated",
+                "adopt": "adopted",
                 "delete": "deleted", "forget": "dropped record", "blocked": "blocked"}
 
 
