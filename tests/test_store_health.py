@@ -188,3 +188,35 @@ async def _queued(store: Any) -> str:
     recorded = await store.inbox.record([NewDelivery("s", "f", time.time(), {}, b"{}")])
     await store.inbox.aclose()
     return str(recorded.ids[0])
+
+
+def test_reads_answer_while_a_write_waits_for_another_processs_lock(tmp_path: Path) -> None:
+    """The admin API's reads (run history, status) go on while a write of the daemon's
+    store (a replay, the reconciler's bookkeeping) waits for the lock."""
+    from hookd import store as stores
+    from tests.pipeline_util import record
+
+    state = tmp_path / "state"
+    [did] = record(state, "f", [{}])
+    hold = 3.0
+
+    async def go() -> tuple[float, float]:
+        store = stores.open(state, role="cli")
+        try:
+            await store.runs.list()  # both lanes' connections exist before the lock
+            with write_lock_held(state / "hookd.db", hold) as locked_at:
+                write = asyncio.ensure_future(store.runs.replay(did))
+                await asyncio.sleep(0)  # let the write reach its thread
+                started = time.monotonic()
+                assert await store.runs.list() == []
+                assert (await store.deliveries.get(did)) is not None
+                read = time.monotonic() - started
+                with pytest.raises(errors.Conflict):  # still queued, once the lock is free
+                    await write
+                return read, time.monotonic() - locked_at
+        finally:
+            await store.aclose()
+
+    read, write = asyncio.run(go())
+    assert read < hold / 3, read
+    assert write >= hold * 0.8, write  # the write did wait for the lock

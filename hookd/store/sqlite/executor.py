@@ -4,11 +4,11 @@ The store's interface is async (`hookd.store.interface`); SQLite is a library, s
 call is a function of one connection run somewhere that never blocks the event loop on
 another writer's lock:
 
-- `ThreadExecutor` (roles "daemon" and "cli"): one thread owning one connection. The
-  reconciler's writes, the admin API, status and retention all go through it, so the
-  daemon has one connection besides the inbox's instead of one per request, thread and
-  pruning pass. Waiting for another process's write lock happens on that thread, at most
-  `hookd.store.errors.LOCK_WAIT` seconds.
+- `ThreadExecutor` (roles "daemon" and "cli"): a writing thread and a reading thread, each
+  owning one connection. The reconciler's writes, the admin API, status and retention all
+  go through them, so the daemon has two connections besides the inbox's instead of one
+  per request, thread and pruning pass. Waiting for another process's write lock happens
+  on the writing thread, at most `hookd.store.errors.LOCK_WAIT` seconds.
 - `hookd.store.sqlite.batch.LoopBatchingDb` (role "worker"): the run-history writes of one
   loop turn in one transaction, on the loop's thread, never waiting for the lock there.
 
@@ -89,22 +89,16 @@ def domain_error(exc: sqlite3.Error) -> errors.StoreError:
     return errors.Unavailable(f"the store cannot do this now: {exc}")
 
 
-class ThreadExecutor:
-    """One thread, one connection, calls in order (see the module docstring).
+class _Lane:
+    """One thread and the connection it alone uses (opened there, at its first call)."""
 
-    `open` runs on that thread the first time it is needed, so a store that is never used
-    never opens the file; a failed open is retried at the next call.
-    """
-
-    def __init__(self, open: Callable[[], sqlite3.Connection], *, name: str = "hookd-store") -> None:
+    def __init__(self, open: Callable[[], sqlite3.Connection], name: str) -> None:
         self._open = open
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
         self._tables: Tables | None = None
         self._raw: Any = None
-        self._closed = False
-        self._lock = threading.Lock()
 
-    def _call(self, fn: Callable[[Tables], T], write: bool) -> T:
+    def call(self, fn: Callable[[Tables], T], write: bool) -> T:
         try:
             if self._tables is None:
                 self._raw = self._open()
@@ -124,29 +118,55 @@ class ThreadExecutor:
         except sqlite3.Error as exc:
             raise domain_error(exc) from exc
 
+    def shut(self) -> None:
+        def close() -> None:
+            if self._raw is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._raw.close()
+                self._raw = self._tables = None
+
+        self.pool.submit(close)
+        self.pool.shutdown(wait=True)
+
+
+class ThreadExecutor:
+    """Writes in order on one thread, reads on another (see the module docstring).
+
+    Two lanes so that a long write (retention deleting a month of runs) never holds up a
+    read (the admin API, status): in WAL mode a reader does not wait for a writer. Each
+    lane opens its connection the first time it is needed, so a store that is never used
+    never opens the file; a failed open is retried at the next call. `split=False` (an
+    in-memory database, which a second connection would not see) runs both on one lane.
+    """
+
+    def __init__(self, open: Callable[[], sqlite3.Connection], *, name: str = "hookd-store",
+                 split: bool = True) -> None:
+        self._writer = _Lane(open, f"{name}-write")
+        self._reader = _Lane(open, f"{name}-read") if split else self._writer
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _lane(self, write: bool) -> _Lane:
+        return self._writer if write else self._reader
+
     async def run(self, fn: Callable[[Tables], T], *, write: bool = True) -> T:
         if self._closed:
             raise errors.Unavailable("the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._call, fn, write)
+        lane = self._lane(write)
+        return await asyncio.get_running_loop().run_in_executor(lane.pool, lane.call, fn, write)
 
     def call(self, fn: Callable[[Tables], T], *, write: bool = True) -> T:
         """`run` from code without an event loop (waits on the store's thread)."""
         if self._closed:
             raise errors.Unavailable("the store is closed")
-        return self._pool.submit(self._call, fn, write).result()
+        lane = self._lane(write)
+        return lane.pool.submit(lane.call, fn, write).result()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-
-        def shut() -> None:
-            if self._raw is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._raw.close()
-                self._raw = self._tables = None
-
-        self._pool.submit(shut)
-        self._pool.shutdown(wait=True)
+        self._reader.shut()
+        if self._writer is not self._reader:
+            self._writer.shut()

@@ -7,9 +7,9 @@ inbox (`hookd.store.sqlite.inbox`, the group-commit engine with its own threads 
 connection) is this backend's way of recording deliveries; `hookd.store.sqlite.health`
 its last known state.
 
-Connections a daemon holds: the inbox's writer and checkpoint threads, one executor
-thread (reconciler, admin API, status, retention), the health probe; the worker (its own
-process by default) one more, on its event loop.
+Connections a daemon holds: the inbox's writer and checkpoint threads, the executor's
+writing and reading threads (reconciler, admin API, status, retention), the health
+probe; the worker (its own process by default) one more, on its event loop.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class SqliteStore:
         if role == "worker":
             self._executor = LoopBatchingDb(self._open_worker)
         else:
-            self._executor = ThreadExecutor(self._open)
+            self._executor = ThreadExecutor(self._open, split=mode != "ephemeral")
         self._arrivals = Arrivals()
         inbox = Inbox(self.path, dedup_window=dedup_window, clock=clock,
                       **(inbox_options or {}))
@@ -281,7 +281,7 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise errors.Unavailable(f"cannot open {self.path}: {exc}") from exc
             return
-        await self._executor.run(lambda t: None, write=False)
+        await self._executor.run(lambda t: None, write=False)  # opens (and migrates)
         if self.role == "daemon" and self.mode == "create":
             self.inbox.start()
             self._health.start()
