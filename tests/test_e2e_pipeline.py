@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.configdir import admin_headers
 from tests.fakes.sink import Sink
 from tests.pipeline_util import push_payload
 
@@ -117,7 +118,8 @@ class Daemon:
                 self.proc.wait()
 
     def api(self, path: str, method: str = "GET") -> httpx.Response:
-        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5)
+        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5,
+                             headers=admin_headers(self.state, mutation=method != "GET"))
 
     def hookd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "hookd", *args, "--config", str(self.config)],
@@ -187,7 +189,7 @@ def test_seed_scenario_and_runs_api(tmp_path: Path, github: Any, sink: Sink) -> 
 
         listed = daemon.hookd("runs", "--format", "json")
         assert listed.returncode == 0, listed.stderr
-        newest, oldest = json.loads(listed.stdout)
+        newest, oldest = json.loads(listed.stdout)["runs"]  # as GET /api/runs
         shown = daemon.hookd("runs", "show", oldest["id"])
         assert shown.returncode == 0, shown.stderr
         assert "[0] main-only (set)  succeeded" in shown.stdout

@@ -101,7 +101,8 @@ class Jobs:
             # Signing secrets and callback tokens end up in URLs and errors: mask them.
             logs.register_secret(row.secret)
             logs.register_secret(tokens.callback_token(d.server_secret, row.id))
-        failing = [r.id for r in rows if r.status in status.FAILING_STATES]
+        failing = [r.id for r in rows
+                   if status.shown_state(r.status, r.last_error) in status.FAILING_STATES]
         self.next_retry, self._failed_passes = retry_schedule(
             failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
 

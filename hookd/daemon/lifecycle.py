@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +133,7 @@ class Daemon:
         admin: Listener | None = None,
         env: dict[str, str] | None = None,
         loaded_hash: str = "",
+        warned: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory).absolute()
         self.config = config
@@ -146,6 +147,7 @@ class Daemon:
             self.directory, self._load, self, exclude=self._exclude,
             initial=status.ReloadOutcome(self.started_at, "start", True, revision_),
             loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
+            warned=warned,
         )
         self.store: Store | None = None
         self.state: AppState | None = None
@@ -156,6 +158,8 @@ class Daemon:
         self._rows: list[SubscriptionRow] = []  # as last read (summary, status)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The admin listener's `AdminAuth` for the running config (follows reloads).
+        self.admin_auth = listeners.AdminAuthSource(lambda: self.config)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,10 +180,19 @@ class Daemon:
             return EXIT_IO
         register_secrets(self.config)
         self.state = await self._app_state()
-        public, admin = listeners.build_apps(self.state, self.status_facts)
+        try:
+            self.admin_auth()  # the token exists (or is readable) before anyone can ask
+        except Exception as exc:
+            log.error("cannot read or create the admin token", extra={"error": str(exc)})
+            await self._close()
+            return EXIT_IO
+        public, admin = listeners.build_apps(self.state, self.status_facts, self.admin_auth)
+        guards = listeners.guards(settings, self.state.metrics)
         servers = [
-            listeners.make_server(public, settings.public.host, settings.public.port, settings),
-            listeners.make_server(admin, settings.admin.host, settings.admin.port, settings),
+            listeners.make_server(public, settings.public.host, settings.public.port,
+                                  settings, guards[0]),
+            listeners.make_server(admin, settings.admin.host, settings.admin.port,
+                                  settings, guards[1]),
         ]
         inherited = listeners.inherited_socket(self.env)
         serving = [
@@ -376,9 +389,7 @@ class Daemon:
         return self._rows
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for row in self._rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in self._rows)
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
         if not self.reloader.last.ok:
             line += f"; config {self.reloader.last.revision} rejected"
@@ -387,12 +398,10 @@ class Daemon:
     async def status_facts(self) -> status.StatusFacts:
         assert self.store is not None
         rows = await self.read_subscriptions()
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in rows)
         failures = [
             status.Failure("subscription", r.flow, r.id, r.last_error or r.status, r.updated_at)
-            for r in rows if r.status in status.FAILING_STATES
+            for r in rows if status.shown_state(r.status, r.last_error) in status.FAILING_STATES
         ]
         failures += [
             status.Failure("run", r.flow, r.id, r.error or "failed", r.finished_at)
@@ -408,7 +417,21 @@ class Daemon:
             inbox_depth=await self.store.deliveries.depth(),
             runs_last_hour=await self.store.runs.since(time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
+            connections=self._unready_connections(),
         )
+
+    def _unready_connections(self) -> dict[str, tuple[str, str]]:
+        """``oauth:`` connections in use that cannot authenticate (read from the token
+        files: a few small reads, on the admin listener's request)."""
+        from hookd.oauth.readiness import unready, used_connections
+        from hookd.store.tokens import FileTokenStore
+
+        store = FileTokenStore(self.config.settings.state_dir)
+        try:
+            found = unready(self.config, store.get, time.time(), used_connections(self.config))
+        except OSError as exc:
+            return {"?": (str(exc), "check the state directory")}
+        return {u.connection.name: (u.problem, u.hint) for u in found}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -433,12 +456,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     logs.configure(config.settings.log_format, config.settings.log_level)
     # `kill -USR1` dumps every thread's stack to stderr: the tool for "hookd hangs".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    for d in diagnostics:
-        log.warning("config warning: %s", d.format(relative_to=directory.absolute()))
+    warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
+    for line in warned:
+        log.warning("config warning: %s", line)
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
-                            admin=admin, loaded_hash=loaded).run()
+                            admin=admin, loaded_hash=loaded, warned=warned).run()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve())

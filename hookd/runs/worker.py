@@ -145,7 +145,11 @@ class Worker:
         self._unsubscribe = self.deliveries.on_arrival(self.poke)
         self._http = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                        headers={"User-Agent": "hookd"})
-        self._upstream = Upstream(transport=self._transport)
+        from hookd.store.tokens import FileTokenStore
+        from hookd.upstream.oauth import attach
+
+        self._upstream = attach(Upstream(transport=self._transport),
+                                FileTokenStore(self.state_dir))
         self.pipeline = Pipeline(store=self.runs, sleep=self._sleep, rng=self._rng,
                                  environ=self._environ)
         requeued = await self.deliveries.recover()
@@ -331,6 +335,7 @@ class Worker:
             await self._fail_unknown(delivery, config)
             return
         runs = self.runs
+        started = time.monotonic()
         # A delivery claimed for the first time has no run yet; otherwise it was
         # interrupted (crash, stop) or replayed: resume its unfinished run, if any.
         latest = None
@@ -371,11 +376,14 @@ class Worker:
                 # If this write fails too, the lease expires and the delivery runs again.
                 await runs.finish(run_id, "failed", outcome.error, delivery_id=delivery.id)
         self.counts[outcome.status] += 1
+        # One line per finished run, as operators of adnanh/webhook expect to tail.
+        fields = {"run": run_id, "flow": flow.name, "delivery": delivery.id,
+                  "outcome": outcome.status, "attempt": attempt,
+                  "duration": round(time.monotonic() - started, 3)}
         if outcome.status == "failed":
-            log.warning("run failed", extra={"run": run_id, "flow": flow.name,
-                                             "delivery": delivery.id, "error": outcome.error})
-        elif outcome.status == "succeeded":
-            log.debug("run succeeded", extra={"run": run_id, "flow": flow.name})
+            log.warning("run finished", extra={**fields, "error": outcome.error})
+        else:
+            log.info("run finished", extra=fields)
 
     async def _check_payload(self, delivery: Delivery, flow: model.Flow,
                              config: model.Config) -> None:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_ERRORS
     config, store, secret = loaded
-    empty = dataclasses.replace(config, flows={})
+    empty = dataclasses.replace(config, flows={}, empty_flow_files=())
     try:
         return asyncio.run(_teardown(empty, store.subscriptions, secret, args.yes))
     finally:

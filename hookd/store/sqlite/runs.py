@@ -321,7 +321,8 @@ class RunStore:
 
 def replay(conn: sqlite3.Connection, ident: str, *,
            kind: Literal["run", "delivery"] | None = None) -> str:
-    """Put the delivery of run `ident` (or delivery `ident`) back in the queue; the worker
+    """Put the delivery of run `ident` (or delivery `ident`: hookd's id, or the upstream's
+    own delivery id when one delivery has it) back in the queue; the worker
     then creates a new run for it (the next attempt), keeping the earlier runs in the
     history. `kind` restricts `ident` to ``"run"`` or ``"delivery"``. Returns the
     delivery id. Raises `errors.NotFound` (unknown), `errors.Conflict` (still queued or
@@ -339,6 +340,14 @@ def replay(conn: sqlite3.Connection, ident: str, *,
             if deliveries.get(delivery_id) is None:
                 raise errors.Gone(f"delivery {delivery_id} of run {run.id} was pruned; "
                                   "it cannot be replayed")
+    if delivery_id is None and kind in (None, "delivery"):
+        # The upstream's own delivery id (X-GitHub-Delivery): what the user has at hand.
+        found = deliveries.with_upstream_id(ident)
+        if len(found) > 1:
+            raise errors.Conflict(f"{len(found)} deliveries were received with delivery id "
+                                  f"{ident!r} (by different subscriptions); replay one by "
+                                  f"hookd's id: {', '.join(found)}")
+        delivery_id = found[0] if found else None
     if delivery_id is None:
         what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
         raise errors.NotFound(f"no {what} {ident!r}")
