@@ -19,16 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 from hookd.store import errors
 from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import CHANNEL, finish_in, transaction
-from hookd.store.sqlite.runs import (
-    FINISHED,
-    OUTPUT_CAP,
-    Run,
-    RunStatus,
-    StepResult,
-    StepStatus,
-    encode,
-    new_run_id,
-)
+from hookd.store.records import FINISHED, Run, RunStatus, StepResult, StepStatus, new_run_id
+from hookd.store.sqlite.runs import OUTPUT_CAP, encode
 
 RUN_COLUMNS = (
     "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
