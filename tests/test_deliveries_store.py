@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,3 +233,27 @@ def test_add_flag_adds_once_and_says_when_there_is_no_such_delivery(tmp_path: Pa
     assert store.add_flag(did, "schema-warning") and store.add_flag(did, "schema-warning")
     assert store.get(did).flags == ("schema-warning",)  # type: ignore[union-attr]
     assert store.add_flag("nope", "schema-warning") is False
+
+
+def _open_when_released(state_dir: str, barrier: Any) -> None:
+    barrier.wait()
+    open_db(Path(state_dir)).close()
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """The daemon and its worker child start together on a fresh state directory: each
+    migration is applied once, by whichever takes the write lock first (the others used to
+    fail: "duplicate column name: lease_until")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(5):
+        state = tmp_path / f"state{attempt}"
+        barrier = context.Barrier(4)
+        procs = [context.Process(target=_open_when_released, args=(str(state), barrier))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4

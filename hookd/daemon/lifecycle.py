@@ -290,12 +290,10 @@ class Daemon:
 
     async def _open_store(self) -> None:
         from hookd import store as stores
-        from hookd.subscriptions import tokens
 
-        settings = self.config.settings
-        self.store = stores.open(settings)
+        self.store = stores.open(self.config.settings)
         await self.store.start()
-        self.server_secret = tokens.load_or_create_server_secret(settings.state_dir)
+        self.server_secret = await self.store.server_secret()
 
     async def _app_state(self) -> AppState:
         from hookd.ingest.app import AppState

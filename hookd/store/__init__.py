@@ -34,8 +34,9 @@ def open(  # noqa: A001 - the module's verb: hookd.store.open(settings)
 ) -> Store:
     """The store `settings` name (today: the SQLite file in its ``state_dir``; a bare
     path is a state directory, for commands that have no valid config). Nothing is
-    opened until the first call or `Store.start`; `mode` ``existing``/``readonly``
-    raises `hookd.store.errors.NotFound` at once when there is no store yet.
+    opened before `Store.start` (which callers await first, on the loop that uses the
+    store); `mode` ``existing``/``readonly`` raises `hookd.store.errors.NotFound` at once
+    when there is no SQLite store yet.
     `inbox_options` tune the SQLite inbox (tests: ``datasync``, ``locked_give_up``)."""
     from hookd.store.sqlite.store import SqliteStore
 

@@ -228,7 +228,12 @@ class Store(Protocol):
         """Where the store is, for messages (a path, or a URL without its password)."""
 
     async def start(self) -> None:
-        """Connect (a "worker" store opens its connection on the calling loop)."""
+        """Connect; call it before anything else, on the event loop that will use the store
+        (a server backend's pool, and a "worker" store's connection, belong to it)."""
+
+    async def server_secret(self) -> bytes:
+        """The secret that derives callback tokens, created once: kept with the store, so
+        that every process (every replica of a shared store) mints the same callback URLs."""
 
     async def aclose(self) -> None:
         """Make what is pending durable and close (a clean stop leaves one tidy file)."""

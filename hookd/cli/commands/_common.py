@@ -25,11 +25,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from hookd.config.model import Config, Listener
+    from collections.abc import Callable, Coroutine
+
+    from hookd.config.model import Config, Listener, Settings
     from hookd.store.interface import Store
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
 CONFIG_HELP = "config directory (default: $HOOKD_CONFIG, else the current directory)"
@@ -251,8 +255,10 @@ def _raw_settings(root: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def open_existing_store(state_dir: Path, *, readonly: bool = False) -> Store | None:
-    """The state store, or None when hookd has not created one there (close it after use).
+def open_existing_store(where: Settings | Path, *, readonly: bool = False) -> Store | None:
+    """The store `where` names (a valid config's settings: its ``store:``; a bare state
+    directory: the SQLite file there), or None when hookd has not created one there (close
+    it after use).
 
     `readonly` opens it without migrating it (`hookd send` next to a running daemon must
     not write to its store)."""
@@ -260,9 +266,24 @@ def open_existing_store(state_dir: Path, *, readonly: bool = False) -> Store | N
     from hookd.store import errors
 
     try:
-        return stores.open(state_dir, role="cli", mode="readonly" if readonly else "existing")
+        return stores.open(where, role="cli", mode="readonly" if readonly else "existing")
     except errors.NotFound:
         return None
+
+
+def run_on(store: Store, call: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+    """`call(store)` on the started store, in one event loop (a server backend's pool
+    belongs to one); the store is closed afterwards, whatever happened."""
+    import asyncio
+
+    async def go() -> T:
+        try:
+            await store.start()
+            return await call(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
 
 
 def existing_server_secret(state_dir: Path) -> bytes | None:

@@ -25,6 +25,7 @@ from hookd.cli.commands._common import (
     add_config_args,
     add_format_arg,
     add_state_arg,
+    run_on,
 )
 from hookd.cli.commands.plan import (
     SYMBOLS,
@@ -62,7 +63,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
 
     if args.allow_deletes is not None and args.allow_deletes < 0:
         print("hookd apply: --allow-deletes must be 0 or more", file=sys.stderr)
@@ -72,11 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     color = use_color(sys.stdout)
-    try:
-        report = asyncio.run(_apply(config, store.subscriptions, secret, args.allow_deletes,
-                                    None if args.format == "json" else sys.stderr))
-    finally:
-        store.close()
+    report = run_on(store, lambda s: _apply(config, s.subscriptions, secret, args.allow_deletes,
+                                            None if args.format == "json" else sys.stderr))
     if args.format == "json":
         data = report.to_json()
         data["plan"] = [item_json(i) for i in report.plan.changes]

@@ -34,6 +34,7 @@ from hookd.cli.commands._common import (
     existing_server_secret,
     load_valid_config,
     open_existing_store,
+    run_on,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ def open_state(config: Config, *, create: bool) -> tuple[Store, bytes]:
         secret = tokens.load_or_create_server_secret(state)
     else:
         secret = existing_server_secret(state) or pysecrets.token_bytes(32)
-        store = open_existing_store(state) or stores.open(state, role="cli", mode="ephemeral")
+        store = (open_existing_store(config.settings)
+                 or stores.open(state, role="cli", mode="ephemeral"))
     return store, secret
 
 
@@ -231,16 +233,12 @@ def plan_json(the_plan: Any,
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
 
     loaded = config_and_state(args, "plan", create=False)
     if loaded is None:
         return EXIT_ERRORS
     config, store, secret = loaded
-    try:
-        the_plan, requests = asyncio.run(_plan(config, store.subscriptions, secret))
-    finally:
-        store.close()
+    the_plan, requests = run_on(store, lambda s: _plan(config, s.subscriptions, secret))
     if args.format == "json":
         print(json.dumps(plan_json(the_plan, requests), indent=2))
     else:

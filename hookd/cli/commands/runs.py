@@ -24,6 +24,7 @@ from hookd.cli.commands._common import (
     add_dir_or_subcommands,
     add_format_arg,
     add_state_arg,
+    run_on,
     table_lines,
     unvalidated_state_dir,
     utc_time,
@@ -84,20 +85,16 @@ def with_store(args: argparse.Namespace,
                call: Callable[[Store], Coroutine[Any, Any, T]]) -> T | int:
     """`call(store)` on the command's store, closed afterwards; an exit code when there is
     no store or it cannot answer (said on stderr)."""
-    import asyncio
-
     from hookd.store.errors import StoreError
 
     store = open_store(args)
     if store is None:
         return EXIT_USAGE
     try:
-        return asyncio.run(call(store))
+        return run_on(store, call)
     except StoreError as exc:
         print(f"hookd {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERRORS
-    finally:
-        store.close()
 
 
 def run_list(args: argparse.Namespace) -> int:

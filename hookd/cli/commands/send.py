@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd.cli.commands._common import (
     EXIT_OK,
@@ -38,7 +38,11 @@ from hookd.cli.commands._common import (
     load_valid_config,
     local_url,
     open_existing_store,
+    run_on,
 )
+
+if TYPE_CHECKING:
+    from hookd.config.model import Settings
 
 EXIT_REFUSED = 1
 
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     # In-process only: any secret gives consistent URLs.
     server_secret = found_secret if found_secret is not None else bytes(32)
     # The same resolver the daemon uses: a flow's `verify_secret` signs with its value.
-    table = routing.build(config, server_secret, rows=_store_rows(state_dir),
+    table = routing.build(config, server_secret, rows=_store_rows(config.settings),
                           resolve=secrets.resolve_value)
     route = _find_route(table, args.target)
     if route is None:
@@ -137,21 +141,18 @@ def build_headers(
     return headers
 
 
-def _store_rows(state_dir: Path) -> dict[str, Any]:
+def _store_rows(settings: Settings) -> dict[str, Any]:
     """The store's subscriptions (read-only; empty when there is no store yet)."""
-    import asyncio
 
     from hookd.store.errors import StoreError
 
-    store = open_existing_store(state_dir, readonly=True)
+    store = open_existing_store(settings, readonly=True)
     if store is None:
         return {}
     try:
-        return {r.id: r for r in asyncio.run(store.subscriptions.all())}
+        return {r.id: r for r in run_on(store, lambda s: s.subscriptions.all())}
     except StoreError:
         return {}
-    finally:
-        store.close()
 
 
 def _find_route(table: Any, target: str) -> Any:

@@ -286,6 +286,13 @@ class SqliteStore:
             self.inbox.start()
             self._health.start()
 
+    async def server_secret(self) -> bytes:
+        # A file beside the database (0600), as before the store had an interface: the
+        # CLI reads it there without opening the store (`hookd send`, `hookd plan`).
+        from hookd.subscriptions import tokens
+
+        return await asyncio.to_thread(tokens.load_or_create_server_secret, self.state_dir)
+
     async def aclose(self) -> None:
         await self.inbox.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._close_rest)
