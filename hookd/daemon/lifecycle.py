@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 from hookd import __version__
 from hookd.daemon import listeners, reload, revision, sdnotify, series, status
 from hookd.daemon.jobs import Jobs
-from hookd.diagnostics import Diagnostic, has_errors
+from hookd.daemon.loading import format_report, load, register_secrets
+from hookd.diagnostics import Diagnostic
 from hookd.telemetry import logs
 
 if TYPE_CHECKING:
@@ -56,64 +57,6 @@ log = logging.getLogger("hookd.daemon.lifecycle")
 
 EXIT_OK, EXIT_INVALID_CONFIG, EXIT_IO = 0, 1, 2
 RECENT_FAILURES = 10
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load(
-    directory: Path, state_dir: Path | None = None, *, public: Listener | None = None,
-    admin: Listener | None = None,
-) -> tuple[Config | None, list[Diagnostic], str]:
-    """Load and validate: the config (None when invalid), all diagnostics, the revision.
-
-    `state_dir`, `public` and `admin` are `hookd run`'s overrides of hookd.yaml.
-    """
-    from hookd.config.loader import load_config
-
-    config, diagnostics = load_config(directory)
-    if has_errors(diagnostics):
-        config = None
-    if config is not None:
-        settings = config.settings
-        if state_dir is not None:
-            settings = dataclasses.replace(settings, state_dir=Path(state_dir).absolute())
-        if public is not None:
-            settings = dataclasses.replace(settings, public=public)
-        if admin is not None:
-            settings = dataclasses.replace(settings, admin=admin)
-        config = dataclasses.replace(config, settings=settings)
-    exclude = [Path(directory) / "state", *([state_dir] if state_dir else [])]
-    if config is not None:
-        exclude.append(config.settings.state_dir)
-    rev = revision.config_revision(Path(directory), exclude)
-    if config is not None:
-        config = dataclasses.replace(config, revision=rev)
-    return config, diagnostics, rev
-
-
-def format_report(diagnostics: list[Diagnostic], directory: Path) -> list[str]:
-    """The lines `hookd check` prints: every problem (the loader sorts them), then a count."""
-    base = Path(directory).absolute()
-    lines = [d.format(relative_to=base) for d in diagnostics]
-    errors = sum(d.is_error for d in diagnostics)
-    warnings = len(diagnostics) - errors
-    summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
-    lines.append(f"{directory}: {'ok' if not errors else 'failed'} ({summary})")
-    return lines
-
-
-def register_secrets(config: Config) -> None:
-    """Mask every secret the config references in all log lines (see `hookd.telemetry.logs`)."""
-    from hookd.config import secrets
-    from hookd.config.model import SecretRef
-
-    values: list[Any] = [p for c in config.connections.values() for p in c.parameters.values()]
-    values += [f.verify_secret for f in config.flows.values() if f.verify_secret is not None]
-    for value in values:
-        if isinstance(value, SecretRef):
-            with contextlib.suppress(Exception):  # unresolvable: reported by the loader
-                logs.register_secret(secrets.resolve_value(value, base_dir=config.directory))
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -160,6 +103,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         # The admin listener's `AdminAuth` for the running config (follows reloads).
         self.admin_auth = listeners.AdminAuthSource(lambda: self.config)
+        self._bound: dict[str, int] = {}  # listener → the port it got (for port 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,6 +150,8 @@ class Daemon:
             await listeners.stop_servers(servers, serving)
             await self._close()
             return EXIT_IO
+        await self._learn_ports(servers)
+        settings = self.config.settings
 
         summary = self.summary()
         self.notifier.ready(summary)
@@ -327,7 +273,24 @@ class Daemon:
 
     def _load(self) -> tuple[Config | None, list[Diagnostic], str]:
         public, admin = self.listener_overrides
-        return load(self.directory, self.state_dir_override, public=public, admin=admin)
+        config, diagnostics, rev = load(self.directory, self.state_dir_override,
+                                        public=public, admin=admin)
+        return (self._with_bound_ports(config) if config is not None else None), diagnostics, rev
+
+    async def _learn_ports(self, servers: list[uvicorn.Server]) -> None:
+        """Put the ports the listeners got into the running config where it says 0 (any
+        free port): steps must never reach hookd's own listeners (`hookd.runs.egress`),
+        and that check reads the ports from the config."""
+        for name, port in listeners.bound_ports(servers).items():
+            self._bound.setdefault(name, port)
+        config = self._with_bound_ports(self.config)
+        if config is not self.config:
+            self.config = config
+            if self.state is not None:
+                await asyncio.to_thread(setattr, self.state, "config", config)
+
+    def _with_bound_ports(self, config: Config) -> Config:
+        return listeners.with_ports(config, self._bound)
 
     async def reload(self, trigger: str) -> bool | None:
         """Reload now (SIGHUP); reconcile when a new config was applied."""
@@ -457,6 +420,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
     for line in warned:
         log.warning("config warning: %s", line)
+    if admin is not None:  # --admin: hookd check saw only hookd.yaml's address
+        from hookd.config.check import admin_exposure
+
+        exposed = admin_exposure(config.settings)
+        if exposed is not None:
+            log.warning(exposed, extra={"hint": "bind it to 127.0.0.1 (docs/daemon.md, "
+                                                "\"Admin authentication\")"})
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,

@@ -151,6 +151,30 @@ class AdminAuthSource:
         return current
 
 
+def bound_ports(servers: list[uvicorn.Server]) -> dict[str, int]:
+    """The port each listener (public, admin) got from the system."""
+    ports: dict[str, int] = {}
+    for name, server in zip(("public", "admin"), servers, strict=True):
+        for listening in server.servers:
+            for sock in listening.sockets:
+                ports.setdefault(name, int(sock.getsockname()[1]))
+    return ports
+
+
+def with_ports(config: Config, bound: dict[str, int]) -> Config:
+    """`config` with the `bound` ports where its listeners say 0 (any free port)."""
+    import dataclasses
+
+    settings, changed = config.settings, {}
+    for name, port in bound.items():
+        listener = getattr(settings, name)
+        if listener.port == 0:
+            changed[name] = dataclasses.replace(listener, port=port)
+    if not changed:
+        return config
+    return dataclasses.replace(config, settings=dataclasses.replace(settings, **changed))
+
+
 async def started(servers: list[uvicorn.Server], serving: list[asyncio.Task[Any]]) -> bool:
     """Wait until every server listens; False when one gave up (cannot bind)."""
     while not all(s.started for s in servers):
