@@ -106,10 +106,7 @@ def test_graceful_stop_finishes_the_step_and_resumes_later(tmp_path: Path, sink:
     async def first() -> None:
         worker = Worker(lambda: cfg, poll_interval=0.05)
         await worker.start()
-        history = RunStore(dbmod.open_db(state))
-        # Step one is in flight (recorded as started; the sink holds it 0.5 s). The sink
-        # lists a request only when it answers, too late to stop before step two.
-        while not any(s.status == "running" for r in history.list() for s in history.steps(r.id)):
+        while not sink.arrived:  # step one is in flight (the sink holds it 0.5 s)
             await asyncio.sleep(0.01)
         await worker.stop(5)
 
