@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     import uvicorn
 
+    from hookd.admin.pages.models import DaemonView
     from hookd.config.model import Config
     from hookd.ingest.app import AppState
 
@@ -178,6 +179,17 @@ class ReloadCounts:
 # --------------------------------------------------------------------------- the daemon
 
 
+@dataclasses.dataclass(frozen=True)
+class ReconcilePass:
+    """How the last reconcile pass went (the status page shows it)."""
+
+    at: float
+    reason: str
+    ok: bool
+    summary: str = ""  # e.g. "2 keep, 1 create"
+    error: str = ""
+
+
 class Daemon:
     """One `hookd run`: the running config and everything built from it."""
 
@@ -214,6 +226,8 @@ class Daemon:
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler: Any = None  # apscheduler's AsyncIOScheduler once started
+        self.last_reconcile: ReconcilePass | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,7 +290,7 @@ class Daemon:
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile.reconciler")
         if settings.reconcile.on_start:
             self._spawn(self.reconcile("start"), "reconcile")
-        scheduler = await self._start_scheduler()
+        scheduler = self._scheduler = await self._start_scheduler()
 
         await self._stop.wait()
         return await self._shutdown(servers, serving, scheduler)
@@ -388,8 +402,42 @@ class Daemon:
         from hookd.admin.app import create_admin_app
         from hookd.ingest.app import create_app
 
-        routes = [*status.routes(self.status_facts), *api.routes(state)]
+        routes = [*status.routes(self.status_facts), *api.routes(state),
+                  *self._page_routes(state)]
         return create_app(state), create_admin_app(state, routes)
+
+    def _page_routes(self, state: AppState) -> list[Any]:
+        """The status page at ``/`` (`hookd.admin.pages`), signed in with the admin token."""
+        from hookd.admin import token
+        from hookd.admin.pages import views
+
+        admin_token = token.load_or_create(self.config.settings.state_dir)
+        site = views.Site(
+            config=lambda: state.config, server_secret=self.server_secret,
+            admin_token=lambda: admin_token, daemon=self.page_facts,
+            token_ok=lambda presented: token.matches(admin_token, presented),
+            poke=lambda: self.worker.poke() if self.worker is not None else None,
+            draining=lambda: self.draining,
+        )
+        return views.routes(site)
+
+    def page_facts(self) -> DaemonView:
+        """What the status page's overview shows that only the daemon knows."""
+        from hookd.admin.pages import models
+
+        last = self.reloader.last
+        reload_view = models.ReloadView(last.at, last.trigger, last.ok, last.revision,
+                                        tuple(last.errors))
+        job = self._scheduler.get_job("reconcile") if self._scheduler is not None else None
+        next_at = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
+        done = self.last_reconcile
+        reconcile_view = models.ReconcileView(
+            at=done.at if done else None, reason=done.reason if done else "",
+            ok=done.ok if done else True, summary=done.summary if done else "",
+            error=logs.REDACTOR.redact(done.error) if done else "", next_at=next_at)
+        return models.DaemonView(version=__version__, started_at=self.started_at,
+                                 revision=self.revision, last_reload=reload_view,
+                                 reconcile=reconcile_view)
 
     def _metrics(self, metrics: Any) -> list[Any]:
         """The daemon's series, rendered with the others on ``/metrics``."""
@@ -499,12 +547,16 @@ class Daemon:
                       exc_info=log.isEnabledFor(logging.DEBUG))
             self.state.metrics.reconcile_results.inc("pass", "error")
             changed = True  # it may have got part of the way
+            self.last_reconcile = ReconcilePass(time.time(), reason, False, error=str(exc))
         else:
             changed = any(o.action != "keep" or o.result != "ok" for o in report.outcomes)
             counts: dict[str, int] = {}
             for o in report.outcomes:
                 counts[f"{o.action}:{o.result}"] = counts.get(f"{o.action}:{o.result}", 0) + 1
                 self.state.metrics.reconcile_results.inc(str(o.action), str(o.result))
+            self.last_reconcile = ReconcilePass(
+                time.time(), reason, report.ok,
+                ", ".join(f"{n} {k.replace(':ok', '')}" for k, n in sorted(counts.items())))
             log.info("reconciled", extra={
                 "reason": reason, "revision": self.revision, "ok": report.ok,
                 "seconds": round(report.duration, 3), "outcomes": counts,

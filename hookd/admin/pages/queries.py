@@ -1,0 +1,428 @@
+"""Fill the status page's view models from the store (one short-lived connection per page).
+
+Every query is a seek on an index, whatever the history's size (a page answers in well
+under 100 ms with 100,000 runs: ``bench/bench_status_page.py``):
+
+- time ranges become id ranges: delivery and run ids start with their creation time in
+  hex milliseconds (`hookd.store.sqlite.deliveries.new_id`; never earlier, as the
+  generator only moves forward), so "the last hour" is ``id >= id_at(now - 3600)`` on
+  the primary key or on ``(status, id)``, never a scan;
+- lists are keyset-paginated (``id < before``), newest first;
+- per-flow facts read the ``(flow, id)`` indexes with ``LIMIT``.
+
+What is shown is masked here, before any template sees it: header values that are
+credentials, and every secret the logs know (`hookd.telemetry.logs.REDACTOR`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hookd.admin.pages import models as m
+from hookd.config.model import Config, Flow
+from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store.sqlite.runs import RUN_STATUSES, Run, RunStore
+from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
+from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
+from hookd.telemetry.logs import REDACTOR
+
+BODY_CAP = 64 * 1024  # characters of formatted body shown on a page (the rest: download)
+VALUE_CAP = 32 * 1024  # characters of a step's input or output shown
+RATE_OF = 100  # the success rate is over a flow's last RATE_OF finished runs
+PAGE_SIZE = 50
+RECENT = 8  # deliveries and runs on the overview
+MASK = "***"
+# Header names whose values are credentials (the connector's own verification header is
+# added per delivery): never shown, whatever the connector.
+SECRET_HEADER_WORDS = ("auth", "token", "secret", "signature", "key", "password", "cookie")
+
+
+def id_at(ts: float) -> str:
+    """The smallest id created at `ts` or later (ids begin with 12 hex digits of ms).
+
+    >>> id_at(1.5)
+    '0000000005dc'
+    """
+    return f"{int(ts * 1000):012x}"
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def mask_headers(headers: Mapping[str, str], also: Sequence[str] = ()) -> dict[str, str]:
+    """Headers with credential values replaced by ``***``.
+
+    >>> mask_headers({"X-Hub-Signature-256": "sha256=ab", "X-GitHub-Event": "push"})
+    {'X-Hub-Signature-256': '***', 'X-GitHub-Event': 'push'}
+    """
+    extra = {h.lower() for h in also if h}
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        secret = low in extra or any(word in low for word in SECRET_HEADER_WORDS)
+        out[name] = MASK if secret else REDACTOR.redact(str(value))
+    return out
+
+
+def _redact(text: str | None) -> str | None:
+    return None if text is None else REDACTOR.redact(text)
+
+
+def formatted(value: Any, cap: int) -> tuple[str, bool]:
+    """`value` as indented JSON, cut at `cap` characters; (text, was it cut)."""
+    if value is None:
+        return "", False
+    text = REDACTOR.redact(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    return (text[:cap], True) if len(text) > cap else (text, False)
+
+
+def formatted_body(body: bytes, cap: int = BODY_CAP) -> tuple[str, bool]:
+    """A delivery body for the page: indented JSON when it parses (a body far beyond the
+    cap is not parsed at all: the page shows its beginning as text)."""
+    if len(body) <= cap * 4:
+        try:
+            return formatted(json.loads(body), cap)
+        except ValueError:
+            pass
+    text = body[: cap * 4].decode("utf-8", "replace")
+    return (text[:cap], True) if len(body) > cap or len(text) > cap else (text, False)
+
+
+# --------------------------------------------------------------------------- rows → views
+
+
+def subscription_view(row: SubscriptionRow) -> m.SubscriptionView:
+    return m.SubscriptionView(
+        id=row.id, flow=row.flow, connector=row.connector, operation=row.operation,
+        connection=row.connection, status=row.status, location=_redact(row.location),
+        upstream_id=row.upstream_id, last_error=_redact(row.last_error),
+        verified_at=row.verified_at, created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def run_summary(run: Run) -> m.RunSummary:
+    return m.RunSummary(
+        id=run.id, delivery_id=run.delivery_id, flow=run.flow, status=run.status,
+        attempt=run.attempt, created_at=run.created_at, duration=run.duration,
+        error=_redact(run.error),
+    )
+
+
+def _delivery_row(r: sqlite3.Row) -> m.DeliveryRow:
+    return m.DeliveryRow(
+        id=r["id"], flow=r["flow"], subscription_id=r["subscription_id"],
+        received_at=r["received_at"], event=r["event"], status=r["status"],
+        attempts=r["attempts"], size=r["size"], error=_redact(r["error"]),
+    )
+
+
+def _run_row(r: sqlite3.Row) -> m.RunSummary:
+    duration = (r["finished_at"] - r["started_at"]
+                if r["finished_at"] is not None and r["started_at"] is not None else None)
+    return m.RunSummary(r["id"], r["delivery_id"], r["flow"], r["status"], r["attempt"],
+                        r["created_at"], duration, _redact(r["error"]))
+
+
+_RUN_ROW = "id, delivery_id, flow, status, attempt, created_at, started_at, finished_at, error"
+_DELIVERY_ROW = ("id, flow, subscription_id, received_at, event, status, attempts,"
+                 " length(body) AS size, error")
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
+             *, now: float) -> m.Overview:
+    subs = SubscriptionStore(conn).all()
+    counts: dict[str, int] = {}
+    for row in subs:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    hour = id_at(now - 3600)
+    runs_last_hour = {
+        status: int(conn.execute("SELECT count(*) FROM runs WHERE status = ? AND id >= ?",
+                                 (status, hour)).fetchone()[0])
+        for status in RUN_STATUSES
+    }
+    deliveries_last_hour = int(conn.execute(
+        "SELECT count(*) FROM deliveries WHERE id >= ?", (hour,)).fetchone()[0])
+    problems = [
+        m.Problem("subscription", r.flow, r.id, _redact(r.last_error) or r.status,
+                  r.updated_at, hint=hint_for(r.last_error or r.status))
+        for r in subs if subscription_view(r).failing
+    ]
+    for flow in _flows(config):
+        last = RunStore(conn).list(flow=flow.name, limit=1)
+        if last and last[0].status == "failed":
+            problems.append(m.Problem("flow", flow.name, last[0].id,
+                                      _redact(last[0].error) or "failed", last[0].created_at))
+    problems.sort(key=lambda p: p.at or 0, reverse=True)
+    return m.Overview(
+        daemon=daemon, now=now, flows=sum(f.enabled for f in config.flows.values()),
+        subscriptions=dict(sorted(counts.items())), deliveries_last_hour=deliveries_last_hour,
+        inbox_depth=DeliveryStore(conn).depth(),
+        runs_last_hour={k: v for k, v in runs_last_hour.items() if v},
+        problems=problems, buckets=buckets(conn, now=now),
+        recent_deliveries=deliveries(conn, config, m.DeliveryFilter(), limit=RECENT).rows,
+        recent_runs=[run_summary(r) for r in RunStore(conn).list(limit=RECENT)],
+    )
+
+
+def buckets(conn: sqlite3.Connection, *, now: float, minutes: int = 24 * 60) -> list[m.Bucket]:
+    """Deliveries and failed runs per minute over the last `minutes`, oldest first. The
+    grouping happens in SQLite over covering indexes (received_at; status, id)."""
+    end = (int(now) // 60 + 1) * 60
+    start = end - minutes * 60
+    deliveries = dict(conn.execute(
+        "SELECT CAST((received_at - ?) / 60 AS INTEGER) AS b, count(*) FROM deliveries"
+        " WHERE received_at >= ? GROUP BY b", (start, start)).fetchall())
+    failed = dict(conn.execute(
+        "SELECT CAST((created_at - ?) / 60 AS INTEGER) AS b, count(*) FROM runs"
+        " WHERE status = 'failed' AND id >= ? GROUP BY b", (start, id_at(start))).fetchall())
+    return [m.Bucket(start + i * 60, int(deliveries.get(i, 0)), int(failed.get(i, 0)))
+            for i in range(minutes)]
+
+
+def hint_for(error: str) -> str:
+    """A next step for common subscription errors (the reconciler's errors say what
+    happened; this says what to try).
+
+    >>> hint_for("401 Unauthorized: Bad credentials")
+    "check the connection's token (hookd check resolves it; the upstream refused it)"
+    """
+    low = error.lower()
+    if "401" in low or "403" in low or "credential" in low:
+        return "check the connection's token (hookd check resolves it; the upstream refused it)"
+    if "404" in low:
+        return "check the trigger's parameters (a repository or project the token cannot see?)"
+    if "422" in low or "already exists" in low:
+        return "a hook with this URL exists upstream: `hookd plan` shows whether it is adopted"
+    if "orphaned" in low:
+        return "hookd cannot delete it (no Location, no delete operation): remove it upstream"
+    if "timeout" in low or "connect" in low:
+        return "the upstream did not answer: hookd retries with backoff"
+    return "`hookd plan` shows what the next reconcile would do"
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def _flows(config: Config) -> list[Flow]:
+    return sorted(config.flows.values(), key=lambda f: f.name)
+
+
+def flows(conn: sqlite3.Connection, config: Config) -> list[m.FlowRow]:
+    by_flow: dict[str, SubscriptionRow] = {}
+    for row in SubscriptionStore(conn).all():
+        current = by_flow.get(row.flow)
+        if current is None or row.updated_at > current.updated_at:
+            by_flow[row.flow] = row
+    runs = RunStore(conn)
+    out = []
+    for flow in _flows(config):
+        sub = by_flow.get(flow.name)
+        last_delivery = conn.execute(
+            "SELECT id, received_at FROM deliveries WHERE flow = ? ORDER BY id DESC LIMIT 1",
+            (flow.name,)).fetchone()
+        last = runs.list(flow=flow.name, limit=1)
+        statuses = [s for (s,) in conn.execute(
+            "SELECT status FROM runs WHERE flow = ? AND status IN"
+            " ('succeeded', 'failed', 'cancelled') ORDER BY id DESC LIMIT ?",
+            (flow.name, RATE_OF))]
+        rate = statuses.count("succeeded") / len(statuses) if statuses else None
+        out.append(m.FlowRow(
+            name=flow.name, enabled=flow.enabled, connector=flow.trigger.connector,
+            operation=flow.trigger.operation,
+            subscription=subscription_view(sub) if sub is not None else None,
+            last_ping=sub.verified_at if sub is not None else None,
+            last_delivery_at=last_delivery["received_at"] if last_delivery else None,
+            last_delivery_id=last_delivery["id"] if last_delivery else None,
+            last_run=run_summary(last[0]) if last else None,
+            success_rate=rate, rate_of=len(statuses),
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+def subscription(conn: sqlite3.Connection, config: Config, server_secret: bytes,
+                 sub_id: str) -> m.SubscriptionDetail | None:
+    row = SubscriptionStore(conn).get(sub_id)
+    desired = next((d for d in desired_subscriptions(config, server_secret) if d.id == sub_id),
+                   None)
+    if row is None and desired is None:
+        return None
+    flow = row.flow if row is not None else desired.flow if desired is not None else ""
+    events: tuple[str, ...] = ()
+    if desired is not None and isinstance(desired.body, Mapping):
+        raw = desired.body.get("events")
+        if isinstance(raw, list):
+            events = tuple(str(e) for e in raw)
+    view = subscription_view(row) if row is not None else None
+    return m.SubscriptionDetail(
+        subscription=view, id=sub_id, flow=flow, events=events,
+        request=preview(config, desired) if desired is not None and desired.upstream else None,
+        hint=hint_for(row.last_error) if row is not None and row.last_error else "",
+    )
+
+
+def _masked(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, MASK)
+        return value
+    return value if value is None or isinstance(value, int | float | bool) else str(value)
+
+
+def preview(config: Config, desired: DesiredSubscription) -> m.RequestPreview | None:
+    """What `hookd plan` would send to create `desired`: method, URL, headers and body
+    with the signing secret and the callback URL's token masked (`SecretRef` values show
+    as their reference, never resolved)."""
+    connector = config.connectors.get(desired.connector)
+    op = connector.operations.get(desired.operation) if connector is not None else None
+    if connector is None or op is None:
+        return None
+    token = desired.callback_url.rstrip("/").rsplit("/", 1)[-1]
+    secrets = [desired.secret, token]
+    path, query, headers = op.path, [], {}
+    for p in op.parameters:
+        if p.name not in desired.parameters or p.location == "body":
+            continue
+        value = str(_masked(desired.parameters[p.name], secrets))
+        if p.location == "path":
+            path = path.replace("{" + p.name + "}", value)
+        elif p.location == "query":
+            query.append(f"{p.name}={value}")
+        elif p.location == "header":
+            headers[p.name] = value
+    connection = config.connections.get(desired.connection or "")
+    base = (connection.base_url if connection is not None else None) or connector.base_url
+    url = base.rstrip("/") + (path if path.startswith("/") else "/" + path)
+    if query:
+        url += "?" + "&".join(query)
+    body = ""
+    if desired.body is not None:
+        body = json.dumps(_masked(desired.body, secrets), indent=2, ensure_ascii=False)
+    return m.RequestPreview(op.method, url, mask_headers(headers), body)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def deliveries(conn: sqlite3.Connection, config: Config, filt: m.DeliveryFilter,
+               *, before: str | None = None, limit: int = PAGE_SIZE) -> m.DeliveryPage:
+    clauses: list[str] = []
+    args: list[object] = []
+    if filt.flow:
+        clauses.append("flow = ?")
+        args.append(filt.flow)
+    if filt.status:
+        clauses.append("status = ?")
+        args.append(filt.status)
+    if filt.since is not None:
+        # An id is never older than its delivery (the generator only moves forward), so
+        # the id bound lets the primary key seek and received_at makes it exact.
+        clauses.append("id >= ? AND received_at >= ?")
+        args.extend((id_at(filt.since), filt.since))
+    if filt.until is not None:
+        clauses.append("received_at < ?")
+        args.append(filt.until)
+    if before:
+        clauses.append("id < ?")
+        args.append(before)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_DELIVERY_ROW} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
+        (*args, limit + 1)).fetchall()
+    page = [_delivery_row(r) for r in rows[:limit]]
+    return m.DeliveryPage(rows=page, filter=filt,
+                          next_before=page[-1].id if len(rows) > limit else None,
+                          flows=[f.name for f in _flows(config)])
+
+
+def _verification_header(config: Config, flow: str) -> str:
+    f = config.flows.get(flow)
+    connector = config.connectors.get(f.trigger.connector) if f is not None else None
+    return connector.verification.header if connector is not None else ""
+
+
+def delivery(conn: sqlite3.Connection, config: Config, delivery_id: str,
+             *, cap: int = BODY_CAP) -> m.DeliveryDetail | None:
+    d = DeliveryStore(conn).get(delivery_id)
+    if d is None:
+        return None
+    row = m.DeliveryRow(d.id, d.flow, d.subscription_id, d.received_at, d.event, d.status,
+                        d.attempts, len(d.body), _redact(d.error))
+    body, cut = formatted_body(d.body, cap)
+    runs = [run_summary(r) for r in RunStore(conn).list(delivery_id=d.id, limit=20)]
+    return m.DeliveryDetail(row, mask_headers(d.headers, [_verification_header(config, d.flow)]),
+                            body, cut, runs)
+
+
+def delivery_body(conn: sqlite3.Connection, delivery_id: str) -> bytes | None:
+    r = conn.execute("SELECT body FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return bytes(r[0]) if r is not None else None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run(conn: sqlite3.Connection, run_id: str) -> m.RunDetail | None:
+    store = RunStore(conn)
+    r = store.get(run_id)
+    if r is None:
+        return None
+    steps = []
+    for s in r.steps:
+        steps.append(m.StepView(
+            id=s.step_id, index=s.index, kind=s.kind, status=s.status, attempt=s.attempt,
+            started_at=s.started_at, duration=s.duration,
+            input=formatted(s.input, VALUE_CAP)[0], output=formatted(s.output, VALUE_CAP)[0],
+            error=_redact(s.error),
+        ))
+    others = [run_summary(o) for o in store.list(delivery_id=r.delivery_id, limit=20)
+              if o.id != r.id]
+    return m.RunDetail(run_summary(r), r.config_revision, r.started_at, r.finished_at,
+                       steps, others)
+
+
+def latest_attempt(conn: sqlite3.Connection, delivery_id: str) -> tuple[str, int] | None:
+    """(run id, attempt) of a delivery's newest run."""
+    latest = RunStore(conn).latest_for_delivery(delivery_id)
+    return (latest.id, latest.attempt) if latest is not None else None
+
+
+# --------------------------------------------------------------------------- live
+
+
+def changes(conn: sqlite3.Connection, *, after_delivery: str, after_run: str,
+            watching: Sequence[str]) -> tuple[list[m.DeliveryRow], list[m.RunSummary]]:
+    """Deliveries and runs created after the cursors (oldest first, at most 100 each), and
+    the runs in `watching` (unfinished ones a page shows) as they are now."""
+    new = [_delivery_row(r) for r in conn.execute(
+        f"SELECT {_DELIVERY_ROW} FROM deliveries WHERE id > ? ORDER BY id LIMIT 100",
+        (after_delivery,))]
+    found = [_run_row(r) for r in conn.execute(
+        f"SELECT {_RUN_ROW} FROM runs WHERE id > ? ORDER BY id LIMIT 100", (after_run,))]
+    ids = {r.id for r in found}
+    for run_id in watching:
+        if run_id not in ids:
+            r = RunStore(conn).get(run_id, steps=False)
+            if r is not None:
+                found.append(run_summary(r))
+    return new, found
+
+
+def cursors(conn: sqlite3.Connection) -> tuple[str, str]:
+    """The newest delivery and run ids (where a live stream starts)."""
+    d = conn.execute("SELECT max(id) FROM deliveries").fetchone()[0]
+    r = conn.execute("SELECT max(id) FROM runs").fetchone()[0]
+    return d or "", r or ""
