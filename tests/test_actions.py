@@ -123,7 +123,9 @@ def test_http_text_body_defaults_to_post(sink: Sink) -> None:
     ("status", "expect", "ok", "retryable"),
     [(200, (), True, None), (204, (), True, None), (200, (201,), False, False),
      (201, (201,), True, None), (404, (), False, False), (401, (), False, False),
-     (429, (), False, True), (500, (), False, True), (503, (), False, True)],
+     (429, (), False, True), (500, (), False, True), (503, (), False, True),
+     (425, (), False, True), (408, (), False, True), (501, (), False, False),
+     (302, (), False, False), (302, (302,), True, None)],
 )
 def test_http_status_classification(sink: Sink, status: int, expect: tuple[int, ...], ok: bool,
                                      retryable: bool | None) -> None:
@@ -135,6 +137,29 @@ def test_http_status_classification(sink: Sink, status: int, expect: tuple[int, 
             run_action("http", {"url": sink.url, "expect": list(expect)})
         assert info.value.retryable is retryable
         assert info.value.output["status"] == status
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "retryable", "retry_after"),
+    [
+        # The value an upstream may send that is neither seconds nor a date: the step
+        # still fails with the target's answer as output, the wait is left to `retry`.
+        (503, {"Retry-After": "soon"}, True, None),
+        (503, {"Retry-After": "12"}, True, 12.0),
+        (429, {"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, True, 0.0),
+        # GitHub's primary rate limit answers 403 with x-ratelimit-remaining: 0.
+        (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"}, True, 0.0),
+        (403, {}, False, None),
+    ],
+)
+def test_http_retry_after_and_rate_limits(sink: Sink, status: int, headers: dict[str, str],
+                                          retryable: bool, retry_after: float | None) -> None:
+    sink.default_status, sink.headers = status, headers
+    with pytest.raises(ActionError) as info:
+        run_action("http", {"url": sink.url})
+    assert info.value.retryable is retryable
+    assert info.value.retry_after == retry_after
+    assert info.value.output["status"] == status and info.value.output["json"]["n"] == 1
 
 
 def test_http_connection_refused_is_retryable() -> None:

@@ -256,6 +256,18 @@ def test_cli_json_strict_and_offline_secrets(tmp_path: Path) -> None:
     assert done.returncode == 1 and ": error: trigger.body.nope" in done.stdout
 
 
+@pytest.mark.parametrize("text", ["", "# commented out\n", "[]\n"])
+def test_check_strict_fails_on_an_empty_flow_file(tmp_path: Path, text: str) -> None:
+    (tmp_path / "hookd.yaml").write_text("public_url: https://hooks.example.net\n")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "gone.yaml").write_text(text)
+    done = hookd("check", str(tmp_path))
+    assert done.returncode == 0 and "flows/gone.yaml:1:1: warning: empty flow file" in done.stdout
+    assert "delete the file" in done.stdout
+    done = hookd("check", str(tmp_path), "--strict")
+    assert done.returncode == 1 and "flows/gone.yaml:1:1: error: empty flow file" in done.stdout
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     done = hookd("check", str(tmp_path / "missing"))
     assert done.returncode == 2 and "does not exist" in done.stderr
@@ -307,3 +319,31 @@ def test_a_reference_inside_a_longer_string_is_an_error_with_the_template_way(tm
     assert config is None and (d.line, d.key) == (3, "steps[0].http.headers.Authorization")
     assert d.message == "${env:API_TOKEN} must be the whole value, not part of a string"
     assert "{{ secrets['env:TOKEN'] }}" in d.hint
+
+
+def test_store_is_sqlite_unless_a_postgresql_url_or_reference_is_given(tmp_path: Path) -> None:
+    from hookd.config.model import StoreSetting
+
+    def store_of(line: str) -> tuple[object, list[str]]:
+        root = write_config(tmp_path / str(abs(hash(line))),
+                            settings=f"public_url: https://hooks.example.net\n{line}\n")
+        config, diagnostics = load_config(root, connectors=connectors(), env={"GITHUB_TOKEN": "t"})
+        return (config.settings.store if config else None), [d.format() for d in diagnostics]
+
+    assert store_of("") == (StoreSetting(), [])
+    assert store_of("store: sqlite") == (StoreSetting(), [])
+    assert store_of("store: ${credential:hookd-db-url}") == (
+        StoreSetting("postgresql", SecretRef("credential", "hookd-db-url")), [])
+    assert store_of("store: postgresql://hookd@db.internal/hookd") == (
+        StoreSetting("postgresql", "postgresql://hookd@db.internal/hookd"), [])
+    # A password written into hookd.yaml works, with a warning that never repeats it.
+    store, messages = store_of("store: postgresql://hookd:s3cret@db.internal/hookd")
+    assert store == StoreSetting("postgresql", "postgresql://hookd:s3cret@db.internal/hookd")
+    assert str(store) == "postgresql://hookd:***@db.internal/hookd"
+    [warning] = messages
+    assert "hookd.yaml:2:" in warning and "password" in warning and "s3cret" not in warning
+    # Anything else is refused where it was written.
+    store, messages = store_of("store: mysql://hookd:s3cret@db.internal/hookd")
+    assert store is None
+    [error] = messages
+    assert "hookd.yaml:2:" in error and "postgresql://" in error and "s3cret" not in error

@@ -548,6 +548,60 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
         assert token not in log and "stale-token-value" not in log
 
 
+@needs_all_parts
+@pytest.mark.parametrize("emptied", ["", "# name: one (disabled for now)\n", "[]\n"])
+def test_an_emptied_flow_file_keeps_its_upstream_hook(tmp_path: Path, emptied: str) -> None:
+    """A truncated or commented-out flow file is refused, not read as "delete the flow"
+    (issue 16 item 2); removing the file is how flows are removed."""
+    from tests.fakes.github import FakeGitHub, serve
+
+    token = "t0ken-for-tests"
+    with serve(FakeGitHub(token=token)) as github:
+        config = tmp_path / "config"
+        public, admin = free_port(), free_port()
+        write_config(config, public, admin, tmp_path / "state", github.base_url)
+        (config / "flows" / "one.yaml").write_text(github_flow("one", "one"))
+        (config / "flows" / "two.yaml").write_text(github_flow("two", "two"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hookd", "run", "--config", str(config)],
+            env={**os.environ, "GITHUB_TOKEN": token}, stderr=subprocess.PIPE, text=True,
+        )
+        admin_url = f"http://127.0.0.1:{admin}"
+
+        def readyz() -> Any:
+            return httpx.get(admin_url + "/readyz", timeout=5).json()
+
+        try:
+            wait_until(lambda: len(github.hooks_of("acme", "one")) == 1
+                       and len(github.hooks_of("acme", "two")) == 1, timeout=20,
+                       what="both hooks")
+            (config / "flows" / "one.yaml").write_text(emptied)
+            wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
+            assert "flows/one.yaml:" in readyz()["rejected"]
+            assert "yields no flows" in readyz()["rejected"]
+            doc = httpx.get(admin_url + "/api/status", timeout=5).json()
+            assert doc["config"]["flows"] == 2
+            # A scheduled reconcile (every second) ran on the running config since.
+            github.reset_counters()
+            wait_until(lambda: ("GET", "/repos/acme/two/hooks") in github.log, what="a pass")
+            assert len(github.hooks_of("acme", "one")) == 1
+
+            (config / "flows" / "one.yaml").unlink()
+            wait_until(lambda: github.hooks_of("acme", "one") == [], what="hook deleted")
+            assert len(github.hooks_of("acme", "two")) == 1
+            assert readyz()["config"] == "ok"
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        assert proc.stderr is not None
+        assert "yields no flows" in proc.stderr.read()
+
+
 # --------------------------------------------------------------------------- Reloader
 
 
@@ -556,6 +610,7 @@ class FakeTarget:
         self.notifier = Notifier()
         self.applied: list[tuple[str, str]] = []
         self.rejected: list[status.ReloadOutcome] = []
+        self.config: Any = SimpleNamespace(flows={})
 
     async def apply_config(self, config: Any, revision: str, trigger: str) -> None:
         self.applied.append((revision, trigger))
@@ -643,3 +698,40 @@ def test_docstring_examples_hold() -> None:
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__
+
+
+def test_replicas_share_one_config_directory_with_their_own_listeners(tmp_path: Path) -> None:
+    """`--public`/`--admin` override hookd.yaml's listeners (docs/scale-out.md): two
+    daemons on one config directory, each with its own ports and state directory."""
+    config = tmp_path / "config"
+    yaml_ports = write_http_config(config, tmp_path / "unused", {"a": http_flow("a")})
+    procs = []
+    try:
+        for n in (1, 2):
+            public, admin = free_port(), free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hookd", "run", "--config", str(config),
+                 "--state-dir", str(tmp_path / f"state{n}"),
+                 "--public", f"127.0.0.1:{public}", "--admin", f"127.0.0.1:{admin}"],
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            procs.append((proc, public, admin))
+        for _proc, public, admin in procs:
+            for port in (public, admin):
+                wait_until(lambda p=port: httpx.get(f"http://127.0.0.1:{p}/readyz").status_code
+                           in (200, 404), what=f"a listener on {port}")
+        for port in yaml_ports:  # hookd.yaml's listeners are not used
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert (tmp_path / "state1").is_dir() and (tmp_path / "state2").is_dir()
+        assert not (tmp_path / "unused").exists()
+    finally:
+        for proc, _, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+
+
+def test_a_listener_override_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hookd", "run", "--config", str(tmp_path),
+                           "--public", "8080"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "'8080' is not HOST:PORT" in done.stderr

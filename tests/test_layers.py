@@ -9,6 +9,7 @@ the contract really catches a violation, so a contract that checks nothing canno
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_layers_contracts_are_kept() -> None:
     done = lint_imports(REPO)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 kept, 0 broken" in done.stdout
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken", done.stdout), done.stdout
 
 
 def test_the_contracts_name_every_package() -> None:

@@ -31,6 +31,14 @@ FLOW = """
       - id: say
         log: {message: "push"}
 """
+SIGNED = """
+    name: signed
+    trigger: {connector: http}
+    verify_secret: "${env:HOOK_SECRET}"
+    steps:
+      - id: say
+        log: {message: "signed"}
+"""
 
 
 def _free_port() -> int:
@@ -42,7 +50,8 @@ def _free_port() -> int:
 @pytest.fixture
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
-    return write_config(tmp_path / "config", flows={"on-push": FLOW})
+    monkeypatch.setenv("HOOK_SECRET", "s3cret-for-the-signed-flow")
+    return write_config(tmp_path / "config", flows={"on-push": FLOW, "signed": SIGNED})
 
 
 @pytest.fixture
@@ -108,3 +117,26 @@ def test_send_unknown_flow_or_no_daemon(config_dir: Path, capsys: pytest.Capture
     # Never ran: no server secret, so no callback URL to sign for.
     assert main(["send", "on-push", str(PUSH), "--config", str(config_dir)]) == 2
     assert "has hookd run" in capsys.readouterr().err
+
+
+def test_send_signs_with_the_flows_verify_secret(
+    server: tuple[str, Path], config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16 item 13: the running listener checks a Standard Webhooks signature made
+    with the flow's `verify_secret`; `hookd send` signs with that value."""
+    url, state_dir = server
+    assert main(["send", "signed", str(PUSH), "--config", str(config_dir), "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("202 delivery ") and "flow signed" in out
+    assert DeliveryStore(open_db(state_dir)).get(out.split()[2]) is not None
+    assert main(["send", "signed", str(PUSH), "--config", str(config_dir), "--in-process"]) == 0
+    assert capsys.readouterr().out.startswith("202 delivery ")
+
+
+def test_send_prints_an_unexpected_answer_as_json(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hookd.cli.commands import send
+
+    send._print("text", "f", "f-1", 200, {"ok": True})
+    assert capsys.readouterr().out == '200 {"ok": true}  flow f\n'

@@ -100,3 +100,22 @@ def test_sign_then_verify_round_trips_on_real_payloads(v: Verification, shared_d
         if v.kind not in ("none", "token"):  # a token does not cover the body
             with pytest.raises(VerificationFailed):
                 verify(v, "s3cret", headers, body[:-1], now=1000.0)
+
+
+def test_the_connector_layer_and_the_callbacks_layer_list_the_same_schemes() -> None:
+    from hookd.callbacks.schemes import SCHEMES as IMPLEMENTED
+    from hookd.connectors.schemes import SCHEMES as DECLARED
+
+    assert list(IMPLEMENTED) == list(DECLARED)
+
+
+def test_every_scheme_accepts_what_it_signs_and_refuses_another_body() -> None:
+    from hookd.connectors.schemes import SCHEMES as DECLARED
+
+    for kind, spec in DECLARED.items():
+        v = Verification(kind, "X-Proof" if spec.needs_header else "")
+        headers = {k.lower(): val for k, val in sign(v, "s3cret", b"{}", now=100.0).items()}
+        verify(v, "s3cret", headers, b"{}", now=100.0)
+        if kind not in ("none", "token"):  # these prove the sender, not the body
+            with pytest.raises(VerificationFailed):
+                verify(v, "s3cret", headers, b"{ }", now=100.0)

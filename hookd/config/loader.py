@@ -28,29 +28,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hookd.config import actions
 from hookd.config import schema as schemacheck
 from hookd.config import secrets as secrets_mod
 from hookd.config.check import Located, SecretContext, check_config
 from hookd.config.model import (
     Action,
-    CallAction,
     Config,
     Connection,
     Flow,
-    HttpAction,
     Listener,
-    LogAction,
     MaybeSecret,
-    NotifyAction,
     Pos,
     ReconcilePolicy,
     Retention,
     RetryPolicy,
-    RunAction,
     SecretRef,
-    SetAction,
     Settings,
     Step,
+    StoreSetting,
     Trigger,
 )
 from hookd.config.units import parse_duration, parse_size
@@ -196,8 +192,11 @@ class _Loader:
         doc = self._read(path)
         if doc is None:
             return []
-        if doc.data is None:
-            self.out.append(Diagnostic(path, 1, 1, "warning", f"empty {kind} file"))
+        if doc.data is None or doc.data == []:
+            self.out.append(Diagnostic(
+                path, 1, 1, "warning", f"empty {kind} file",
+                hint="a running daemon refuses a reload that empties a file that had "
+                     "flows; delete the file to remove what it held" if kind == "flow" else ""))
             return []
         if isinstance(doc.data, list):
             entries: list[tuple[Any, KeyPath]] = [(item, (i,)) for i, item in enumerate(doc.data)]
@@ -233,7 +232,14 @@ class _Loader:
         self.out.extend(problems)
         if problems:
             return None
-        return build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        settings = build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        if isinstance(settings.store.url, str) and str(settings.store) != settings.store.url:
+            self.out.append(doc.diagnostic(
+                ("store",), "the store URL holds a password in hookd.yaml",
+                severity="warning",
+                hint="keep the password out of the config: store: ${credential:hookd-db-url}"
+                " (or ${env:…}, ${file:…}), or a password file (~/.pgpass, PGPASSFILE)"))
+        return settings
 
     # ----------------------------------------------------------------------- connections
 
@@ -376,6 +382,7 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         public=_listener(listen.get("public"), default.public),
         admin=_listener(listen.get("admin"), default.admin),
         state_dir=state_dir,
+        store=store_setting(data.get("store"), root),
         max_body=parse_size((data.get("limits") or {}).get("max_body", default.max_body)),
         workers=data.get("workers", default.workers),
         shutdown_timeout=parse_duration(data.get("shutdown_timeout", default.shutdown_timeout)),
@@ -399,6 +406,15 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         worker_mode=(data.get("worker") or {}).get("mode", default.worker_mode),
         pos=pos,
     )
+
+
+def store_setting(value: Any, root: Path) -> StoreSetting:
+    """hookd.yaml's `store:` (schema-valid): absent or ``sqlite`` is the SQLite file; a
+    URL or a secret reference (``${file:…}`` anchored at `root`) is PostgreSQL."""
+    if value is None or value == "sqlite":
+        return StoreSetting()
+    url: MaybeSecret = secret_refs(str(value), root)
+    return StoreSetting("postgresql", url)
 
 
 def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
@@ -425,47 +441,8 @@ def build_action(raw: Mapping[str, Any], root: Path | None = None) -> Action:
     anchored at `root`), which the pipeline resolves when the step runs; templates see
     it as a constant.
     """
-    step: Mapping[str, Any] = secret_refs(raw, root)
-    if "http" in step:
-        h = step["http"]
-        expect = h.get("expect", ())
-        return HttpAction(
-            method=str(h.get("method") or ("POST" if h.get("body") is not None else "GET")).upper(),
-            url=h["url"],
-            headers=dict(h.get("headers") or {}),
-            query=dict(h.get("query") or {}),
-            body=h.get("body"),
-            expect=(expect,) if isinstance(expect, int) else tuple(expect),
-        )
-    if "call" in step:
-        c = step["call"]
-        return CallAction(
-            connector=c["connector"],
-            operation=c["operation"],
-            connection=c.get("connection"),
-            parameters=dict(c.get("parameters") or {}),
-            body=c.get("body"),
-        )
-    if "run" in step:
-        r = step["run"]
-        if isinstance(r, list):
-            return RunAction(argv=tuple(r))
-        return RunAction(
-            argv=tuple(r["argv"]),
-            env=dict(r.get("env") or {}),
-            cwd=r.get("cwd"),
-            stdin=r.get("stdin"),
-            max_output=parse_size(r.get("max_output", RunAction(argv=()).max_output)),
-        )
-    if "log" in step:
-        lg = step["log"]
-        if isinstance(lg, str):
-            return LogAction(message=lg)
-        return LogAction(message=lg["message"], fields=dict(lg.get("fields") or {}), level=lg.get("level", "info"))
-    if "set" in step:
-        return SetAction(values=dict(step["set"]))
-    n = step["notify"]
-    return NotifyAction(kind=n["kind"], url=n["url"], message=n["message"], title=n.get("title"))
+    built: Action = actions.build(secret_refs(raw, root))
+    return built
 
 
 def secret_refs(value: Any, root: Path | None = None) -> Any:

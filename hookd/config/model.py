@@ -16,8 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hookd.config import actions
+from hookd.config.actions.call import CallAction
+from hookd.config.actions.http import HttpAction
+from hookd.config.actions.log import LogAction
+from hookd.config.actions.notify import NotifyAction
+from hookd.config.actions.run import RunAction
+from hookd.config.actions.set import SetAction
+
 if TYPE_CHECKING:
     from hookd.connectors.model import Connector
+
+__all__ = ["CallAction", "HttpAction", "LogAction", "NotifyAction", "RunAction", "SetAction"]
 
 # JSON-like value as written in YAML; strings may be templates or `${…}` secret refs.
 Value = Any
@@ -81,11 +91,46 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class StoreSetting:
+    """Where the state lives (hookd.yaml `store:`): the SQLite file in `state_dir` (the
+    default, no server), or a PostgreSQL database that several replicas share.
+
+    `url` is a ``postgresql://`` URL or a secret reference to one (it usually holds a
+    password); it is resolved only when the store is opened.
+    """
+
+    kind: Literal["sqlite", "postgresql"] = "sqlite"
+    url: MaybeSecret | None = None
+
+    def __str__(self) -> str:
+        """What logs and `hookd status` may show: never the password."""
+        if self.kind == "sqlite":
+            return "sqlite"
+        if isinstance(self.url, SecretRef):
+            return str(self.url)
+        return _without_password(str(self.url))
+
+
+def _without_password(url: str) -> str:
+    """`url` with the password of its ``user:password@`` part masked.
+
+    >>> _without_password("postgresql://hookd:s3cret@db.internal/hookd")
+    'postgresql://hookd:***@db.internal/hookd'
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
     public: Listener = Listener("127.0.0.1", 8080)
     admin: Listener = Listener("127.0.0.1", 8081)
     state_dir: Path = Path("state")  # absolute after loading
+    store: StoreSetting = StoreSetting()
     max_body: int = 25 * 1024 * 1024
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0
@@ -131,54 +176,8 @@ class RetryPolicy:
     max_delay: float = 300.0
 
 
-@dataclass(frozen=True)
-class HttpAction:
-    method: str
-    url: Value
-    headers: Mapping[str, Value] = field(default_factory=dict)
-    query: Mapping[str, Value] = field(default_factory=dict)
-    body: Value = None  # dict/list → JSON; str → text
-    expect: tuple[int, ...] = ()  # accepted statuses; empty = any 2xx
-
-
-@dataclass(frozen=True)
-class CallAction:
-    connector: str
-    operation: str
-    connection: str | None
-    parameters: Mapping[str, Value] = field(default_factory=dict)
-    body: Value = None
-
-
-@dataclass(frozen=True)
-class RunAction:
-    argv: tuple[Value, ...]  # never a shell string
-    env: Mapping[str, Value] = field(default_factory=dict)
-    cwd: str | None = None
-    stdin: Value = None
-    max_output: int = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class LogAction:
-    message: Value
-    fields: Mapping[str, Value] = field(default_factory=dict)
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class SetAction:
-    values: Mapping[str, Value]
-
-
-@dataclass(frozen=True)
-class NotifyAction:
-    kind: Literal["ntfy", "slack", "teams", "discord", "webhook"]
-    url: Value
-    message: Value
-    title: Value = None
-
-
+# One input dataclass per action kind, declared with its schema and builder in
+# `hookd.config.actions` (the table the loader, the schema test and the executors share).
 Action = HttpAction | CallAction | RunAction | LogAction | SetAction | NotifyAction
 
 
@@ -195,7 +194,7 @@ class Step:
 
     @property
     def kind(self) -> str:
-        return type(self.action).__name__.removesuffix("Action").lower()
+        return actions.kind_of(self.action)
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,12 @@ only runs jsonschema, which reports every error with its path, on the items that
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import hashlib
 import json
-import marshal
-import os
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from importlib import resources
-from pathlib import Path
-from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
@@ -88,54 +81,12 @@ def fast_validator(kind: str) -> Any:
             sub.pop("oneOf", None)
     target["$schema"] = "http://json-schema.org/draft-07/schema#"
     namespace: dict[str, Any] = {}
-    exec(_validator_code(kind, target), namespace)  # noqa: S102 - code generated from our own schema
-    return namespace["validate"]
-
-
-def _validator_code(kind: str, target: dict[str, Any]) -> CodeType:
-    """The compiled code of the fastjsonschema validator of `target`.
-
-    Generating and compiling it costs some 60 ms for the three kinds, on every start of
-    `hookd check` (4% of the whole check of 1,000 flows): so the bytecode is kept in the
-    user's cache directory, keyed by the schema, the fastjsonschema version and the
-    Python bytecode format. A cache that cannot be read or written is simply not used.
-    """
-    key = json.dumps([target, fastjsonschema.VERSION, sys.implementation.cache_tag], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    folder = _cache_dir()
-    path = folder / f"validator-{kind}-{digest}.marshal" if folder is not None else None
-    if path is not None:
-        try:
-            code = marshal.loads(path.read_bytes())
-            if isinstance(code, CodeType):
-                return code
-        except (OSError, EOFError, ValueError, TypeError):
-            pass
+    # Generated from our own packaged schema, in this process, never read from disk: an
+    # on-disk bytecode cache meant exec-ing bytes that whoever can write ~/.cache could
+    # change, to save a few per cent of a start-up (docs/adr/0006-no-validator-cache.md).
     code = compile(fastjsonschema.compile_to_code(target), f"<hookd {kind} schema>", "exec")
-    if path is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps(code))
-            os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
-    return code
-
-
-def _cache_dir() -> Path | None:
-    """systemd's ``$CACHE_DIRECTORY``, else ``$XDG_CACHE_HOME/hookd``, else
-    ``~/.cache/hookd``; ``HOOKD_NO_CACHE=1`` turns the cache off."""
-    if os.environ.get("HOOKD_NO_CACHE"):
-        return None
-    systemd = os.environ.get("CACHE_DIRECTORY")
-    if systemd:
-        return Path(systemd.split(":")[0])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "hookd"
-    try:
-        return Path.home() / ".cache" / "hookd"
-    except RuntimeError:  # no home directory
-        return None
+    exec(code, namespace)  # noqa: S102 - code generated from our own schema, just now
+    return namespace["validate"]
 
 
 def _one_of_keys_ok(kind: str, data: Any) -> bool:
@@ -241,6 +192,8 @@ def _message(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
         title = sch.get("title")
         if title in ("duration", "size"):
             return f"'{inst}' is not a {title}"
+        if title == "store":  # not echoed: a URL may hold a password
+            return "should be sqlite, a postgresql:// URL or a secret reference"
         return f"'{inst}' does not have the expected form"
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         word = {"minimum": "at least", "maximum": "at most",
@@ -267,6 +220,8 @@ def _hint(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
             return "a number of seconds, or e.g. 30s, 5m, 1h30m, 2d"
         if title == "size":
             return "a number of bytes, or e.g. 512KiB, 25MiB, 1GB"
+        if title == "store":
+            return "e.g. store: postgresql://hookd@db.internal/hookd, or ${credential:hookd-db-url}"
         if "[A-Za-z0-9][A-Za-z0-9._-]*" in str(error.validator_value):
             return "use letters, digits, '.', '_' and '-', starting with a letter or digit"
         if "A-Za-z_" in str(error.validator_value):

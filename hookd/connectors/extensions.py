@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from hookd.connectors.model import RequestPath, Verification
+from hookd.connectors.schemes import SCHEMES
 from hookd.diagnostics import did_you_mean
 
 Problems = list[tuple[tuple[str | int, ...], str, str]]
@@ -39,7 +40,7 @@ SECRET = "x-hookd-secret"
 REQUEST_TRIGGER = "x-hookd-request-trigger"
 KNOWN = (VERIFY, DELIVERY_ID, EVENT, LIST, DELETE, SECRET, REQUEST_TRIGGER)
 
-VERIFY_KINDS = ("hmac-sha256", "token", "standard-webhooks", "none")
+VERIFY_KINDS = tuple(SCHEMES)
 REQUEST_LOCATIONS = ("body", "query", "header", "path", "formData")
 
 
@@ -126,7 +127,7 @@ def parse_verify(raw: Any, problems: Problems) -> Verification | None:
         )
         return None
     header = fields.get("header", "")
-    if kind in ("hmac-sha256", "token"):
+    if SCHEMES[kind].needs_header:
         if not header:
             problems.append(((), f"kind '{kind}' needs 'header' (where the upstream puts it)", ""))
             return None
@@ -141,7 +142,7 @@ def parse_verify(raw: Any, problems: Problems) -> Verification | None:
         problems.append((("tolerance",), "tolerance must be a positive number of seconds", ""))
         return None
     return Verification(
-        kind=cast(Literal["hmac-sha256", "token", "standard-webhooks", "none"], kind),
+        kind=kind,
         header=header,
         prefix=fields.get("prefix", ""),
         encoding=cast(Literal["hex", "base64"], encoding),

@@ -108,7 +108,7 @@ class Verification:
     (webhook-id/-timestamp/-signature), ``none`` (the unguessable URL is the credential).
     """
 
-    kind: Literal["hmac-sha256", "token", "standard-webhooks", "none"] = "none"
+    kind: str = "none"  # a key of hookd.connectors.schemes.SCHEMES
     header: str = ""
     prefix: str = ""
     encoding: Literal["hex", "base64"] = "hex"

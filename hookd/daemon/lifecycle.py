@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from hookd.admin.pages.models import DaemonView
-    from hookd.config.model import Config
+    from hookd.config.model import Config, Listener
     from hookd.ingest.app import AppState
 
 log = logging.getLogger("hookd.daemon.lifecycle")
@@ -67,16 +67,26 @@ PRUNE_EVERY = 3600.0  # seconds between run-history prunes (first one after a mi
 
 
 def load(
-    directory: Path, state_dir: Path | None = None
+    directory: Path, state_dir: Path | None = None, *, public: Listener | None = None,
+    admin: Listener | None = None,
 ) -> tuple[Config | None, list[Diagnostic], str]:
-    """Load and validate: the config (None when invalid), all diagnostics, the revision."""
+    """Load and validate: the config (None when invalid), all diagnostics, the revision.
+
+    `state_dir`, `public` and `admin` are `hookd run`'s overrides of hookd.yaml.
+    """
     from hookd.config.loader import load_config
 
     config, diagnostics = load_config(directory)
     if has_errors(diagnostics):
         config = None
-    if config is not None and state_dir is not None:
-        settings = dataclasses.replace(config.settings, state_dir=Path(state_dir).absolute())
+    if config is not None:
+        settings = config.settings
+        if state_dir is not None:
+            settings = dataclasses.replace(settings, state_dir=Path(state_dir).absolute())
+        if public is not None:
+            settings = dataclasses.replace(settings, public=public)
+        if admin is not None:
+            settings = dataclasses.replace(settings, admin=admin)
         config = dataclasses.replace(config, settings=settings)
     exclude = [Path(directory) / "state", *([state_dir] if state_dir else [])]
     if config is not None:
@@ -200,6 +210,8 @@ class Daemon:
         revision_: str,
         *,
         state_dir: Path | None = None,
+        public: Listener | None = None,
+        admin: Listener | None = None,
         env: dict[str, str] | None = None,
         loaded_hash: str = "",
     ) -> None:
@@ -207,6 +219,7 @@ class Daemon:
         self.config = config
         self.revision = revision_
         self.state_dir_override = state_dir
+        self.listener_overrides = (public, admin)
         self.env = dict(os.environ) if env is None else env
         self.notifier = sdnotify.Notifier(self.env)
         self.started_at = time.time()
@@ -475,7 +488,8 @@ class Daemon:
         return exclude
 
     def _load(self) -> tuple[Config | None, list[Diagnostic], str]:
-        return load(self.directory, self.state_dir_override)
+        public, admin = self.listener_overrides
+        return load(self.directory, self.state_dir_override, public=public, admin=admin)
 
     async def reload(self, trigger: str) -> bool | None:
         """Reload now (SIGHUP); reconcile when a new config was applied."""
@@ -490,7 +504,7 @@ class Daemon:
     async def apply_config(self, config: Config, revision_: str, trigger: str) -> None:
         """`reload.Target`: swap in a new, valid config."""
         old = self.config.settings
-        for key in ("public", "admin", "state_dir", "workers"):
+        for key in ("public", "admin", "state_dir", "store", "workers"):
             if getattr(old, key) != getattr(config.settings, key):
                 log.warning("setting changed; it takes effect after a restart",
                             extra={"setting": key})
@@ -711,7 +725,8 @@ def runs_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:
 # --------------------------------------------------------------------------- entry point
 
 
-def main(directory: Path, *, state_dir: Path | None = None) -> int:
+def main(directory: Path, *, state_dir: Path | None = None, public: Listener | None = None,
+         admin: Listener | None = None) -> int:
     """`hookd run`: refuse an invalid config (the `hookd check` report, exit 1), else serve."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -720,7 +735,7 @@ def main(directory: Path, *, state_dir: Path | None = None) -> int:
     # Hashed before loading, so an edit made while loading is caught up after start.
     loaded = revision.content_hash(directory, [directory / "state",
                                                *([state_dir] if state_dir else [])])
-    config, diagnostics, rev = load(directory, state_dir)
+    config, diagnostics, rev = load(directory, state_dir, public=public, admin=admin)
     if config is None:
         for line in format_report(diagnostics, directory):
             print(line, file=sys.stderr)
@@ -733,8 +748,8 @@ def main(directory: Path, *, state_dir: Path | None = None) -> int:
         log.warning("config warning: %s", d.format(relative_to=directory.absolute()))
 
     async def serve() -> int:
-        return await Daemon(directory, config, rev, state_dir=state_dir,
-                            loaded_hash=loaded).run()
+        return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
+                            admin=admin, loaded_hash=loaded).run()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve())

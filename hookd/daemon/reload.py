@@ -99,10 +99,34 @@ def changed_paths(changes: Iterable[tuple[int, str]], directory: Path) -> list[s
     return sorted(out)
 
 
+def emptied_flow_files(running: Config, loaded: Config) -> list[Diagnostic]:
+    """An error for each flow file that still exists but yields no flows while it gave
+    the running config some.
+
+    An editor that truncates before it writes, a botched merge or a file commented out
+    would otherwise delete the flows' upstream hooks on the next reconcile; the intent
+    to remove flows is expressed by removing their file (or setting ``enabled: false``),
+    so an emptied file is rejected like a broken one and the running config stays.
+    """
+    kept = {f.pos.file for f in loaded.flows.values() if f.pos is not None}
+    had: dict[Path, list[str]] = {}
+    for flow in running.flows.values():
+        if flow.pos is not None and flow.pos.file not in kept:
+            had.setdefault(flow.pos.file, []).append(flow.name)
+    return [
+        Diagnostic(path, 1, 1, "error",
+                   f"the file yields no flows; it had {', '.join(sorted(names))}",
+                   hint="the reload is refused so that their upstream hooks stay; delete "
+                        "the file to remove its flows, or set 'enabled: false' in them")
+        for path, names in sorted(had.items()) if path.is_file()
+    ]
+
+
 class Target(Protocol):
     """What a `Reloader` acts on (the daemon)."""
 
     notifier: sdnotify.Notifier
+    config: Config  # the running config
 
     async def apply_config(self, config: Config, revision: str, trigger: str) -> None: ...
 
@@ -160,6 +184,10 @@ class Reloader:
                 config, rev = None, self.last.revision
                 diagnostics = [Diagnostic(self.directory, 0, 0, "error",
                                           f"internal error while loading: {exc!r}")]
+            if config is not None:
+                emptied = emptied_flow_files(self.target.config, config)
+                if emptied:
+                    config, diagnostics = None, [*diagnostics, *emptied]
             now = time.time()
             if config is None:
                 errors = tuple(d.format(relative_to=self.directory)

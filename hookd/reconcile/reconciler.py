@@ -35,10 +35,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
-
-import httpx
 
 from hookd.config.model import Config, Connection
 from hookd.connectors.model import Connector, WebhookTrigger
@@ -48,6 +46,9 @@ from hookd.subscriptions import plan as planning
 from hookd.subscriptions import tokens
 from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
 from hookd.upstream.client import PermanentError, Upstream, UpstreamError, dig
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("hookd.reconcile.reconciler")
 

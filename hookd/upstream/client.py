@@ -8,9 +8,11 @@ Everything hookd asks of an upstream — subscribe, list hooks, delete a hook, a
   API key in a header or the query, bearer token for oauth2/static tokens), and the base
   URL from the spec or the connection's ``base_url`` override (GitHub Enterprise, a
   self-hosted GitLab, tests).
-- `send` maps every failure exactly once: `PermanentError` for what needs a config or
-  credentials change (4xx other than 408/429, explained), `RetryableError` for the rest
-  (5xx, timeouts, connection errors, 429, 403 with rate-limit headers). Retryable failures
+- `send` maps every failure exactly once, by `hookd.upstream.errors.classify` (the one
+  decision every HTTP sender shares): `PermanentError` for what needs a config or
+  credentials change (most 4xx, explained; 3xx, since redirects are not followed),
+  `RetryableError` for the rest (most 5xx, 408, 425, timeouts, connection errors, 429,
+  403 with GitHub's rate-limit signs). Retryable failures
   are retried with exponential backoff and jitter, waiting for ``Retry-After`` /
   ``x-ratelimit-reset`` when given, a bounded number of times; waits longer than
   `max_wait` give up for this pass instead of stalling it.
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import functools
 import json
 import logging
@@ -45,6 +46,8 @@ from hookd.config import secrets
 from hookd.config.model import Connection, SecretRef, Value
 from hookd.connectors.model import Connector, Operation
 from hookd.telemetry.logs import register_secret
+from hookd.upstream import errors
+from hookd.upstream.errors import PermanentError, RetryableError, UpstreamError
 
 log = logging.getLogger("hookd.upstream.client")
 
@@ -63,28 +66,6 @@ _EXPLAIN = {
 }
 
 
-class UpstreamError(Exception):
-    """Base: a failed upstream call. `str()` is safe to show (no secrets, no query)."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body  # the upstream's (truncated) answer, for matching; never our request
-
-
-class PermanentError(UpstreamError):
-    """Needs a change of config or credentials; retrying will not help."""
-
-
-class RetryableError(UpstreamError):
-    """May succeed later; `retry_after` is the upstream's requested wait, seconds."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str = "",
-                 retry_after: float | None = None) -> None:
-        super().__init__(message, status=status, body=body)
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     retries: int = 4  # retries after the first attempt
@@ -100,25 +81,30 @@ def where(request: httpx.Request) -> str:
 
 
 def classify(response: httpx.Response, *, now: float) -> UpstreamError | None:
-    """The error a response means, or None for success (2xx/3xx). Pure; table-tested."""
+    """The error a response means, or None for success (2xx). Pure; table-tested.
+
+    The decision is `hookd.upstream.errors.classify`'s; this adds the message (method,
+    path, status, the upstream's own words, an explanation for the common 4xx).
+    """
     status = response.status_code
-    if status < 400:
+    if 200 <= status < 300:
         return None
     text = _upstream_message(response)
+    verdict = errors.classify(status, response.headers, now=now, message=text)
     what = f"{where(response.request)}: {status} {response.reason_phrase}"
-    retry_after = _retry_after(response.headers, now)
-    rate_limited = status == 429 or (
-        status == 403
-        and (response.headers.get("x-ratelimit-remaining") == "0"
-             or "retry-after" in response.headers)
-    )
-    if rate_limited:
+    if verdict.kind == "rate_limited":
         return RetryableError(f"{what}: rate limited by the upstream", status=status,
-                              body=text, retry_after=retry_after)
-    if status == 408 or status >= 500:
+                              body=text, retry_after=verdict.after)
+    if verdict.kind == "retryable":
         return RetryableError(f"{what}{': ' + text if text else ''}", status=status, body=text,
-                              retry_after=retry_after)
-    explain = _EXPLAIN.get(status, "the upstream refused the request")
+                              retry_after=verdict.after)
+    if 300 <= status < 400:
+        target = response.headers.get("location", "")
+        explain = ("redirects are not followed (credentials would go along): point the "
+                   "connection's base_url at the final address"
+                   + (f" ({target.split('?', 1)[0]})" if target else ""))
+    else:
+        explain = _EXPLAIN.get(status, "the upstream refused the request")
     if status == 422 and text and "exist" in text.lower():
         explain = "a hook with this URL and events already exists"
     detail = f" (upstream says: {text})" if text else ""
@@ -137,25 +123,6 @@ def _upstream_message(response: httpx.Response) -> str:
                 parts.append(str(err["message"]))
         return "; ".join(p for p in parts if p)[:300]
     return ""
-
-
-def _retry_after(headers: httpx.Headers, now: float) -> float | None:
-    value = headers.get("retry-after")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - now)
-    if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
-        try:
-            return max(0.0, float(headers["x-ratelimit-reset"]) - now)
-        except ValueError:
-            return None
-    return None
 
 
 def backoff(attempt: int, policy: RetryPolicy, rnd: float) -> float:
@@ -330,7 +297,7 @@ class Upstream:
     # ------------------------------------------------------------ sending
 
     async def send(self, request: httpx.Request, *, retry: bool = True) -> httpx.Response:
-        """Send with retries; a 2xx/3xx response, else `PermanentError`/`RetryableError`."""
+        """Send with retries; a 2xx response, else `PermanentError`/`RetryableError`."""
         attempts = 1 + (self.retry.retries if retry else 0)
         last: RetryableError | None = None
         for attempt in range(attempts):

@@ -39,6 +39,7 @@ class Sink:
     default_status: int = 200
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -67,6 +68,8 @@ class Sink:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in sink.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -62,6 +62,24 @@ def add_state_arg(parser: argparse._ActionsContainer, *, nested: bool = False,
                         default=argparse.SUPPRESS if nested else None, help=help)
 
 
+def listener_arg(text: str) -> Listener:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a listener, for argparse's ``type=``.
+
+    >>> listener_arg("127.0.0.1:9080")
+    Listener(host='127.0.0.1', port=9080)
+    >>> listener_arg("[::1]:0")
+    Listener(host='::1', port=0)
+    """
+    from hookd.config.model import Listener
+
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080; port 0 = any free port)")
+    return Listener(host, int(port))
+
+
 def add_format_arg(parser: argparse._ActionsContainer, *, nested: bool = False) -> None:
     parser.add_argument("--format", choices=("text", "json"),
                         default=argparse.SUPPRESS if nested else "text",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hookd.cli.commands._common import add_config_args, add_state_arg, config_dir
+from hookd.cli.commands._common import add_config_args, add_state_arg, config_dir, listener_arg
 
 
 def register(subparsers: Any) -> None:
@@ -23,10 +23,17 @@ def register(subparsers: Any) -> None:
     add_config_args(parser)
     add_state_arg(parser, help="state directory, overriding state_dir in hookd.yaml (the "
                   "systemd unit passes $STATE_DIRECTORY)")
+    # Replicas sharing one config directory (and, on one machine, one host) each need
+    # their own ports: docs/scale-out.md.
+    parser.add_argument("--public", type=listener_arg, metavar="HOST:PORT",
+                        help="callback listener, overriding listen.public in hookd.yaml")
+    parser.add_argument("--admin", type=listener_arg, metavar="HOST:PORT",
+                        help="admin listener, overriding listen.admin in hookd.yaml")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hookd.daemon import lifecycle as daemon
 
-    return daemon.main(config_dir(args), state_dir=args.state_dir)
+    return daemon.main(config_dir(args), state_dir=args.state_dir, public=args.public,
+                       admin=args.admin)

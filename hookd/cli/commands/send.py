@@ -69,6 +69,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hookd.callbacks import routing
+    from hookd.config import secrets
     from hookd.subscriptions import tokens
 
     config = load_valid_config(args, "send", consequence="nothing was sent")
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # In-process only: any secret gives consistent URLs.
     server_secret = found_secret if found_secret is not None else bytes(32)
-    table = routing.build(config, server_secret, rows=_store_rows(state_dir))
+    # The same resolver the daemon uses: a flow's `verify_secret` signs with its value.
+    table = routing.build(config, server_secret, rows=_store_rows(state_dir),
+                          resolve=secrets.resolve_value)
     route = _find_route(table, args.target)
     if route is None:
         flows = ", ".join(sorted(config.flows)) or "none"
@@ -216,4 +219,5 @@ def _print(fmt: str, flow: str, subscription: str, status: int, answer: Any) -> 
         for v in answer.get("violations", []):
             print(f"  {v}")
     else:
-        print(f"{status} {answer}  flow {flow}")
+        text = answer if isinstance(answer, str) else json.dumps(answer, sort_keys=True)
+        print(f"{status} {text}  flow {flow}")

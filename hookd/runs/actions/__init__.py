@@ -1,7 +1,8 @@
 """The step actions: what one step of a flow does once its inputs are rendered.
 
-Each action lives in its own module with one coroutine,
-``execute(input: dict, ctx: ActionContext) -> output``. The pipeline renders the
+Each action lives in its own module with its `KIND` and one coroutine,
+``execute(input: dict, ctx: ActionContext) -> output``, listed in `executors`; its input
+type and schema are declared under the same name in `hookd.config.actions`. The pipeline renders the
 action's fields (the `hookd.config.model` dataclass's fields, as a dict) with the run's
 template context, records that input, and calls `execute`; whatever it returns is the
 step's output (``steps.<id>.output``). Failures are `ActionError`, which says whether a
@@ -14,15 +15,17 @@ the pipeline's, so every action behaves the same under `retry`, `foreach` and `t
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from hookd.config import model
 from hookd.templating.engine import as_text as as_text  # the actions' one way to make text
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ActionError(Exception):
@@ -68,19 +71,22 @@ class ActionContext:
 Executor = Callable[[dict[str, Any], ActionContext], Awaitable[Any]]
 
 
+@functools.cache
+def executors() -> Mapping[str, Executor]:
+    """Every action's ``execute``, by kind: one module per kind, one line each here.
+
+    Imported on first use: the action modules import this package's `ActionContext`.
+    `hookd.config.actions.ACTIONS` is the same table's other half (tests check they agree).
+    """
+    from hookd.runs.actions import call, http, log, notify, run
+    from hookd.runs.actions import set as set_
+
+    return {m.KIND: m.execute for m in (http, call, run, log, set_, notify)}
+
+
 def executor(kind: str) -> Executor:
     """The ``execute`` coroutine of the action named `kind` (``http``, ``run``, …)."""
-    from hookd.runs.actions import call, http, log, notify, run, set
-
-    table: dict[str, Executor] = {
-        "http": http.execute,
-        "call": call.execute,
-        "run": run.execute,
-        "log": log.execute,
-        "set": set.execute,
-        "notify": notify.execute,
-    }
     try:
-        return table[kind]
+        return executors()[kind]
     except KeyError:
         raise ActionError(f"unknown action '{kind}'", retryable=False) from None

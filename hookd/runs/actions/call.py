@@ -16,11 +16,12 @@ from typing import Any
 
 from hookd.runs.actions import ActionContext, ActionError
 from hookd.runs.actions.http import response_output
+from hookd.upstream import errors as up
+
+KIND = "call"  # the step key; hookd.config.actions.call declares its input and schema
 
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
-    from hookd.upstream import client as up
-
     config = ctx.config
     if config is None or ctx.upstream is None:
         raise ActionError("call: no connectors are available to this worker", retryable=False)

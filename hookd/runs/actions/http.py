@@ -5,14 +5,16 @@ Input keys (rendered): ``method`` (default GET, or POST when there is a body), `
 text), ``expect`` (accepted statuses; default any 2xx). Output: ``status``, ``headers``
 and ``json`` (when the response is JSON) or ``text``.
 
-A status outside `expect` fails the step with the response as partial output; it is
-retryable for 5xx, 408, 425 and 429 (honouring ``Retry-After``) and permanent otherwise,
-since repeating a 404 or 401 never helps. Connection errors and timeouts are retryable.
+A status outside `expect` fails the step with the response as partial output; whether a
+retry may help, and after how long, is `hookd.upstream.errors.classify`'s answer (the
+same as for reconcile and ``call``): retryable for 408, 425, 429, GitHub's rate-limit
+403s and 5xx other than 501/505, honouring ``Retry-After``; permanent otherwise, since
+repeating a 404 or 401 never helps. A 2xx outside `expect` is permanent too. Connection
+errors and timeouts are retryable.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from collections.abc import Mapping
@@ -21,9 +23,11 @@ from typing import Any
 import httpx
 
 from hookd.runs.actions import ActionContext, ActionError, as_text
+from hookd.upstream import errors
 
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
 TEXT_CAP = 1024 * 1024  # response characters kept as output
+
+KIND = "http"  # the step key; hookd.config.actions.http declares its input and schema
 
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
@@ -72,11 +76,16 @@ async def send(
     if not ok:
         status = response.status_code
         wanted = ", ".join(map(str, expect)) if expect else "2xx"
+        message = output.get("text") or ""
+        if isinstance(output.get("json"), Mapping):
+            message = str(output["json"].get("message") or "")
+        verdict = errors.classify(status, response.headers, now=time.time(),
+                                  message=message[:300])
         raise ActionError(
             f"{method} {_where(url)}: status {status} (expected {wanted})",
-            retryable=status >= 500 or status in RETRYABLE_STATUSES,
+            retryable=verdict.retryable,
             output=output,
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=verdict.after,
         )
     return output
 
@@ -103,15 +112,3 @@ def _where(url: str) -> str:
     # Never the query string: tokens travel there.
     return url.split("?", 1)[0]
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    if parsed is None:
-        return None
-    return max(0.0, parsed.timestamp() - time.time())

@@ -13,6 +13,8 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"m
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
+KIND = "log"  # the step key; hookd.config.actions.log declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     message = input.get("message")

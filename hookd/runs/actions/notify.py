@@ -36,6 +36,8 @@ def _header_text(text: str) -> str:
         return text
     return "=?UTF-8?B?" + base64.b64encode(text.encode()).decode() + "?="
 
+KIND = "notify"  # the step key; hookd.config.actions.notify declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     title = input.get("title")

@@ -51,6 +51,8 @@ def argv_of(value: Any) -> list[str]:
         raise ActionError("run: the program (argv[0]) rendered empty", retryable=False)
     return argv
 
+KIND = "run"  # the step key; hookd.config.actions.run declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     argv = argv_of(input.get("argv"))

@@ -7,6 +7,8 @@ from typing import Any
 
 from hookd.runs.actions import ActionContext
 
+KIND = "set"  # the step key; hookd.config.actions.set declares its input and schema
+
 
 async def execute(input: dict[str, Any], ctx: ActionContext) -> Any:
     return dict(input.get("values") or {})

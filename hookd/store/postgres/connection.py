@@ -1,0 +1,97 @@
+"""Connections to hookd's PostgreSQL database, all with the same session settings.
+
+Every connection is in autocommit mode (a transaction is always explicit: ``async with
+conn.transaction()``), and runs with ``synchronous_commit = on`` whatever the server's
+default: a delivery is acknowledged only after its COMMIT, and that promise means nothing
+if the COMMIT returns before the WAL is flushed. `application_name` names the replica, so
+`pg_stat_activity` (and `hookd status`) can tell whose session holds what.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+SESSION_SETTINGS = {"synchronous_commit": "on", "timezone": "UTC"}
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the work; nothing was committed.
+
+    The message names the server (host, port, database), never the password.
+    """
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether `text` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for messages and logs.
+
+    >>> redact("postgresql://hookd:s3cret@db.internal:5432/hookd")
+    'postgresql://hookd:***@db.internal:5432/hookd'
+    >>> redact("postgresql://db.internal/hookd")
+    'postgresql://db.internal/hookd'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def replica_name() -> str:
+    """This process as other replicas see it: ``hookd:<host>:<pid>`` (63 bytes at most,
+    PostgreSQL's limit for application_name)."""
+    return f"hookd:{socket.gethostname()}:{os.getpid()}"[:63]
+
+
+async def connect(url: str, *, application_name: str | None = None) -> Conn:
+    """One connection with hookd's settings (for a dedicated session: LISTEN, the leader lock)."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, application_name=application_name or replica_name(),
+            connect_timeout=10,
+        )
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"cannot connect to {redact(url)}: {_first_line(e)}") from None
+    await configure(conn)
+    return conn
+
+
+async def configure(conn: Conn) -> None:
+    """Apply `SESSION_SETTINGS` (also the pool's `configure` callback)."""
+    for name, value in SESSION_SETTINGS.items():
+        await conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool[Conn]:
+    """A pool of connections with hookd's settings; not opened yet (``await p.open()``)."""
+    return AsyncConnectionPool[Conn](
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "application_name": replica_name(), "connect_timeout": 10},
+        configure=configure,
+        open=False,
+        name="hookd",
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def describe(e: BaseException) -> str:
+    """A database error as one line (psycopg's messages name host and port, not passwords)."""
+    return _first_line(e)

@@ -1,0 +1,214 @@
+"""Recording deliveries in PostgreSQL: ``await record(...)`` returns once they are committed.
+
+The same promise as the SQLite inbox (a 2xx only for what survives a crash) and the same
+idea to make it cheap: group commit. Requests that arrive while a transaction is in
+flight wait together, and the next transaction records all of them: one COMMIT (one WAL
+flush: the sessions run with ``synchronous_commit = on``) for a batch of concurrent
+requests, not one per request. Each batch is one round of statements whatever its size:
+the dedup keys in one INSERT, the rows in one COPY, one NOTIFY (sent by the server at
+COMMIT, so a worker woken by it always finds the rows).
+
+Dedup is the primary key of ``dedup_keys``: two replicas recording the same redelivery
+at once serialize on that key, and the second finds the first's row (``ON CONFLICT``);
+an entry older than the dedup window is taken over by the new delivery. Within one
+batch, the first request with a key wins and the others are its duplicates.
+
+When the database fails, every request of the batch gets `StoreUnavailable` (503): the
+transaction did not commit, so nothing was acknowledged that is not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+from hookd.callbacks import payload
+from hookd.callbacks.payload import SchemaCheck
+from hookd.store.postgres.connection import Conn, StoreUnavailable
+from hookd.store.postgres.deliveries import CHANNEL, transaction
+from hookd.store.sqlite.deliveries import FLAG_SCHEMA_WARNING, NewDelivery, PreparedRow, prepare
+from hookd.store.sqlite.engine import Recorded
+
+log = logging.getLogger("hookd.store.postgres.inbox")
+
+_COPY = (
+    "COPY deliveries (id, subscription_id, flow, received_at, headers, body, event,"
+    " dedup_key, item, flags, updated_at) FROM STDIN"
+)
+
+
+@dataclass(slots=True)
+class _Job:
+    deliveries: list[NewDelivery]
+    dedup_key: str | None
+    future: asyncio.Future[Recorded]
+    rows: list[PreparedRow] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r[0] for r in self.rows]
+
+
+class PgInbox:
+    """`hookd.store.interface.Inbox` on PostgreSQL. Use from one event loop.
+
+    `writers` transactions may be in flight at once (a batch commits while the next one
+    is being sent); `max_batch` requests at most go into one.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], *, dedup_window: float = 7 * 86400.0,
+                 max_batch: int = 1000, writers: int = 2,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.pool = pool
+        self.dedup_window = dedup_window
+        self.max_batch = max_batch
+        self.writers = writers
+        self.clock = clock
+        self._pending: list[_Job] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._on_commit: list[Callable[[int, int, float], None]] = []
+        self.last_error: str | None = None
+
+    def on_commit(self, callback: Callable[[int, int, float], None]) -> None:
+        """``callback(requests, deliveries, seconds)`` after each commit (metrics)."""
+        self._on_commit.append(callback)
+
+    def start(self) -> None:
+        self._closed = False
+
+    async def record(self, deliveries: Sequence[NewDelivery], *,
+                     dedup_key: str | None = None) -> Recorded:
+        """Record one request's deliveries; returns once committed."""
+        if self._closed:
+            raise StoreUnavailable("the inbox is closed (hookd is stopping)")
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(list(deliveries), dedup_key, future))
+        self._hand_over()
+        return await future
+
+    async def record_body(self, delivery: NewDelivery, *, dedup_key: str | None = None,
+                          check: SchemaCheck | None = None, policy: str = "off",
+                          batch: bool = False) -> Recorded:
+        """`record` for a raw body, checked first (raises `payload.Refused`)."""
+        return await self.record(examined(delivery, check, policy, batch), dedup_key=dedup_key)
+
+    async def mark_verified(self, subscription_id: str, when: float) -> bool:
+        async with transaction(self.pool, "stamping a subscription verified") as conn:
+            cur = await conn.execute("UPDATE subscriptions SET verified_at = %s WHERE id = %s",
+                                     (when, subscription_id))
+        return cur.rowcount == 1
+
+    async def aclose(self) -> None:
+        """Commit what is pending, then refuse further records."""
+        self._closed = True
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # ------------------------------------------------------------------ batching
+
+    def _hand_over(self) -> None:
+        while self._pending and len(self._running) < self.writers:
+            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            task = asyncio.get_running_loop().create_task(self._write(batch))
+            self._running.add(task)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._hand_over()
+
+    async def _write(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._commit(batch)
+        except Exception as e:
+            error = e if isinstance(e, StoreUnavailable) else StoreUnavailable(
+                f"recording deliveries failed: {type(e).__name__}")
+            if not isinstance(e, StoreUnavailable):
+                log.exception("inbox: recording a batch failed")
+            self.last_error = str(error)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        self.last_error = None
+        rows = 0
+        for job in batch:
+            rows += 0 if job.future.done() else len(job.ids)
+            if not job.future.done():
+                job.future.set_result(Recorded(job.ids))
+        for callback in self._on_commit:
+            with contextlib.suppress(Exception):
+                callback(len(batch), rows, time.perf_counter() - started)
+
+    async def _commit(self, batch: list[_Job]) -> None:
+        now = self.clock()
+        for job in batch:
+            job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
+        async with transaction(self.pool, "recording deliveries") as conn:
+            fresh = await self._dedup(conn, batch, now)
+            if fresh:
+                cur = conn.cursor()
+                async with cur.copy(_COPY) as copy:
+                    for job in fresh:
+                        for row in job.rows:
+                            await copy.write_row((*row, now))
+                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+    async def _dedup(self, conn: Conn, batch: list[_Job], now: float) -> list[_Job]:
+        """The jobs to record; the others' futures get their original's ids (duplicate)."""
+        first: dict[str, _Job] = {}
+        repeats: list[_Job] = []
+        for job in batch:
+            if job.dedup_key is None or not job.ids:
+                continue
+            if job.dedup_key in first:
+                repeats.append(job)
+            else:
+                first[job.dedup_key] = job
+        if not first:
+            return batch
+        keys = list(first)
+        taken = {r[0] for r in await (await conn.execute(
+            "INSERT INTO dedup_keys (key, delivery_id, seen_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])"
+            " ON CONFLICT (key) DO UPDATE SET delivery_id = EXCLUDED.delivery_id,"
+            " seen_at = EXCLUDED.seen_at WHERE dedup_keys.seen_at < %s RETURNING key",
+            (keys, [first[k].ids[0] for k in keys], [now] * len(keys),
+             now - self.dedup_window))).fetchall()}
+        originals = {k: first[k].ids[0] for k in taken}
+        seen = [k for k in keys if k not in taken]
+        if seen:
+            for key, delivery_id in await (await conn.execute(
+                    "SELECT key, delivery_id FROM dedup_keys WHERE key = ANY(%s)",
+                    (seen,))).fetchall():
+                originals[key] = delivery_id
+        duplicates = [first[k] for k in seen] + repeats
+        for job in duplicates:
+            original = originals.get(job.dedup_key or "", job.ids[0])
+            job.future.set_result(Recorded([original], duplicate=True))
+        return [job for job in batch if not job.future.done()]
+
+
+def examined(delivery: NewDelivery, check: SchemaCheck | None, policy: str,
+             batch: bool) -> list[NewDelivery]:
+    """The deliveries a raw body becomes (`payload.examine`: checked, a batch split, a
+    schema warning flagged); raises `payload.Refused`."""
+    result = payload.examine(delivery.body, check, policy, batch)
+    flags = delivery.flags
+    if result.problems:
+        flags = (*flags, FLAG_SCHEMA_WARNING)
+        log.warning("payload does not match the trigger's schema",
+                    extra={"flow": delivery.flow, "violations": result.problems})
+    if result.items == [None] and flags == delivery.flags:
+        return [delivery]
+    return [dataclasses.replace(delivery, body=body, item=item, flags=flags)
+            for body, item in zip(result.bodies, result.items, strict=True)]
