@@ -204,6 +204,12 @@ def test_flows_then_a_signed_delivery_appears_live(hookd: Hookd, signed_in: Any)
     assert "github" in row.inner_text() and "active" in row.inner_text()
     hookd.shot(page, "flows")
 
+    row.get_by_role("link", name="active").click()
+    request = page.locator("pre.code").inner_text()
+    assert request.startswith(f"POST {hookd.github.base_url}/repos/acme/app/hooks")
+    assert '"secret": "***"' in request  # the signing secret, masked
+    hookd.shot(page, "subscription")
+
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Deliveries").click()
     page.wait_for_selector("html[data-live-connected]")  # the live stream is open
     before = page.locator("tbody[data-live-kind=delivery] tr").count()
