@@ -1,14 +1,8 @@
 """Fill the status page's view models from the store (one short-lived connection per page).
 
-Every query is a seek on an index, whatever the history's size (a page answers in well
-under 100 ms with 100,000 runs: ``bench/bench_status_page.py``):
-
-- time ranges become id ranges: delivery and run ids start with their creation time in
-  hex milliseconds (`hookd.store.sqlite.deliveries.new_id`; never earlier, as the
-  generator only moves forward), so "the last hour" is ``id >= id_at(now - 3600)`` on
-  the primary key or on ``(status, id)``, never a scan;
-- lists are keyset-paginated (``id < before``), newest first;
-- per-flow facts read the ``(flow, id)`` indexes with ``LIMIT``.
+The reads are the store's: its tables' classes and `hookd.store.sqlite.activity` (the
+summaries only this page needs), each a seek on an index whatever the history's size, so
+a page answers in well under 100 ms with 100,000 runs (``bench/bench_status_page.py``).
 
 What is shown is masked here, before any template sees it: header values that are
 credentials, and every secret the logs know (`hookd.telemetry.logs.REDACTOR`).
@@ -23,8 +17,9 @@ from typing import Any
 
 from hookd.admin.pages import models as m
 from hookd.config.model import Config, Flow
+from hookd.store.sqlite.activity import ActivityStore, DeliverySummary
 from hookd.store.sqlite.deliveries import DeliveryStore
-from hookd.store.sqlite.runs import RUN_STATUSES, Run, RunStore
+from hookd.store.sqlite.runs import Run, RunStore
 from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
 from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
 from hookd.telemetry.logs import REDACTOR
@@ -38,15 +33,6 @@ MASK = "***"
 # Header names whose values are credentials (the connector's own verification header is
 # added per delivery): never shown, whatever the connector.
 SECRET_HEADER_WORDS = ("auth", "token", "secret", "signature", "key", "password", "cookie")
-
-
-def id_at(ts: float) -> str:
-    """The smallest id created at `ts` or later (ids begin with 12 hex digits of ms).
-
-    >>> id_at(1.5)
-    '0000000005dc'
-    """
-    return f"{int(ts * 1000):012x}"
 
 
 # --------------------------------------------------------------------------- masking
@@ -111,24 +97,10 @@ def run_summary(run: Run) -> m.RunSummary:
     )
 
 
-def _delivery_row(r: sqlite3.Row) -> m.DeliveryRow:
-    return m.DeliveryRow(
-        id=r["id"], flow=r["flow"], subscription_id=r["subscription_id"],
-        received_at=r["received_at"], event=r["event"], status=r["status"],
-        attempts=r["attempts"], size=r["size"], error=_redact(r["error"]),
-    )
-
-
-def _run_row(r: sqlite3.Row) -> m.RunSummary:
-    duration = (r["finished_at"] - r["started_at"]
-                if r["finished_at"] is not None and r["started_at"] is not None else None)
-    return m.RunSummary(r["id"], r["delivery_id"], r["flow"], r["status"], r["attempt"],
-                        r["created_at"], duration, _redact(r["error"]))
-
-
-_RUN_ROW = "id, delivery_id, flow, status, attempt, created_at, started_at, finished_at, error"
-_DELIVERY_ROW = ("id, flow, subscription_id, received_at, event, status, attempts,"
-                 " length(body) AS size, error")
+def delivery_row(d: DeliverySummary) -> m.DeliveryRow:
+    return m.DeliveryRow(id=d.id, flow=d.flow, subscription_id=d.subscription_id,
+                         received_at=d.received_at, event=d.event, status=d.status,
+                         attempts=d.attempts, size=d.size, error=_redact(d.error))
 
 
 # --------------------------------------------------------------------------- overview
@@ -140,14 +112,8 @@ def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
     counts: dict[str, int] = {}
     for row in subs:
         counts[row.status] = counts.get(row.status, 0) + 1
-    hour = id_at(now - 3600)
-    runs_last_hour = {
-        status: int(conn.execute("SELECT count(*) FROM runs WHERE status = ? AND id >= ?",
-                                 (status, hour)).fetchone()[0])
-        for status in RUN_STATUSES
-    }
-    deliveries_last_hour = int(conn.execute(
-        "SELECT count(*) FROM deliveries WHERE id >= ?", (hour,)).fetchone()[0])
+    activity = ActivityStore(conn)
+    last_hour = activity.counts_since(now - 3600)
     problems = [
         m.Problem("subscription", r.flow, r.id, _redact(r.last_error) or r.status,
                   r.updated_at, hint=hint_for(r.last_error or r.status))
@@ -161,9 +127,9 @@ def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
     problems.sort(key=lambda p: p.at or 0, reverse=True)
     return m.Overview(
         daemon=daemon, now=now, flows=sum(f.enabled for f in config.flows.values()),
-        subscriptions=dict(sorted(counts.items())), deliveries_last_hour=deliveries_last_hour,
+        subscriptions=dict(sorted(counts.items())), deliveries_last_hour=last_hour.deliveries,
         inbox_depth=DeliveryStore(conn).depth(),
-        runs_last_hour={k: v for k, v in runs_last_hour.items() if v},
+        runs_last_hour=last_hour.runs,
         problems=problems, buckets=buckets(conn, now=now),
         recent_deliveries=deliveries(conn, config, m.DeliveryFilter(), limit=RECENT).rows,
         recent_runs=[run_summary(r) for r in RunStore(conn).list(limit=RECENT)],
@@ -171,18 +137,10 @@ def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
 
 
 def buckets(conn: sqlite3.Connection, *, now: float, minutes: int = 24 * 60) -> list[m.Bucket]:
-    """Deliveries and failed runs per minute over the last `minutes`, oldest first. The
-    grouping happens in SQLite over covering indexes (received_at; status, id)."""
+    """Deliveries and failed runs per minute over the last `minutes`, oldest first."""
     end = (int(now) // 60 + 1) * 60
-    start = end - minutes * 60
-    deliveries = dict(conn.execute(
-        "SELECT CAST((received_at - ?) / 60 AS INTEGER) AS b, count(*) FROM deliveries"
-        " WHERE received_at >= ? GROUP BY b", (start, start)).fetchall())
-    failed = dict(conn.execute(
-        "SELECT CAST((created_at - ?) / 60 AS INTEGER) AS b, count(*) FROM runs"
-        " WHERE status = 'failed' AND id >= ? GROUP BY b", (start, id_at(start))).fetchall())
-    return [m.Bucket(start + i * 60, int(deliveries.get(i, 0)), int(failed.get(i, 0)))
-            for i in range(minutes)]
+    return [m.Bucket(b.start, b.deliveries, b.failed_runs)
+            for b in ActivityStore(conn).per_minute(end - minutes * 60, minutes)]
 
 
 def hint_for(error: str) -> str:
@@ -219,26 +177,21 @@ def flows(conn: sqlite3.Connection, config: Config) -> list[m.FlowRow]:
         current = by_flow.get(row.flow)
         if current is None or row.updated_at > current.updated_at:
             by_flow[row.flow] = row
-    runs = RunStore(conn)
+    runs, activity = RunStore(conn), ActivityStore(conn)
     out = []
     for flow in _flows(config):
         sub = by_flow.get(flow.name)
-        last_delivery = conn.execute(
-            "SELECT id, received_at FROM deliveries WHERE flow = ? ORDER BY id DESC LIMIT 1",
-            (flow.name,)).fetchone()
+        newest = activity.deliveries(flow=flow.name, limit=1)
         last = runs.list(flow=flow.name, limit=1)
-        statuses = [s for (s,) in conn.execute(
-            "SELECT status FROM runs WHERE flow = ? AND status IN"
-            " ('succeeded', 'failed', 'cancelled') ORDER BY id DESC LIMIT ?",
-            (flow.name, RATE_OF))]
+        statuses = activity.outcomes(flow.name, RATE_OF)
         rate = statuses.count("succeeded") / len(statuses) if statuses else None
         out.append(m.FlowRow(
             name=flow.name, enabled=flow.enabled, connector=flow.trigger.connector,
             operation=flow.trigger.operation,
             subscription=subscription_view(sub) if sub is not None else None,
             last_ping=sub.verified_at if sub is not None else None,
-            last_delivery_at=last_delivery["received_at"] if last_delivery else None,
-            last_delivery_id=last_delivery["id"] if last_delivery else None,
+            last_delivery_at=newest[0].received_at if newest else None,
+            last_delivery_id=newest[0].id if newest else None,
             last_run=run_summary(last[0]) if last else None,
             success_rate=rate, rate_of=len(statuses),
         ))
@@ -319,30 +272,10 @@ def preview(config: Config, desired: DesiredSubscription) -> m.RequestPreview | 
 
 def deliveries(conn: sqlite3.Connection, config: Config, filt: m.DeliveryFilter,
                *, before: str | None = None, limit: int = PAGE_SIZE) -> m.DeliveryPage:
-    clauses: list[str] = []
-    args: list[object] = []
-    if filt.flow:
-        clauses.append("flow = ?")
-        args.append(filt.flow)
-    if filt.status:
-        clauses.append("status = ?")
-        args.append(filt.status)
-    if filt.since is not None:
-        # An id is never older than its delivery (the generator only moves forward), so
-        # the id bound lets the primary key seek and received_at makes it exact.
-        clauses.append("id >= ? AND received_at >= ?")
-        args.extend((id_at(filt.since), filt.since))
-    if filt.until is not None:
-        clauses.append("received_at < ?")
-        args.append(filt.until)
-    if before:
-        clauses.append("id < ?")
-        args.append(before)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = conn.execute(
-        f"SELECT {_DELIVERY_ROW} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
-        (*args, limit + 1)).fetchall()
-    page = [_delivery_row(r) for r in rows[:limit]]
+    rows = ActivityStore(conn).deliveries(flow=filt.flow, status=filt.status,
+                                          since=filt.since, until=filt.until, before=before,
+                                          limit=limit + 1)
+    page = [delivery_row(r) for r in rows[:limit]]
     return m.DeliveryPage(rows=page, filter=filt,
                           next_before=page[-1].id if len(rows) > limit else None,
                           flows=[f.name for f in _flows(config)])
@@ -368,8 +301,7 @@ def delivery(conn: sqlite3.Connection, config: Config, delivery_id: str,
 
 
 def delivery_body(conn: sqlite3.Connection, delivery_id: str) -> bytes | None:
-    r = conn.execute("SELECT body FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-    return bytes(r[0]) if r is not None else None
+    return ActivityStore(conn).body(delivery_id)
 
 
 # --------------------------------------------------------------------------- runs
@@ -407,15 +339,13 @@ def changes(conn: sqlite3.Connection, *, after_delivery: str, after_run: str,
             watching: Sequence[str]) -> tuple[list[m.DeliveryRow], list[m.RunSummary]]:
     """Deliveries and runs created after the cursors (oldest first, at most 100 each), and
     the runs in `watching` (unfinished ones a page shows) as they are now."""
-    new = [_delivery_row(r) for r in conn.execute(
-        f"SELECT {_DELIVERY_ROW} FROM deliveries WHERE id > ? ORDER BY id LIMIT 100",
-        (after_delivery,))]
-    found = [_run_row(r) for r in conn.execute(
-        f"SELECT {_RUN_ROW} FROM runs WHERE id > ? ORDER BY id LIMIT 100", (after_run,))]
+    activity, runs = ActivityStore(conn), RunStore(conn)
+    new = [delivery_row(d) for d in activity.deliveries_after(after_delivery)]
+    found = [run_summary(r) for r in activity.runs_after(after_run)]
     ids = {r.id for r in found}
     for run_id in watching:
         if run_id not in ids:
-            r = RunStore(conn).get(run_id, steps=False)
+            r = runs.get(run_id, steps=False)
             if r is not None:
                 found.append(run_summary(r))
     return new, found
@@ -423,6 +353,4 @@ def changes(conn: sqlite3.Connection, *, after_delivery: str, after_run: str,
 
 def cursors(conn: sqlite3.Connection) -> tuple[str, str]:
     """The newest delivery and run ids (where a live stream starts)."""
-    d = conn.execute("SELECT max(id) FROM deliveries").fetchone()[0]
-    r = conn.execute("SELECT max(id) FROM runs").fetchone()[0]
-    return d or "", r or ""
+    return ActivityStore(conn).cursors()
