@@ -279,7 +279,7 @@ def test_live_stream_sends_new_deliveries_as_rows(served: Served) -> None:
 
 def test_chart_scales_each_panel_on_its_own() -> None:
     now = 24 * 3600.0
-    buckets = [models.Bucket(i * 60.0, 1000 if i == 5 else 0, 1 if i == 6 else 0)
+    buckets = [models.Minute(i * 60.0, 1000 if i == 5 else 0, 1 if i == 6 else 0)
                for i in range(1440)]
     svg = chart.draw(buckets, now=now)
     assert ">1000</text>" in svg  # deliveries axis

@@ -6,7 +6,7 @@ thousands of deliveries). Colours come from CSS classes, so the page's light and
 themes apply; a `<title>` and `<desc>` carry the same facts in words for screen readers.
 Runs of equal minutes become one path segment, so a quiet day is a few hundred bytes.
 
->>> svg = draw([Bucket(0.0, 3, 0), Bucket(60.0, 5, 1)], now=120.0)
+>>> svg = draw([Minute(0.0, 3, 0), Minute(60.0, 5, 1)], now=120.0)
 >>> svg.startswith("<svg") and "8 deliveries" in svg and "1 failed run" in svg
 True
 """
@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Sequence
 from html import escape
 
-from hookd.admin.pages.models import Bucket
+from hookd.store.sqlite.activity import Minute
 
 WIDTH, HEIGHT = 760, 210
 LEFT, RIGHT = 44, 750
@@ -74,7 +74,7 @@ def _clock(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M")
 
 
-def draw(buckets: Sequence[Bucket], *, now: float) -> str:
+def draw(buckets: Sequence[Minute], *, now: float) -> str:
     """The SVG element (a string of markup, safe to embed as is)."""
     deliveries = [b.deliveries for b in buckets]
     failed = [b.failed_runs for b in buckets]

@@ -29,6 +29,7 @@ from starlette.responses import StreamingResponse
 
 from hookd.admin.pages import models as m
 from hookd.admin.pages import queries, render
+from hookd.store.sqlite.activity import DeliverySummary
 
 POLL = 1.0  # seconds between two looks at the store
 LIFETIME = 300.0  # seconds a stream stays open before the browser reconnects
@@ -54,7 +55,7 @@ def _event(kind: str, ident: str, data: dict[str, object]) -> str:
     return f"event: {kind}\nid: {ident}\ndata: {json.dumps(data)}\n\n"
 
 
-def delivery_event(row: m.DeliveryRow, now: float) -> dict[str, object]:
+def delivery_event(row: DeliverySummary, now: float) -> dict[str, object]:
     html = render.render("rows.html", kind="delivery", row=row, now=now)
     return {"id": row.id, "flow": row.flow, "status": row.status, "html": html.strip()}
 
@@ -65,7 +66,7 @@ def run_event(row: m.RunSummary, now: float) -> dict[str, object]:
             "status": row.status, "html": html.strip()}
 
 
-def stream(request: Request, read: Reader[tuple[list[m.DeliveryRow], list[m.RunSummary]]],
+def stream(request: Request, read: Reader[tuple[list[DeliverySummary], list[m.RunSummary]]],
            *, draining: Callable[[], bool]) -> StreamingResponse:
     q = request.query_params
     after_d, after_r = parse_cursor(request.headers.get("last-event-id") or q.get("after"))

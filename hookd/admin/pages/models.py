@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+# Store records the pages show as they are (their error text masked by the queries).
+from hookd.store.sqlite.activity import DeliverySummary, Minute
+
 
 @dataclass(frozen=True)
 class ReloadView:
@@ -44,13 +47,6 @@ class DaemonView:
 
 
 @dataclass(frozen=True)
-class Bucket:
-    start: float  # unix time of the bucket's first second
-    deliveries: int
-    failed_runs: int
-
-
-@dataclass(frozen=True)
 class Problem:
     """A failing subscription or flow, for the overview's "needs attention" list."""
 
@@ -72,8 +68,8 @@ class Overview:
     inbox_depth: int  # deliveries not finished yet (queued or running)
     runs_last_hour: Mapping[str, int]  # status → count
     problems: Sequence[Problem]
-    buckets: Sequence[Bucket]  # oldest first, one per minute over the last 24 h
-    recent_deliveries: Sequence[DeliveryRow] = ()
+    buckets: Sequence[Minute]  # oldest first, one per minute over the last 24 h
+    recent_deliveries: Sequence[DeliverySummary] = ()
     recent_runs: Sequence[RunSummary] = ()
 
 
@@ -150,19 +146,6 @@ class FlowRow:
 
 
 @dataclass(frozen=True)
-class DeliveryRow:
-    id: str
-    flow: str
-    subscription_id: str
-    received_at: float
-    event: str | None
-    status: str
-    attempts: int
-    size: int
-    error: str | None
-
-
-@dataclass(frozen=True)
 class DeliveryFilter:
     flow: str | None = None
     status: str | None = None
@@ -181,7 +164,7 @@ class DeliveryFilter:
 
 @dataclass(frozen=True)
 class DeliveryPage:
-    rows: Sequence[DeliveryRow]
+    rows: Sequence[DeliverySummary]
     filter: DeliveryFilter
     next_before: str | None  # keyset: the id to page further back from; None at the end
     flows: Sequence[str] = ()
@@ -189,7 +172,7 @@ class DeliveryPage:
 
 @dataclass(frozen=True)
 class DeliveryDetail:
-    row: DeliveryRow
+    row: DeliverySummary
     headers: Mapping[str, str]  # secrets already masked
     body: str  # formatted JSON, cut at the cap
     body_truncated: bool

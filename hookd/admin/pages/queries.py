@@ -10,6 +10,7 @@ credentials, and every secret the logs know (`hookd.telemetry.logs.REDACTOR`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from hookd.admin.pages import models as m
 from hookd.config.model import Config, Flow
-from hookd.store.sqlite.activity import ActivityStore, DeliverySummary
+from hookd.store.sqlite.activity import ActivityStore, DeliverySummary, Minute
 from hookd.store.sqlite.deliveries import DeliveryStore
 from hookd.store.sqlite.runs import Run, RunStore
 from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
@@ -97,10 +98,8 @@ def run_summary(run: Run) -> m.RunSummary:
     )
 
 
-def delivery_row(d: DeliverySummary) -> m.DeliveryRow:
-    return m.DeliveryRow(id=d.id, flow=d.flow, subscription_id=d.subscription_id,
-                         received_at=d.received_at, event=d.event, status=d.status,
-                         attempts=d.attempts, size=d.size, error=_redact(d.error))
+def delivery_row(d: DeliverySummary) -> DeliverySummary:
+    return dataclasses.replace(d, error=_redact(d.error))
 
 
 # --------------------------------------------------------------------------- overview
@@ -136,11 +135,10 @@ def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
     )
 
 
-def buckets(conn: sqlite3.Connection, *, now: float, minutes: int = 24 * 60) -> list[m.Bucket]:
+def buckets(conn: sqlite3.Connection, *, now: float, minutes: int = 24 * 60) -> list[Minute]:
     """Deliveries and failed runs per minute over the last `minutes`, oldest first."""
     end = (int(now) // 60 + 1) * 60
-    return [m.Bucket(b.start, b.deliveries, b.failed_runs)
-            for b in ActivityStore(conn).per_minute(end - minutes * 60, minutes)]
+    return ActivityStore(conn).per_minute(end - minutes * 60, minutes)
 
 
 def hint_for(error: str) -> str:
@@ -292,8 +290,8 @@ def delivery(conn: sqlite3.Connection, config: Config, delivery_id: str,
     d = DeliveryStore(conn).get(delivery_id)
     if d is None:
         return None
-    row = m.DeliveryRow(d.id, d.flow, d.subscription_id, d.received_at, d.event, d.status,
-                        d.attempts, len(d.body), _redact(d.error))
+    row = DeliverySummary(d.id, d.flow, d.subscription_id, d.received_at, d.event, d.status,
+                          d.attempts, len(d.body), _redact(d.error))
     body, cut = formatted_body(d.body, cap)
     runs = [run_summary(r) for r in RunStore(conn).list(delivery_id=d.id, limit=20)]
     return m.DeliveryDetail(row, mask_headers(d.headers, [_verification_header(config, d.flow)]),
@@ -336,7 +334,7 @@ def latest_attempt(conn: sqlite3.Connection, delivery_id: str) -> tuple[str, int
 
 
 def changes(conn: sqlite3.Connection, *, after_delivery: str, after_run: str,
-            watching: Sequence[str]) -> tuple[list[m.DeliveryRow], list[m.RunSummary]]:
+            watching: Sequence[str]) -> tuple[list[DeliverySummary], list[m.RunSummary]]:
     """Deliveries and runs created after the cursors (oldest first, at most 100 each), and
     the runs in `watching` (unfinished ones a page shows) as they are now."""
     activity, runs = ActivityStore(conn), RunStore(conn)
