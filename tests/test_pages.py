@@ -285,3 +285,16 @@ def test_chart_scales_each_panel_on_its_own() -> None:
     assert ">1000</text>" in svg  # deliveries axis
     assert re.search(r'class="chart-failed" d="M[\d.]+,186v-40', svg)  # one full-height bar
     assert len(svg) < 4000  # equal minutes merged
+
+
+def test_a_big_body_is_cut_on_the_page_and_whole_in_the_download(served: Served) -> None:
+    big = json.dumps({"items": [{"i": i, "text": "x" * 100} for i in range(2000)]}).encode()
+    conn = db.connect(served.store)
+    (big_id,) = DeliveryStore(conn).record_many([NewDelivery(
+        "sub-a", "a", time.time(), {}, big, event="push")])
+    conn.close()
+    client = served.client()
+    page = client.get(f"/deliveries/{big_id}")
+    assert "Only the beginning is shown." in page.text
+    assert len(page.text) < queries.BODY_CAP * 1.5 < len(big)
+    assert client.get(f"/deliveries/{big_id}/body").content == big
