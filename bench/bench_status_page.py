@@ -49,7 +49,7 @@ from hookd.store.sqlite.deliveries import (  # noqa: E402
 )
 from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore  # noqa: E402
 
-TOKEN = "bench-admin-token"
+TOKEN = "bench-admin.token"
 HTTP_FLOWS = ["deploy-site", "notify-chat", "sync-issues", "nightly-report", "label-prs",
               "mirror-tags"]
 GITHUB_FLOWS = ["release-notes", "ci-status"]

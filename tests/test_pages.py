@@ -30,7 +30,7 @@ from hookd.store.sqlite.runs import RunStore
 from hookd.telemetry import logs
 from tests.fakes.github import serve_app
 
-TOKEN = "admin-token-for-tests-0123456789"
+TOKEN = "admin.token-for-tests-0123456789"
 LEAKY = "sekrit-value-registered-with-the-logs"
 
 html5lib = pytest.importorskip("html5lib", reason="html5lib (test extra) validates the pages")

@@ -148,7 +148,7 @@ def hookd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hookd]:
                    timeout=20, what="hookd ready")
         (hook,) = wait_until(lambda: github.hooks_of("acme", "app"), timeout=20,
                              what="the hook created upstream")
-        token = wait_until(lambda: (tmp / "config" / "state" / "admin-token").read_text().strip(),
+        token = wait_until(lambda: (tmp / "config" / "state" / "admin.token").read_text().strip(),
                            what="the admin token")
         shots = tmp / "shots"
         shots.mkdir()

@@ -1,6 +1,6 @@
 """The admin token: what a browser signs in to the status page with.
 
-A random token kept in the state directory (``admin-token``, mode 0600), created on
+A random token kept in the state directory (``admin.token``, mode 0600), created on
 first use, so that an operator reads it with ``cat`` on the host (or through the SSH
 session that tunnels the admin port) and nobody else can.
 """
@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-FILE = "admin-token"
+FILE = "admin.token"
 
 
 def load_or_create(state_dir: Path) -> str:
