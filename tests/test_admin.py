@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -19,7 +19,7 @@ from hookd.callbacks.verify import sign
 from hookd.ingest.app import AppState, create_app
 from hookd.store.sqlite.db import open_db
 from hookd.subscriptions import tokens
-from hookd.telemetry.metrics import Counter, Histogram, Metrics, render
+from hookd.telemetry.metrics import Family, Gauge, Metrics
 from tests.ingest_launcher import DATA, make_config, subscription
 
 PUSH = (DATA / "github" / "push.0.json").read_bytes()
@@ -95,40 +95,84 @@ def test_metrics_count_what_the_public_listener_did(state: AppState) -> None:
     state.metrics.reconcile_results.inc("create", "ok")
     r = _get(create_admin_app(state, routes=[]), "/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = r.text
+    got = samples(r.text)
     sub = target.subscription_id
-    assert f'hookd_deliveries_total{{subscription="{sub}",flow="push",outcome="accepted"}} 1' in text
-    assert f'hookd_deliveries_total{{subscription="{sub}",flow="push",outcome="unauthorized"}} 1' in text
-    assert 'hookd_deliveries_total{subscription="",flow="",outcome="not_found"} 2' in text
-    assert f'hookd_verification_failures_total{{subscription="{sub}",flow="push"}} 1' in text
-    assert "hookd_inbox_depth 1" in text
-    assert 'hookd_reconcile_results_total{action="create",result="ok"} 1' in text
-    assert re.search(r'hookd_request_duration_seconds_bucket\{outcome="accepted",le="\+Inf"\} 1', text)
-    assert "hookd_inbox_commits_total 1" in text
-    wal = re.search(r"^hookd_store_wal_bytes (\d+)$", text, re.M)
-    assert wal and int(wal.group(1)) > len(PUSH)  # the delivery's frames are in the WAL
+    assert got[("hookd_deliveries_total", (("flow", "push"), ("outcome", "accepted"),
+                                           ("subscription", sub)))] == 1
+    assert got[("hookd_deliveries_total", (("flow", "push"), ("outcome", "unauthorized"),
+                                           ("subscription", sub)))] == 1
+    assert got[("hookd_deliveries_total", (("flow", ""), ("outcome", "not_found"),
+                                           ("subscription", "")))] == 2
+    assert got[("hookd_verification_failures_total", (("flow", "push"),
+                                                      ("subscription", sub)))] == 1
+    assert got[("hookd_inbox_depth", ())] == 1
+    assert got[("hookd_reconcile_results_total", (("action", "create"), ("result", "ok")))] == 1
+    assert got[("hookd_request_duration_seconds_bucket", (("le", "+Inf"),
+                                                          ("outcome", "accepted")))] == 1
+    assert got[("hookd_inbox_commits_total", ())] == 1
+    assert got[("hookd_store_wal_bytes", ())] > len(PUSH)  # the delivery's frames are in the WAL
 
 
-def test_prometheus_text_format() -> None:
-    c = Counter("x_total", "Things.", ("name",))
-    c.inc('a"b\\c\nd')
-    c.inc("plain", by=2.5)
-    h = Histogram("lat_seconds", "Latency.", buckets=(0.1, 1.0))
-    for v in (0.05, 0.5, 5.0):
-        h.observe(v)
-    assert render([c, h]).splitlines() == [
-        "# HELP x_total Things.",
-        "# TYPE x_total counter",
-        'x_total{name="a\\"b\\\\c\\nd"} 1',
-        'x_total{name="plain"} 2.5',
-        "# HELP lat_seconds Latency.",
-        "# TYPE lat_seconds histogram",
-        'lat_seconds_bucket{le="0.1"} 1',
-        'lat_seconds_bucket{le="1"} 2',
-        'lat_seconds_bucket{le="+Inf"} 3',
-        "lat_seconds_sum 5.55",
-        "lat_seconds_count 3",
-    ]
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, parsed by the reference parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+# What dashboards and alerts depend on: every family's name, type, label names and HELP.
+SERIES = [
+    ("hookd_deliveries", "counter", ("subscription", "flow", "outcome"),
+     "Callback requests by subscription, flow and outcome (accepted, duplicate, ping, "
+     "unauthorized, not_found, gone, disabled, too_large, bad_request, invalid_payload, "
+     "unavailable, error)."),
+    ("hookd_verification_failures", "counter", ("subscription", "flow"),
+     "Callback requests refused because the signature or token did not verify."),
+    ("hookd_request_duration_seconds", "histogram", ("outcome",),
+     "Time from request received to answer sent on the callback listener."),
+    ("hookd_inbox_commits", "counter", (), "Group commits of the inbox writer."),
+    ("hookd_inbox_deliveries_recorded", "counter", (), "Deliveries durably recorded."),
+    ("hookd_inbox_commit_duration_seconds", "histogram", (),
+     "Time of one group commit (write and fsync)."),
+    ("hookd_inbox_batch_size", "histogram", (), "Requests written per group commit."),
+    ("hookd_inbox_depth", "gauge", (), "Deliveries recorded and not finished (queued or running)."),
+    ("hookd_store_wal_bytes", "gauge", (),
+     "Size of the SQLite write-ahead log (bounded under steady load by the inbox's checkpoints;"
+     " a WAL that keeps growing means they cannot complete)."),
+    ("hookd_reconcile_results", "counter", ("action", "result"),
+     "Reconcile actions by kind (create, delete, keep, repair, …) and result (ok, error)."),
+]
+
+
+def test_series_names_types_labels_and_help_are_unchanged() -> None:
+    m = Metrics()
+    m.deliveries.inc("s", "f", "accepted")
+    m.verification_failures.inc("s", "f")
+    m.request_seconds.observe(0.01, "accepted")
+    m.reconcile_results.inc("create", "ok")
+    m.inbox_depth.read = m.store_wal_bytes.read = lambda: 1
+    families = list(text_string_to_metric_families(m.render()))
+    got = []
+    for f in families:
+        names = {k for s in f.samples for k in s.labels if k != "le"}
+        got.append((f.name, f.type, tuple(n for n in dict.fromkeys(
+            k for s in f.samples for k in s.labels) if n in names), f.documentation))
+    assert [(n, t, set(labels), h) for n, t, labels, h in got] == [
+        (n, t, set(labels), h) for n, t, labels, h in SERIES]
+
+
+def test_values_read_at_scrape_time_and_registries_per_app() -> None:
+    a, b = Metrics(), Metrics()
+    a.deliveries.inc("s", "f", "accepted", by=2)
+    counts = {"applied": 1}
+    a.add(Family("hookd_config_reloads_total", "Loads.", "counter", "outcome", lambda: counts))
+    a.add(Gauge("hookd_draining", "1 while shutting down.", lambda: 0))
+    counts["rejected"] = 3
+    got = samples(a.render())
+    assert got[("hookd_config_reloads_total", (("outcome", "rejected"),))] == 3
+    assert got[("hookd_draining", ())] == 0
+    assert a.deliveries.value("s", "f", "accepted") == 2
+    assert b.deliveries.value("s", "f", "accepted") == 0  # not the library's global registry
+    assert "hookd_config_reloads_total" not in b.render()
 
 
 def test_a_broken_gauge_does_not_break_metrics() -> None:
@@ -138,4 +182,6 @@ def test_a_broken_gauge_does_not_break_metrics() -> None:
         raise RuntimeError("store gone")
 
     m.inbox_depth.read = broken
-    assert "# TYPE hookd_inbox_depth gauge" in m.render()
+    text = m.render()
+    assert "# TYPE hookd_inbox_depth gauge" in text
+    assert ("hookd_inbox_depth", ()) not in samples(text)

@@ -231,3 +231,41 @@ def test_an_enabled_webhook_flow_with_a_local_public_url_is_warned(tmp_path: Pat
     assert d.message == "public_url http://127.0.0.1:8080 is a local address: api.github.com cannot deliver to it"
     assert problems(tmp_path, "enabled: false\n" + GITHUB_TRIGGER, settings="public_url: http://localhost\n") == []
     assert problems(tmp_path, "trigger: {connector: http}\n", settings="public_url: http://[::1]:80\n") == []
+
+
+def test_parameter_sets_and_parameters_policies_read(tmp_path: Path) -> None:
+    """The connection's set decides which parameters are required; a parameter a policy
+    reads must be given."""
+    import json
+
+    from hookd.connectors.loader import load_connector
+
+    d = tmp_path / "lib" / "Multi"
+    d.mkdir(parents=True)
+    (d / "apiDefinition.swagger.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "M", "version": "1"}, "host": "m.example",
+        "paths": {"/x": {"get": {"operationId": "x", "responses": {"200": {"description": "ok"}}}}}}))
+    (d / "apiProperties.json").write_text(json.dumps({"properties": {
+        "connectionParameterSets": {"values": [
+            {"name": "oauth", "parameters": {"token": {"type": "oauthSetting"}}},
+            {"name": "basic", "parameters": {
+                "username": {"type": "string", "uiDefinition": {"constraints": {"required": "true"}}},
+                "password": {"type": "securestring"}}}]},
+        "policyTemplateInstances": [{"templateId": "dynamichosturl", "parameters": {
+            "x-ms-apimTemplateParameter.urlTemplate": "https://@connectionParameters('tenant').m.example"}}]}}))
+    multi, _ = load_connector(d)
+    assert multi is not None
+    write_config(tmp_path / "cfg", flows={}, connections={
+        "a": "connector: multi\nparameter_set: basic\nparameters: {password: '${env:P}', tenant: t}\n",
+        "b": "connector: multi\nparameter_set: oath\n",
+        "c": "connector: multi\nparameters: {token: '${env:P}'}\n",
+    })
+    _, diags = load_config(tmp_path / "cfg", connectors={**connectors(), "multi": multi},
+                           env={**ENV, "P": "x"})
+    text = [(d.file.name, d.severity, d.message, d.hint) for d in diags]
+    assert text == [
+        ("a.yaml", "error", "missing connection parameter 'username' of connector 'multi'", ""),
+        ("b.yaml", "error", "connector 'multi' has no parameter set 'oath'", "did you mean 'oauth'?"),
+        ("c.yaml", "error", "missing connection parameter 'tenant': connector 'multi' uses it in "
+                            "its dynamichosturl policy", "add parameters: {tenant: …}"),
+    ]

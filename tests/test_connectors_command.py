@@ -33,8 +33,8 @@ def test_json_of_the_builtins_is_stable_and_documented(
     github = document["connectors"][1]
     assert set(github) == {
         "actions", "auth", "base_url", "connection_parameters", "delivery_id_header",
-        "event_header", "name", "origin", "ping_event", "source", "title", "triggers",
-        "verification"}
+        "event_header", "name", "origin", "parameter_sets", "ping_event", "policies", "source",
+        "title", "triggers", "verification"}
     assert (github["origin"], github["source"]) == ("builtin", "<builtin>/github")
     [trigger] = github["triggers"]
     assert trigger == {
@@ -50,6 +50,8 @@ def test_json_of_the_builtins_is_stable_and_documented(
         "notification_url": "body.config.url",
         "operation_id": "webhook-trigger",
         "path": "/repos/{owner}/{repo}/hooks",
+        "policies": [],
+        "policies_not_applied": [],
         "secret": "body.config.secret",
         "summary": "When something happens in a repository (push by default)",
         "supported": True,
@@ -127,3 +129,52 @@ def test_every_json_key_and_extension_is_documented(
         assert documented, f"{key} is not documented"
     for extension in connector_extensions.KNOWN:
         assert f"### `{extension}`" in docs, f"{extension} has no section in docs/connectors.md"
+
+
+def _policy_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "lib" / "Tenant"
+    d.mkdir(parents=True)
+    (d / "apiDefinition.swagger.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "T", "version": "1"}, "host": "t.example",
+        "securityDefinitions": {"k": {"type": "apiKey", "in": "header", "name": "X-Key"}},
+        "paths": {"/hooks": {"post": {"operationId": "Sub", "x-ms-trigger": "single",
+                                      "parameters": [{"name": "b", "in": "body", "schema": {
+                                          "type": "object", "properties": {"url": {
+                                              "type": "string", "x-ms-notification-url": True}}}}],
+                                      "responses": {"201": {"description": "ok"}}}},
+                  "/items": {"get": {"operationId": "List", "responses": {"200": {"description": "ok"}}}}}}))
+    (d / "apiProperties.json").write_text(json.dumps({"properties": {
+        "connectionParameters": {"api_key": {"type": "securestring"}},
+        "policyTemplateInstances": [
+            {"templateId": "SetHeader", "parameters": {
+                "x-ms-apimTemplateParameter.name": "X-App", "x-ms-apimTemplateParameter.value": "hookd",
+                "x-ms-apimTemplate-policySection": "Request",
+                "x-ms-apimTemplate-operationName": ["Sub"]}},
+            {"templateId": "updatenextlink", "parameters": {
+                "x-ms-apimTemplateParameter.nextLinkPropertyName": "next",
+                "x-ms-apimTemplate-operationName": ["List"]}}]}}))
+    return tmp_path / "lib"
+
+
+def test_one_connector_with_its_policies_per_operation(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    lib = _policy_dir(tmp_path)
+    code, out, err = run(capsys, str(lib), "Tenant")
+    assert code == 0
+    assert "  trigger Sub: webhook  POST /hooks\n" in out
+    assert "    policy: setheader X-App = hookd\n" in out
+    assert ("  action List: GET /items\n    policy: updatenextlink 'updatenextlink'"
+            not in out)  # no title given: the id alone
+    assert "    policy: updatenextlink  [not applied: hookd does not implement this template]" in out
+    assert "parameters: api_key — apiKey in header X-Key from 'api_key'" in out
+    # The unapplied template is also a warning naming the operations it changes.
+    assert "policy template 'updatenextlink' is not applied by hookd" in err and "changes List" in err
+    code, out, _ = run(capsys, str(lib), "Tenant", "--format", "json")
+    (doc,) = json.loads(out)["connectors"]
+    assert doc["triggers"][0]["policies"] == ["setheader X-App = hookd"]
+    assert doc["actions"][0]["policies_not_applied"] == [
+        "updatenextlink: hookd does not implement this template"]
+    assert doc["parameter_sets"] == [{"name": "", "title": "", "parameters": ["api_key"],
+                                      "credentials": ["apiKey in header X-Key from 'api_key'"]}]
+    code, _, err = run(capsys, str(lib), "Tenent")
+    assert code == 2 and "no connector 'Tenent'; did you mean 'Tenant'?" in err

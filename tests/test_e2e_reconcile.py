@@ -108,6 +108,11 @@ def test_apply_lifecycle_with_plan_before_each_step(world: dict[str, Any]) -> No
     assert plan.returncode == 3, plan.stderr
     assert plan.stdout.count("  + ") == 3 and "Plan: 3 to create" in plan.stdout
     assert gh.write_requests == 0 and not (state / "hookd.db").exists()
+    # The exact request under each create: method, URL, headers, body; secrets masked.
+    assert plan.stdout.count(f"      POST {gh.base_url}/repos/o/r/hooks\n") == 3
+    assert "        Authorization: Bearer ***\n" in plan.stdout
+    assert "        User-Agent: hookd/" in plan.stdout
+    assert '"url": "' + world["public"] + "/hooks/" in plan.stdout and '"secret": "***"' in plan.stdout
     applied = hookd("apply", str(cfg))
     assert applied.returncode == 0, applied.stderr + applied.stdout
     assert applied.stdout.count("created") == 3
@@ -158,6 +163,13 @@ def test_apply_lifecycle_with_plan_before_each_step(world: dict[str, Any]) -> No
     assert plan.returncode == 3
     assert [(i["action"], i["flow"], i["replaces"]) for i in data["items"] if i["action"] != "keep"] \
         == [("replace", "alpha", recorded["alpha"].id)]
+    (replace,) = [i for i in data["items"] if i["action"] == "replace"]
+    create, delete = replace["requests"]
+    assert (create["method"], create["url"]) == ("POST", f"{gh.base_url}/repos/o/r/hooks")
+    assert create["body"]["events"] == ["push", "pull_request"]
+    assert create["headers"]["Authorization"] == "Bearer ***"
+    assert (delete["method"], delete["url"]) == ("DELETE", recorded["alpha"].location)
+    assert TOKEN not in plan.stdout and "hkd1_" not in plan.stdout
     gh.reset_counters()
     assert hookd("apply", str(cfg)).returncode == 0
     assert [m[0] for m in gh.log if m[0] != "GET"] == ["POST", "DELETE"]
@@ -299,3 +311,37 @@ def test_plan_is_coloured_only_on_a_terminal_and_progress_is_bounded(
     quiet = io.StringIO()
     Progress(quiet)(1, 3)  # few items: no progress line
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["update-operation", "recreate"])
+def test_settings_changed_upstream_are_shown_by_plan_and_set_back_by_apply(
+        world: dict[str, Any], declared: bool) -> None:
+    """With x-hookd-update (the built-in github: PATCH) the hook is updated in place;
+    without, it is deleted and created again under the same subscription."""
+    from hookd.connectors.loader import builtin_dir
+
+    gh, cfg = world["gh"], world["cfg"]
+    if declared:
+        shutil.rmtree(cfg / "connectors" / "github")
+        shutil.copytree(builtin_dir() / "github", cfg / "connectors" / "github")
+    write_flow(cfg, "alpha", ["push", "release"])
+    assert hookd("apply", str(cfg)).returncode == 0
+    (hook,) = gh.hooks.values()
+    hook.active, hook.events = False, ["issues"]  # someone edited it in GitHub's settings
+    hook.config["content_type"] = "form"
+    plan = hookd("plan", str(cfg))
+    assert plan.returncode == 3, plan.stdout
+    assert "to update (settings changed upstream) (1):" in plan.stdout
+    assert 'active: false upstream, hookd wants true' in plan.stdout
+    assert 'events: ["issues"] upstream, hookd wants ["push", "release"]' in plan.stdout
+    assert 'config.content_type: "form" upstream, hookd wants "json"' in plan.stdout
+    gh.reset_counters()
+    applied = hookd("apply", str(cfg))
+    assert applied.returncode == 0, applied.stdout
+    assert [m for m, _ in gh.log if m != "GET"] == (["PATCH"] if declared else ["DELETE", "POST"])
+    (now,) = gh.hooks.values()
+    assert (now.id == hook.id) is declared
+    assert (now.active, sorted(now.events), now.config["content_type"]) == (
+        True, ["push", "release"], "json")
+    assert now.config["url"] == hook.config["url"]  # the same subscription's callback URL
+    assert hookd("plan", str(cfg)).returncode == 0

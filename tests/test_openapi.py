@@ -332,7 +332,10 @@ def test_connection_parameters_from_api_properties(tmp_path: Path) -> None:
             "description": "The key", "constraints": {"required": "true"}}},
         "region": {"type": "string", "uiDefinition": {"constraints": {"required": "false"}}}}}}))
     demo, diags = load(directory)
-    assert diags == []
+    # `region` reaches no request: no credential and no policy uses it.
+    assert [(d.severity, d.key, d.line) for d in diags] == [
+        ("warning", "properties.connectionParameters.region", 1)]
+    assert "used by no credential or policy" in diags[0].message
     key = demo.connection_parameters["api_key"]
     assert (key.type, key.required, key.secret, key.description) == ("securestring", True, True, "The key")
     assert not demo.connection_parameters["region"].required
@@ -462,10 +465,13 @@ def test_connection_parameter_sets_use_the_first_set(tmp_path: Path) -> None:
         "values": [{"name": "oauth", "parameters": {"token": {"type": "oAuthSetting"}}},
                    {"name": "key", "parameters": {"api_key": {"type": "securestring"}}}]}}}))
     demo, diags = load(directory)
-    assert diags == []
+    # The second set's key goes nowhere: no apiKey definition, no policy.
+    assert [d.key for d in diags] == ["properties.connectionParameterSets.values[1].parameters.api_key"]
     assert list(demo.connection_parameters) == ["token"]
     assert demo.connection_parameters["token"].type == "oauthSetting"
     assert demo.connection_parameters["token"].secret
+    assert [(s.name, [c.kind for c in s.credentials]) for s in demo.parameter_sets] == [
+        ("oauth", ["oauth2"]), ("key", [])]
 
 
 def test_unresolved_ref_in_yaml_has_a_position(tmp_path: Path) -> None:

@@ -139,6 +139,22 @@ def test_plan_is_deterministic_and_ordered() -> None:
     assert summary(p1) == summary(p2) == [("create", "a-1"), ("create", "b-1"), ("delete", "c-1")]
 
 
+def test_settings_changed_upstream_is_an_update_never_a_secret_leak() -> None:
+    d = replace(want("a-1"), secret="TOPSECRET", body={
+        "active": True, "events": ["push"],
+        "config": {"url": "https://h/hooks/a-1/hkd1_x", "secret": "TOPSECRET"}})
+    listed_hook = replace(hook("1", "a-1"), settings={
+        "active": False, "events": ["push"],
+        "config": {"url": "https://h/hooks/a-1/hkd1_x", "secret": "********"}})
+    p = plan([d], [row("a-1")], listed(listed_hook), max_deletes=0)
+    (item,) = p.items
+    assert (item.action, item.reason) == ("update", "changed upstream: active: false upstream, "
+                                                    "hookd wants true")
+    assert p.has_changes and "TOPSECRET" not in repr(p) and "hkd1_" not in item.reason
+    same = replace(listed_hook, settings={"active": True, "events": ["push"]})
+    assert summary(plan([d], [row("a-1")], listed(same), max_deletes=0)) == [("keep", "a-1")]
+
+
 def test_secrets_never_in_plan_repr() -> None:
     d = replace(want("a-1"), secret="TOPSECRET", body={"config": {"secret": "TOPSECRET"}})
     p = plan([d], [], listed(), max_deletes=5)

@@ -113,3 +113,32 @@ def test_reconcile_and_the_http_step_agree(status: int, headers: dict[str, str],
     assert isinstance(upstream, RetryableError) is step.retryable is (kind != "permanent")
     assert step.retry_after == (upstream.retry_after if step.retryable else None) == after
     assert step.output["status"] == status  # the target's answer is kept as output
+
+
+# The modules that send HTTP requests; everything else names httpx types for annotations
+# only (under TYPE_CHECKING) and catches hookd.upstream.errors' exceptions.
+SENDERS = {
+    "hookd/upstream/client.py",  # every upstream request (reconcile, call steps)
+    "hookd/runs/worker.py",  # the http/notify steps' shared client
+    "hookd/runs/actions/http.py",  # http and notify steps
+    "hookd/cli/commands/send.py",  # hookd send
+    "hookd/cli/commands/status.py",  # hookd status (asks the admin listener)
+}
+
+
+def test_httpx_is_imported_only_where_requests_are_sent() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    importers = set()
+    for path in sorted((root / "hookd").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "httpx" or n.startswith("httpx.") for n in names) and id(node) not in guarded:
+                importers.add(str(path.relative_to(root)))
+    assert importers <= SENDERS, f"httpx imported outside the senders: {importers - SENDERS}"

@@ -119,3 +119,14 @@ def test_every_scheme_accepts_what_it_signs_and_refuses_another_body() -> None:
         if kind not in ("none", "token"):  # these prove the sender, not the body
             with pytest.raises(VerificationFailed):
                 verify(v, "s3cret", headers, b"{ }", now=100.0)
+
+
+def test_every_scheme_is_documented_with_whether_it_needs_a_header() -> None:
+    from hookd.connectors.schemes import SCHEMES as DECLARED
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "connectors.md").read_text()
+    kind_row = next(line for line in docs.splitlines() if line.startswith("| `kind` |"))
+    header_row = next(line for line in docs.splitlines() if line.startswith("| `header` |"))
+    for kind, spec in DECLARED.items():
+        assert f"`{kind}`" in kind_row, f"docs/connectors.md: x-hookd-verify kind {kind}"
+        assert (f"`{kind}`" in header_row) is spec.needs_header

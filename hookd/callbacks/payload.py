@@ -2,18 +2,17 @@
 a batch into its items. Pure: bytes and a compiled schema in, bodies or a refusal out.
 
 Why this is not in the callback listener: the listener's event loop answers every
-request in one thread, and parsing a 7 KB GitHub push plus checking it against its schema
-was about a fifth of its work per request (event-loop CPU 0.29 -> 0.21 ms per request
-once moved; bench/bench_ingest.py). The inbox writer (`hookd.store.sqlite.engine`) runs this for
+request in one thread, and parsing a push plus checking it against its schema was a
+large share of its work per request (docs/adr/0007-payload-checks.md). The inbox writer (`hookd.store.sqlite.engine`) runs this for
 every record job before writing it, inside the round trip that makes the delivery
 durable anyway — so a malformed body or a payload the ``reject`` policy refuses still
 gets its 400 and nothing is recorded.
 
 What is checked before the answer, and what after: the ``reject`` policy and batch
 triggers need the parsed body at once (to refuse it, to split it). A single body under
-``warn`` or ``off`` only has to be JSON: simdjson validates a 7 KB push in ~3 µs where
-parsing it into Python objects takes ~12 µs and the schema check ~6 µs more, and that
-writer time is taken from the event loop (one GIL). The ``warn`` schema check then runs
+``warn`` or ``off`` only has to be JSON: simdjson validates it several times faster than
+parsing it into Python objects and checking the schema, and that writer time is taken
+from the event loop (one GIL). The ``warn`` schema check then runs
 in the worker, which parses the body for the flow anyway (`violations_of`), and flags
 the delivery there (`hookd.runs.worker`).
 """

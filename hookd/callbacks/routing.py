@@ -257,8 +257,8 @@ class SchemaCheck:
     """A compiled payload schema: fastjsonschema decides valid/invalid quickly (the
     common case, on every request); jsonschema explains the violations when there are.
 
-    The fast validator is generated on the first payload, not here: generating it costs
-    5-30 ms per schema, and a config whose flows have many distinct schemas (request
+    The fast validator is generated on the first payload, not here: generating it takes
+    milliseconds per schema (docs/adr/0007), and a config whose flows have many distinct schemas (request
     triggers each with their own) should not pay that at every start and reload for
     flows that may never receive anything.
     """
@@ -282,7 +282,7 @@ class SchemaCheck:
 
                 # Only valid/invalid is asked of it (jsonschema explains), so no detailed
                 # exceptions: they embed each sub-schema's repr in the generated code and
-                # made the GitHub schema take 130 ms to compile instead of 25. No formats
+                # make compiling several times slower (docs/adr/0007). No formats
                 # (jsonschema ignores them without a format checker: both must agree) and
                 # no defaults written into the payload.
                 definition = {"$schema": "http://json-schema.org/draft-04/schema#", **self.schema}

@@ -35,6 +35,8 @@ COMMANDS = (
     "replay",
     "status",
     "teardown",
+    "migrate",
+    "store",
 )
 
 __all__ = ["COMMANDS", "EXIT_CHANGES", "EXIT_ERRORS", "EXIT_OK", "EXIT_USAGE", "build_parser",

@@ -10,14 +10,15 @@ run time). Secret references are resolved here too, so that a missing token is r
 with the connection and flows that need it, before the daemon ever starts.
 
 Every check is a function of the typed model plus where each object was written
-(`Located`); nothing here raises on bad input, everything is a `Diagnostic`.
+(`Located`); nothing here raises on bad input, everything is a `Diagnostic`. The checks of
+a flow's steps that need no connector (ids, templates) are `hookd.config.steps`'s.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -26,10 +27,11 @@ from urllib.parse import urlsplit
 from hookd.config import secrets as secrets_mod
 from hookd.config.model import Connection, Flow, SecretRef, Settings
 from hookd.config.schema import describe
+from hookd.config.steps import check_steps, strings
 from hookd.config.yamlpos import Document, KeyPath
 from hookd.connectors.model import Connector, Operation, Schema
 from hookd.diagnostics import Diagnostic
-from hookd.templating.analysis import analyse, flatten_schema, known, schema_path_problem, suggest
+from hookd.templating.analysis import flatten_schema, known, suggest
 
 T = TypeVar("T")
 
@@ -42,7 +44,6 @@ class _Named(Protocol):
 N = TypeVar("N", bound=_Named)
 
 # Step keys whose values are templates (everything but the step's own settings).
-_STEP_SETTINGS = frozenset({"id", "timeout", "retry", "continue_on_error", "if", "foreach"})
 # Connection parameters hookd understands for every connector (static bearer token).
 _COMMON_CONNECTION_PARAMETERS = frozenset({"token"})
 
@@ -145,10 +146,30 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
                           hint=suggest(c.connector, connectors) or known("connectors", connectors))]
     out: list[Diagnostic] = []
     declared = connector.connection_parameters
+    if c.parameter_set is not None:
+        chosen = next((s for s in connector.parameter_sets if s.name == c.parameter_set), None)
+        names = [s.name for s in connector.parameter_sets]
+        if chosen is None:
+            out.append(conn.diag(
+                ("parameter_set",), f"connector '{c.connector}' has no parameter set "
+                f"'{c.parameter_set}'",
+                hint=suggest(c.parameter_set, names) or (known("parameter sets", names) if names
+                                                         else "it has only one way to connect; "
+                                                              "remove parameter_set")))
+            return out
+        declared = chosen.parameters
+    # Parameters a policy template reads (dynamichosturl, setheader…) without a default
+    # must be given, declared or not: without them the request goes nowhere useful.
+    by_policy: dict[str, str] = {}
+    for policy in connector.policies:
+        if policy.applied:
+            for name, has_default in policy.connection_parameters().items():
+                if not has_default:
+                    by_policy.setdefault(name, policy.template)
     for name, value in c.parameters.items():
         param = declared.get(name)
         if param is None:
-            if declared and name not in _COMMON_CONNECTION_PARAMETERS:
+            if declared and name not in _COMMON_CONNECTION_PARAMETERS and name not in by_policy:
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
@@ -157,12 +178,21 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
             out.append(conn.diag(
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
                 severity="warning", hint=f"use a reference such as ${{env:{name.upper()}}}"))
+    where = ("parameters",) if conn.raw(("parameters",)) is not None else ()
     for name, param in declared.items():
         # OAuth settings cannot be given statically; hookd uses the `token` parameter.
         if param.required and param.type != "oauthSetting" and name not in c.parameters:
-            out.append(conn.diag(("parameters",) if conn.raw(("parameters",)) is not None else (),
+            out.append(conn.diag(where,
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))
+    for name, template in by_policy.items():
+        param = declared.get(name)
+        if name in c.parameters or (param is not None and (param.required or param.type == "oauthSetting")):
+            continue
+        out.append(conn.diag(where, f"missing connection parameter '{name}': connector "
+                             f"'{c.connector}' uses it in its {template} policy",
+                             hint=(param.description[:120] if param is not None else "")
+                             or f"add parameters: {{{name}: …}}"))
     return out
 
 
@@ -194,7 +224,10 @@ def check_flow(
                 severity="warning", at_key=True,
                 hint="set public_url in hookd.yaml to the address the upstream reaches (a reverse proxy or tunnel)"))
     allow = None if env_allow is None else frozenset(env_allow)
-    out.extend(_check_steps(flow, connectors, connections, trigger_schema, allow))
+    out.extend(check_steps(flow, trigger_schema, allow))
+    for i, step in enumerate(f.steps):
+        if step.kind == "call":
+            out.extend(_check_call(flow, ("steps", i, "call"), step.action, connectors, connections))
     return out
 
 
@@ -391,44 +424,7 @@ def type_problem(value: Any, schema: Schema) -> str:
     return f"should be {article} {wanted}, not {describe(value)}"
 
 
-# --------------------------------------------------------------------------- steps
-
-
-def _check_steps(
-    flow: Located[Flow],
-    connectors: Mapping[str, Connector],
-    connections: Mapping[str, Connection],
-    trigger_schema: Schema | None,
-    env_allow: frozenset[str] | None,
-) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    ids: dict[str, int] = {}
-    # Templates in the trigger are rendered when subscribing: they must parse.
-    trigger_scope = _Scope(env_allow)
-    for sub in ("parameters", "body"):
-        for path, text in _strings(flow.raw(("trigger", sub)), ("trigger", sub)):
-            out.extend(_check_template(flow, path, text, False, None, trigger_scope))
-    all_ids = frozenset(s.id for s in flow.item.steps)
-    for i, step in enumerate(flow.item.steps):
-        base: KeyPath = ("steps", i)
-        if step.id in ids:
-            out.append(flow.diag((*base, "id"), f"duplicate step id '{step.id}'",
-                                 hint=f"also used by steps[{ids[step.id]}]"))
-        else:
-            ids[step.id] = i
-        kind = step.kind
-        if kind == "call":
-            out.extend(_check_call(flow, (*base, "call"), step.action, connectors, connections))
-        raw = flow.raw(base)
-        if not isinstance(raw, Mapping):
-            continue
-        for key, value in raw.items():
-            if key in _STEP_SETTINGS and key not in ("if", "foreach"):
-                continue
-            scope = _Scope(env_allow, i, frozenset(s.id for s in flow.item.steps[:i]), all_ids)
-            for path, text in _strings(value, (*base, key)):
-                out.extend(_check_template(flow, path, text, key == "if", trigger_schema, scope))
-    return out
+# --------------------------------------------------------------------------- call steps
 
 
 def _check_call(
@@ -457,60 +453,6 @@ def _check_call(
     return out
 
 
-def _check_template(
-    flow: Located[Flow], path: KeyPath, text: str, condition: bool,
-    schema: Schema | None, scope: _Scope,
-) -> list[Diagnostic]:
-    analysis = analyse(text, condition)
-    if analysis.error:
-        return [flow.diag(path, f"bad template: {analysis.error}")]
-    out: list[Diagnostic] = []
-    trigger = flow.item.trigger
-    if schema is not None:
-        for body_path in analysis.body_paths:
-            problem = schema_path_problem(schema, body_path)
-            if problem is not None:
-                index, hint = problem
-                shown = ".".join(("trigger", "body", *body_path[: index + 1]))
-                out.append(flow.diag(
-                    path, f"{shown} is not in the notification schema of {trigger.connector}/{trigger.operation}",
-                    severity="warning", hint=hint))
-    for root, name in analysis.names:
-        if root == "env" and scope.env_allow is not None and name not in scope.env_allow:
-            out.append(flow.diag(path, f"env.{name} is not in the env allow-list of hookd.yaml: templates cannot read it",
-                                 severity="warning", hint=f"add it to hookd.yaml: env: [{name}]"))
-        elif root == "steps" and scope.step is not None and name not in scope.earlier:
-            if name in scope.all_ids:
-                message = f"steps.{name} is read before step '{name}' has run"
-                hint = "a step can only read the output of the steps before it"
-            else:
-                message = f"no step '{name}' in this flow (steps.{name})"
-                hint = suggest(name, scope.all_ids)
-            out.append(flow.diag(path, message, severity="warning", hint=hint))
-    return out
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What a template may read besides the trigger: allow-listed env, earlier steps."""
-
-    env_allow: frozenset[str] | None = None  # None = unknown (no settings): not checked
-    step: int | None = None  # index of the step the template is in; None in the trigger
-    earlier: frozenset[str] = frozenset()
-    all_ids: frozenset[str] = frozenset()
-
-
-def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for key, sub in value.items():
-            yield from _strings(sub, (*path, key))
-    elif isinstance(value, list):
-        for i, sub in enumerate(value):
-            yield from _strings(sub, (*path, i))
-
-
 # --------------------------------------------------------------------------- secrets
 
 
@@ -537,7 +479,7 @@ def check_secrets(
             out.extend(_resolve(flow, ("verify_secret",), flow.item.verify_secret, ctx,
                                 f"flow '{flow.item.name}'"))
         for i, _step in enumerate(flow.item.steps):
-            for path, text in _strings(flow.raw(("steps", i)), ("steps", i)):
+            for path, text in strings(flow.raw(("steps", i)), ("steps", i)):
                 ref = secrets_mod.parse_ref(text)
                 if ref is not None:
                     out.extend(_resolve(flow, path, _anchor(ref, ctx), ctx, f"flow '{flow.item.name}'"))

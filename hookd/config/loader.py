@@ -49,6 +49,7 @@ from hookd.config.model import (
     StoreSetting,
     Trigger,
 )
+from hookd.config.steps import strings
 from hookd.config.units import parse_duration, parse_size
 from hookd.config.yamlpos import Document, KeyPath
 from hookd.config.yamlpos import load as load_yaml
@@ -268,6 +269,7 @@ class _Loader:
             connector=data["connector"],
             parameters=params,
             base_url=data.get("base_url"),
+            parameter_set=data.get("parameter_set"),
             pos=Pos(doc.file, *doc.pos(prefix)),
         )
         return Located(conn, doc, prefix)
@@ -324,7 +326,7 @@ class _Loader:
         if len(self.out) > errors_before and has_errors(self.out[errors_before:]):
             return None
         for i, raw in enumerate(data.get("steps") or []):
-            for path, text in _strings(raw, (*prefix, "steps", i)):
+            for path, text in strings(raw, (*prefix, "steps", i)):
                 problem = secrets_mod.ref_problem(text)
                 if problem:
                     self.out.append(doc.diagnostic(
@@ -473,16 +475,3 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _strings(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    out: list[tuple[KeyPath, str]] = []
-    if isinstance(value, Mapping):
-        for key, sub in value.items():
-            out.extend(_strings(sub, (*path, key)))
-    elif isinstance(value, list):
-        for i, sub in enumerate(value):
-            out.extend(_strings(sub, (*path, i)))
-    return out

@@ -27,8 +27,6 @@ from hookd.config.actions.set import SetAction
 if TYPE_CHECKING:
     from hookd.connectors.model import Connector
 
-__all__ = ["CallAction", "HttpAction", "LogAction", "NotifyAction", "RunAction", "SetAction"]
-
 # JSON-like value as written in YAML; strings may be templates or `${…}` secret refs.
 Value = Any
 
@@ -162,6 +160,9 @@ class Connection:
     connector: str
     parameters: Mapping[str, MaybeSecret] = field(default_factory=dict)
     base_url: str | None = None
+    # Which of the connector's connectionParameterSets (multi-auth) this connection
+    # uses, by name; None = the first.
+    parameter_set: str | None = None
     pos: Pos | None = None
 
 

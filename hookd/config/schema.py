@@ -7,8 +7,8 @@ line nor the fix; here every error becomes a `Diagnostic` at the line:col of the
 of the key, for an unknown key), with the key path and a hint ("did you mean 'timeout'?").
 
 Validators are compiled once per process, and most items are valid: `hookd check` on a
-thousand flows first asks a fastjsonschema validator (generated Python, ~10x faster) and
-only runs jsonschema, which reports every error with its path, on the items that fail.
+thousand flows first asks a fastjsonschema validator (generated Python, much faster:
+docs/adr/0007) and only runs jsonschema, which reports every error with its path, on the items that fail.
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from hookd.connectors import auth, policies
 from hookd.connectors import extensions as ext
 from hookd.connectors import refs as swagger
+from hookd.connectors.auth import Credential
 from hookd.connectors.documents import SPEC_FILE, Document
 from hookd.connectors.model import (
     Auth,
@@ -25,11 +27,14 @@ from hookd.connectors.model import (
     ListStrategy,
     Operation,
     Parameter,
+    ParameterSet,
     RequestPath,
     Schema,
+    UpdateStrategy,
     Verification,
     WebhookTrigger,
 )
+from hookd.connectors.policies import Policy
 from hookd.diagnostics import Diagnostic, Severity, did_you_mean
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
@@ -75,6 +80,7 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.resolver = swagger.Resolver(spec.value, self._bad_ref)
         self.raw_ops: dict[str, tuple[KeyPath, dict[str, Any], dict[str, Any]]] = {}
+        self.set_paths: dict[str, KeyPath] = {}  # parameter set name → its parameters' path
 
     def release(self) -> None:
         """Break the builder -> resolver -> builder cycle (the resolver reports through a
@@ -149,8 +155,8 @@ class _Builder:
             else:
                 webhooks[op_id] = webhook
 
-        auth = self._auth(spec)
-        connection_parameters = self._connection_parameters(auth)
+        sets = self._parameter_sets(spec)
+        compiled = self._policies(sets, operations)
         schemes = _list(spec.get("schemes"))
         scheme = "https" if not schemes or "https" in schemes else str(schemes[0])
         info = _dict(spec.get("info"))
@@ -165,8 +171,11 @@ class _Builder:
             operations=operations,
             webhooks=webhooks,
             polling=tuple(polling),
-            auth=auth,
-            connection_parameters=connection_parameters,
+            auth=_main_auth(sets[0].credentials),
+            connection_parameters=sets[0].parameters,
+            parameter_sets=sets,
+            policies=compiled,
+            produces=_media_types(spec.get("produces")),
             verification=top.verification or Verification(),
             delivery_id_header=top.delivery_id,
             event_header=top.event_header,
@@ -253,6 +262,7 @@ class _Builder:
             visibility=raw.get("x-ms-visibility") if isinstance(raw.get("x-ms-visibility"), str) else None,
             responses=responses,
             location_header=location_header,
+            produces=_media_types(raw.get("produces")),
         )
 
     def _parameter(self, node: Any, where: KeyPath) -> Parameter | None:
@@ -288,6 +298,7 @@ class _Builder:
             (ext.EVENT, lambda v: settings.set_event(*ext.parse_event(v, problems))),
             (ext.LIST, lambda v: setattr(settings, "list", ext.parse_list(v, problems))),
             (ext.DELETE, lambda v: setattr(settings, "delete", ext.parse_delete(v, problems))),
+            (ext.UPDATE, lambda v: setattr(settings, "update", ext.parse_update(v, problems))),
             (ext.SECRET, lambda v: setattr(settings, "secret", ext.parse_secret_path(v, problems))),
         ]
         for key, parse in parsers:
@@ -332,6 +343,7 @@ class _Builder:
             secret_path=secret,
             delete=self._delete(op, where, settings, operations),
             list=self._list(where, settings, operations),
+            update=self._update(op, settings, operations),
             batch=op.trigger == "batch",
             verification=settings.verification or Verification(),
             delivery_id_header=settings.delivery_id,
@@ -420,15 +432,36 @@ class _Builder:
                 return lowered[wanted.lower()]
         return next((n for n in names if n.lower().endswith("id")), "id")
 
+    def _target(self, key: str, name: str | None, settings: _Settings,
+                operations: dict[str, Operation]) -> Operation | None:
+        """The operation an extension (`key`) names; an error when there is none."""
+        if name is None:
+            return None
+        target = operations.get(name)
+        if target is None:
+            self.diag("error", f"{key}: no operation '{name}'", settings.where(key),
+                      hint=did_you_mean(name, operations))
+        return target
+
+    def _update(self, op: Operation, settings: _Settings,
+                operations: dict[str, Operation]) -> UpdateStrategy | None:
+        spec = settings.update
+        target = self._target(ext.UPDATE, spec.operation if spec else None, settings, operations)
+        if spec is None or target is None:
+            return None
+        id_param = spec.id_param or self._new_path_param(op, target)
+        if not id_param or target.parameter(id_param) is None:
+            self.diag("error", f"{ext.UPDATE}: '{spec.operation}' has no parameter "
+                      f"'{id_param or '?'}' for the hook's id", settings.where(ext.UPDATE),
+                      hint="give id_param: the parameter that takes the upstream id")
+            return None
+        return UpdateStrategy(target.operation_id, id_param)
+
     def _list(self, where: KeyPath, settings: _Settings,
               operations: dict[str, Operation]) -> ListStrategy | None:
         spec = settings.list
-        if spec is None:
-            return None
-        target = operations.get(spec.operation)
-        if target is None:
-            self.diag("error", f"{ext.LIST}: no operation '{spec.operation}'",
-                      settings.where(ext.LIST), hint=did_you_mean(spec.operation, operations))
+        target = self._target(ext.LIST, spec.operation if spec else None, settings, operations)
+        if spec is None or target is None:
             return None
         if target.method != "GET":
             self.diag("warning", f"{ext.LIST}: '{spec.operation}' is a {target.method}, not a GET",
@@ -437,53 +470,53 @@ class _Builder:
 
     # ------------------------------------------------------------------ auth
 
-    def _auth(self, spec: dict[str, Any]) -> Auth:
+    def _parameter_sets(self, spec: dict[str, Any]) -> tuple[ParameterSet, ...]:
+        """One `ParameterSet` per apiProperties.json way to connect (see
+        `hookd.connectors.auth`); derived from ``securityDefinitions`` without one."""
         definitions = spec.get("securityDefinitions")
-        if not isinstance(definitions, dict) or not definitions:
-            return Auth("none")
-        name, definition = next(iter(definitions.items()))
-        where: KeyPath = ("securityDefinitions", name)
-        kind = definition.get("type") if isinstance(definition, dict) else None
-        if kind == "basic":
-            return Auth("basic")
-        if kind == "oauth2":
-            return Auth("oauth2", parameter="token")
-        if kind == "apiKey":
-            location = definition.get("in")
-            header = definition.get("name")
-            if location not in ("header", "query") or not isinstance(header, str) or not header:
-                self.diag("warning", "apiKey needs 'name' and 'in' (header or query); "
-                          "requests will not authenticate", where)
-                return Auth("none")
-            return Auth("apikey", header, cast(Literal["header", "query"], location),
-                        parameter=self._secret_parameter() or "api_key")
-        self.diag("warning", f"security definition type '{kind}' is not supported; "
-                  "requests will not authenticate", (*where, "type"))
-        return Auth("none")
+        for name, definition in _dict(definitions).items():
+            kind = definition.get("type") if isinstance(definition, dict) else None
+            if kind not in ("basic", "apiKey", "oauth2"):
+                self.diag("warning", f"security definition type '{kind}' is not supported; "
+                          "requests will not authenticate with it",
+                          ("securityDefinitions", name, "type"))
+        out: list[ParameterSet] = []
+        for set_name, title, raw in self._raw_parameter_sets():
+            params = self._connection_parameters(raw)
+            found = auth.credentials(definitions, {n: p.type for n, p in params.items()}, set_name)
+            for problem in found.problems:
+                self.diag("warning", problem, ("securityDefinitions",))
+            if not params:
+                params = {n: ConnectionParameter(n, kind, True, text)
+                          for n, (kind, text) in auth.derived_parameters(found.credentials).items()}
+            out.append(ParameterSet(set_name, params, found.credentials, title))
+        return tuple(out)
 
-    def _raw_connection_parameters(self) -> tuple[dict[str, Any], KeyPath]:
-        props = self.properties.value if self.properties is not None else None
-        inner = props.get("properties") if isinstance(props, dict) else None
-        if not isinstance(inner, dict):
-            return {}, ()
+    def _raw_parameter_sets(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(name, title, raw parameters) of each connectionParameterSets entry (multi-auth
+        wins, as in Power Platform), else of connectionParameters; one empty set without
+        apiProperties.json."""
+        inner = self._properties()
         params = inner.get("connectionParameters")
-        if isinstance(params, dict):
-            return params, ("properties", "connectionParameters")
-        sets = inner.get("connectionParameterSets")
-        values = sets.get("values") if isinstance(sets, dict) else None
-        if isinstance(values, list) and values and isinstance(values[0], dict):
-            first = values[0].get("parameters")
-            if isinstance(first, dict):
-                return first, ("properties", "connectionParameterSets", "values", 0, "parameters")
-        return {}, ()
+        sets = _dict(inner.get("connectionParameterSets")).get("values")
+        if isinstance(params, dict) and not (isinstance(sets, list) and sets):
+            self.set_paths[""] = ("properties", "connectionParameters")
+            return [("", "", params)]
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for index, entry in enumerate(_list(sets)):
+            if isinstance(entry, dict) and isinstance(entry.get("parameters"), dict):
+                ui = _dict(entry.get("uiDefinition"))
+                name = str(entry.get("name") or index)
+                self.set_paths[name] = ("properties", "connectionParameterSets", "values", index,
+                                        "parameters")
+                out.append((name, str(ui.get("displayName") or ""), entry["parameters"]))
+        return out or [("", "", {})]
 
-    def _secret_parameter(self) -> str | None:
-        params, _ = self._raw_connection_parameters()
-        return next((n for n, p in params.items() if isinstance(p, dict)
-                     and str(p.get("type", "")).lower() == "securestring"), None)
+    def _properties(self) -> dict[str, Any]:
+        props = self.properties.value if self.properties is not None else None
+        return _dict(props.get("properties")) if isinstance(props, dict) else {}
 
-    def _connection_parameters(self, auth: Auth) -> dict[str, ConnectionParameter]:
-        params, _ = self._raw_connection_parameters()
+    def _connection_parameters(self, params: dict[str, Any]) -> dict[str, ConnectionParameter]:
         out: dict[str, ConnectionParameter] = {}
         for name, raw in params.items():
             if not isinstance(raw, dict):
@@ -499,19 +532,61 @@ class _Builder:
                 required=swagger.truthy(constraints.get("required")),
                 description=str(ui.get("description") or ui.get("displayName") or ""),
             )
-        if out or self.properties is not None and auth.kind == "none":
-            return out
-        # No apiProperties.json (or no parameters in it): derive them from the auth.
-        if auth.kind == "basic":
-            return {"username": ConnectionParameter("username", "string", True, "User name"),
-                    "password": ConnectionParameter("password", "securestring", True, "Password")}
-        if auth.kind == "apikey":
-            return {auth.parameter: ConnectionParameter(auth.parameter, "securestring", True,
-                                                        f"API key, sent in {auth.location} {auth.name}")}
-        if auth.kind == "oauth2":
-            return {"token": ConnectionParameter("token", "securestring", True,
-                                                 "Access token, sent as a bearer token")}
         return out
+
+    # ------------------------------------------------------------------ policies
+
+    def _policies(self, sets: tuple[ParameterSet, ...],
+                  operations: Mapping[str, Operation]) -> tuple[Policy, ...]:
+        """apiProperties.json policyTemplateInstances, compiled; what hookd does not apply
+        and connection parameters nothing uses are warnings."""
+        where: KeyPath = ("properties", "policyTemplateInstances")
+        compiled, problems = policies.compile_policies(
+            self._properties().get("policyTemplateInstances"))
+        for sub, message, hint in problems:
+            self.diag("warning", message, (*where, *sub), hint, doc=self.properties)
+        for p in compiled:
+            unknown = [o for o in p.operations if o.lower() not in
+                       {k.lower() for k in operations}]
+            if unknown:
+                self.diag("warning", f"policy {p.template} names unknown operation(s) "
+                          f"{', '.join(unknown)}", (*where, p.index), doc=self.properties)
+            if p.applied:
+                continue
+            changes = ", ".join(p.operations) if p.operations else "every operation"
+            self.diag("warning", f"policy template '{p.template}'"
+                      f"{' (' + repr(p.title) + ')' if p.title else ''} is not applied by "
+                      f"hookd: {p.reason}; it changes {changes}", (*where, p.index),
+                      doc=self.properties)
+        used: set[str] = set()
+        for p in compiled:
+            if p.applied:
+                used.update(p.connection_parameters())
+        for s in sets:
+            mine = used | {c.parameter for c in s.credentials}
+            if any(c.kind == "basic" for c in s.credentials):
+                mine |= {"username", "password"}
+            for name, param in s.parameters.items():
+                if name not in mine and param.type != "oauthSetting" \
+                        and not name.startswith("token:"):
+                    self.diag("warning", f"connection parameter '{name}'"
+                              f"{' of set ' + repr(s.name) if s.name else ''} is used by no "
+                              "credential or policy hookd applies: its value is never sent",
+                              (*self.set_paths.get(s.name, ("properties",)), name),
+                              doc=self.properties)
+        return compiled
+
+
+def _main_auth(credentials: tuple[Credential, ...]) -> Auth:
+    """The `Auth` summary of a set's first credential."""
+    if not credentials:
+        return Auth("none")
+    c = credentials[0]
+    return Auth(c.kind, c.name, c.location, c.parameter)
+
+
+def _media_types(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in _list(value) if isinstance(v, str))
 
 
 @dataclass
@@ -524,6 +599,7 @@ class _Settings:
     ping_event: str | None = None
     list: ext.ListSpec | None = None
     delete: ext.DeleteSpec | None = None
+    update: ext.UpdateSpec | None = None
     secret: RequestPath | None = None
     origin: dict[str, KeyPath] = field(default_factory=dict)  # key → where it was declared
 
@@ -534,7 +610,7 @@ class _Settings:
         """These settings, with `top`'s filling whatever this level does not declare."""
         merged = _Settings()
         for name in ("verification", "delivery_id", "event_header", "ping_event", "list",
-                     "delete", "secret"):
+                     "delete", "update", "secret"):
             mine = getattr(self, name)
             setattr(merged, name, mine if mine is not None else getattr(top, name))
         merged.origin = {**top.origin, **self.origin}

@@ -36,9 +36,10 @@ DELIVERY_ID = "x-hookd-delivery-id"
 EVENT = "x-hookd-event"
 LIST = "x-hookd-list"
 DELETE = "x-hookd-delete"
+UPDATE = "x-hookd-update"
 SECRET = "x-hookd-secret"
 REQUEST_TRIGGER = "x-hookd-request-trigger"
-KNOWN = (VERIFY, DELIVERY_ID, EVENT, LIST, DELETE, SECRET, REQUEST_TRIGGER)
+KNOWN = (VERIFY, DELIVERY_ID, EVENT, LIST, DELETE, UPDATE, SECRET, REQUEST_TRIGGER)
 
 VERIFY_KINDS = tuple(SCHEMES)
 REQUEST_LOCATIONS = ("body", "query", "header", "path", "formData")
@@ -199,6 +200,22 @@ def parse_delete(raw: Any, problems: Problems) -> DeleteSpec | None:
     return DeleteSpec(
         "operation", fields["operation"], fields.get("id_param"), fields.get("id_field")
     )
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    operation: str
+    id_param: str | None = None
+
+
+def parse_update(raw: Any, problems: Problems) -> UpdateSpec | None:
+    """``x-hookd-update``: an operationId, or ``{operation, id_param}``."""
+    if isinstance(raw, str) and raw:
+        return UpdateSpec(raw)
+    fields = _fields(raw, problems, {"operation": str, "id_param": str}, required=("operation",))
+    if fields is None or not fields.get("operation"):
+        return None
+    return UpdateSpec(fields["operation"], fields.get("id_param"))
 
 
 def parse_secret_path(raw: Any, problems: Problems) -> RequestPath | None:

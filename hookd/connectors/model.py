@@ -12,6 +12,7 @@ extensions (see README, "Connector extensions"; docs/connectors.md):
 - ``x-hookd-event``       header carrying the event name, and the ping event
 - ``x-hookd-list``        operation listing existing hooks (drift detection)
 - ``x-hookd-delete``      operation deleting a hook when ``Location`` is missing
+- ``x-hookd-update``      operation setting a drifted hook's settings back
 - ``x-hookd-secret``      where the generated per-subscription secret goes in the body
 - ``x-hookd-request-trigger`` the trigger registers nothing upstream (`http`)
 
@@ -25,6 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from hookd.connectors.auth import Credential
+from hookd.connectors.policies import Policy
 
 Schema = Mapping[str, Any]  # a JSON Schema (Swagger 2.0 flavour), $ref resolved
 RequestPath = tuple[str, ...]
@@ -54,6 +58,7 @@ class Operation:
     visibility: str | None = None
     responses: Mapping[str, Schema] = field(default_factory=dict)  # status → schema
     location_header: bool = False  # a response declares a Location header
+    produces: tuple[str, ...] = ()  # the operation's own ``produces`` (Accept)
 
     @property
     def is_trigger(self) -> bool:
@@ -82,6 +87,15 @@ class DeleteStrategy:
     id_param: str | None = None
     id_field: str = "id"
     source: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateStrategy:
+    """How to set a drifted hook's settings back (``x-hookd-update``): call
+    `operation_id` with the trigger's body and parameters, `id_param` = the upstream id."""
+
+    operation_id: str
+    id_param: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,7 @@ class WebhookTrigger:
     secret_path: RequestPath | None = None  # where the generated secret goes (x-hookd-secret)
     delete: DeleteStrategy = DeleteStrategy("location")
     list: ListStrategy | None = None
+    update: UpdateStrategy | None = None
     batch: bool = False
     # Effective x-hookd-verify/-delivery-id/-event for this trigger: the operation's own
     # declaration, else the spec's top level (the same as the Connector's fields).
@@ -165,6 +180,18 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class ParameterSet:
+    """One way to connect: apiProperties.json ``connectionParameters`` (name ``""``) or
+    one entry of ``connectionParameterSets``, and the credentials it sends
+    (`hookd.connectors.auth`)."""
+
+    name: str
+    parameters: Mapping[str, ConnectionParameter] = field(default_factory=dict)
+    credentials: tuple[Credential, ...] = ()
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Connector:
     name: str  # directory or file stem, as flows refer to it
     title: str = ""
@@ -176,8 +203,13 @@ class Connector:
     operations: Mapping[str, Operation] = field(default_factory=dict)
     webhooks: Mapping[str, WebhookTrigger] = field(default_factory=dict)  # by operationId
     polling: tuple[str, ...] = ()  # operationIds of polling triggers (not yet supported)
+    # The first parameter set's main credential (kept for displays and simple models);
+    # requests use `parameter_sets`, or this when there are none.
     auth: Auth = Auth()
     connection_parameters: Mapping[str, ConnectionParameter] = field(default_factory=dict)
+    parameter_sets: tuple[ParameterSet, ...] = ()  # the first is the default
+    policies: tuple[Policy, ...] = ()  # apiProperties.json policyTemplateInstances, in order
+    produces: tuple[str, ...] = ()  # the spec's ``produces``
     verification: Verification = Verification()
     delivery_id_header: str | None = None
     event_header: str | None = None

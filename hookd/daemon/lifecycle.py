@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,38 +152,6 @@ def inherited_socket(env: dict[str, str]) -> socket.socket | None:
     except ValueError:
         return None
     return socket.socket(fileno=3) if count >= 1 else None
-
-
-class RevisionInfo:
-    """``hookd_config_info{revision="…"} 1``: the running revision, as Prometheus "info"
-    metrics do it (a label on a constant), for dashboards that mark config changes."""
-
-    name = "hookd_config_info"
-    help = "The running config revision (label), always 1."
-    kind = "gauge"
-
-    def __init__(self, revision_: Callable[[], str]) -> None:
-        self.revision = revision_
-
-    def samples(self) -> Iterator[str]:
-        value = self.revision().replace("\\", "\\\\").replace('"', '\\"')
-        yield f'{self.name}{{revision="{value}"}} 1'
-
-
-class ReloadCounts:
-    """``hookd_config_reloads_total{outcome}``, read from the reloader's counts."""
-
-    name = "hookd_config_reloads_total"
-    help = ("Config loads by outcome: applied (the start counts), or rejected (invalid; "
-            "the last good config keeps running).")
-    kind = "counter"
-
-    def __init__(self, counts: dict[str, int]) -> None:
-        self.counts = counts
-
-    def samples(self) -> Iterator[str]:
-        for outcome, n in self.counts.items():
-            yield f'{self.name}{{outcome="{outcome}"}} {n}'
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -406,7 +374,8 @@ class Daemon:
         from hookd.telemetry import metrics
 
         state = AppState(self.config, self.conn, self.server_secret)
-        state.metrics.extra.extend(self._metrics(metrics))
+        for source in self._metrics(metrics):
+            state.metrics.add(source)
         return state
 
     def _apps(self, state: AppState) -> tuple[Any, Any]:
@@ -456,7 +425,10 @@ class Daemon:
         """The daemon's series, rendered with the others on ``/metrics``."""
         reloader = self.reloader
         return [
-            ReloadCounts(reloader.counts),
+            metrics.Family("hookd_config_reloads_total",
+                           "Config loads by outcome: applied (the start counts), or rejected "
+                           "(invalid; the last good config keeps running).",
+                           "counter", "outcome", lambda: reloader.counts),
             metrics.Gauge("hookd_config_rejected",
                           "1 while the newest config on disk is rejected, else 0.",
                           lambda: 0 if reloader.last.ok else 1),
@@ -464,7 +436,10 @@ class Daemon:
                           "When the config was last loaded (applied or rejected).",
                           lambda: reloader.last.at),
             metrics.Gauge("hookd_draining", "1 while shutting down.", lambda: int(self.draining)),
-            RevisionInfo(lambda: self.revision),
+            # The running revision as Prometheus "info" metrics do it (a label on a
+            # constant), for dashboards that mark config changes.
+            metrics.Family("hookd_config_info", "The running config revision (label), always 1.",
+                           "gauge", "revision", lambda: {self.revision: 1}),
         ]
 
     async def _close(self) -> None:

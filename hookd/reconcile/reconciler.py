@@ -194,7 +194,8 @@ class Reconciler:
                 prefix = True
                 if tokens.verify_token(self.server_secret, *parsed):
                     owned = parsed[0]
-        return planning.ObservedHook(scope, str(upstream_id), url, location, owned, prefix)
+        return planning.ObservedHook(scope, str(upstream_id), url, location, owned, prefix,
+                                     settings=item if isinstance(item, Mapping) else None)
 
     # ------------------------------------------------------------------ apply
 
@@ -218,7 +219,8 @@ class Reconciler:
         work = [i for i in the_plan.items if i.action != "keep"]
         # Creates, replaces and adoptions before plain deletes: never leave a flow without
         # a hook longer than needed.
-        first = [i for i in work if i.action in ("create", "replace", "adopt", "forget")]
+        first = [i for i in work if i.action in ("create", "replace", "update", "adopt",
+                                                 "forget")]
         later = [i for i in work if i.action in ("delete", "blocked")]
         sem = asyncio.Semaphore(self.concurrency)
         done = 0
@@ -283,10 +285,40 @@ class Reconciler:
             if old[0] != "ok":
                 return outcome(old[0], f"new hook created; deleting the old one: {old[1]}")
             return outcome("ok", f"created; replaced {item.old_id}")
+        if item.action == "update":
+            return outcome(*await self._update(item, writer))
         if item.action == "delete":
             result, detail = await self._delete(item.row, item.hook, writer)
             return outcome(result, detail)
         return outcome("ok")
+
+    async def _update(self, item: planning.PlanItem, writer: _GroupWriter) -> tuple[Result, str]:
+        """Set a drifted hook's settings back: the connector's update operation
+        (``x-hookd-update``) when it declares one, else delete the hook and create it
+        again under the same subscription (same callback URL: a create first would be
+        refused as a duplicate)."""
+        assert item.desired is not None and item.hook is not None
+        d, hook = item.desired, item.hook
+        connector = self.config.connectors[d.connector]
+        update = connector.webhooks[d.operation].update
+        if update is not None:
+            try:
+                connection = self._connection(d.connection)
+                params = {**d.parameters, update.id_param: hook.upstream_id}
+                request = await self.upstream.build_request(
+                    connector, update.operation_id, connection, params, d.body)
+                await self.upstream.send(request)
+            except UpstreamError as exc:
+                return "failed", str(exc)
+            return "ok", f"updated upstream hook {hook.upstream_id}"
+        result, detail = await self._delete(item.row, hook, writer)
+        if result != "ok":
+            return result, f"deleting the changed hook: {detail}"
+        writer.put(Update("upsert", d.id, row=_pending_row(d)))
+        error = await self._create(d, writer)
+        if error:
+            return "failed", f"deleted the changed hook {hook.upstream_id}; creating it again: {error}"
+        return "ok", f"recreated upstream hook {hook.upstream_id} with hookd's settings"
 
     # ------------------------------------------------------------------ create
 
@@ -296,7 +328,7 @@ class Reconciler:
         webhook = connector.webhooks[d.operation]
         try:
             connection = self._connection(d.connection)
-            request = self.upstream.build_request(connector, d.operation, connection,
+            request = await self.upstream.build_request(connector, d.operation, connection,
                                                   d.parameters, d.body)
             response = await self.upstream.send(request)
         except PermanentError as exc:
@@ -360,7 +392,7 @@ class Reconciler:
         connection_name = row.connection if row is not None else _scope_connection(hook)
         try:
             connection = self._connection(connection_name)
-            request = self._delete_request(connector, operation, connection, row, hook)
+            request = await self._delete_request(connector, operation, connection, row, hook)
         except (PermanentError, KeyError) as exc:
             return self._unmanageable(sub_id, writer, str(exc))
         if request is None:
@@ -379,7 +411,7 @@ class Reconciler:
         what = hook.upstream_id if hook is not None else (row.upstream_id if row else "")
         return "ok", f"deleted upstream hook {what or ''}".strip()
 
-    def _delete_request(
+    async def _delete_request(
         self,
         connector: Connector,
         operation: str | None,
@@ -387,29 +419,63 @@ class Reconciler:
         row: SubscriptionRow | None,
         hook: planning.ObservedHook | None,
     ) -> httpx.Request | None:
-        if row is not None and row.location:
-            return self.upstream.request_for_url("DELETE", row.location, connector, connection)
-        upstream_id = (row.upstream_id if row is not None else None) or (
-            hook.upstream_id if hook is not None else None)
-        webhook = connector.webhooks.get(operation) if operation else None
-        if webhook is None and hook is not None:
-            webhook = next(iter(connector.webhooks.values()), None)
-        strategy = webhook.delete if webhook is not None else None
-        if upstream_id and strategy is not None and strategy.kind == "operation" \
-                and strategy.operation_id and strategy.id_param:
-            params: dict[str, Any] = dict(row.parameters) if row is not None else {}
-            if hook is not None and not params:
-                params = dict(json.loads(hook.scope)[2])
-            params[strategy.id_param] = upstream_id
-            create_op = connector.operations.get(operation or "")
-            delete_op = connector.operations[strategy.operation_id]
-            if create_op is not None:
-                params = align_path_params(create_op.path, delete_op.path, params)
-            return self.upstream.build_request(connector, strategy.operation_id, connection,
-                                               params)
-        if hook is not None and hook.location:
-            return self.upstream.request_for_url("DELETE", hook.location, connector, connection)
-        return None
+        target = delete_target(connector, operation, row, hook)
+        if target is None:
+            return None
+        if target.url is not None:
+            return await self.upstream.request_for_url("DELETE", target.url, connector,
+                                                       connection, origin=target.origin)
+        return await self.upstream.build_request(connector, target.operation, connection,
+                                                 target.parameters)
+
+    # ------------------------------------------------------------------ preview
+
+    def preview(self, the_plan: planning.Plan) -> dict[str, list[dict[str, Any]]]:
+        """What `hookd plan` shows: per planned change (by subscription id) the exact
+        requests apply would send — create, then delete for a replace — secrets, the
+        callback URL's token and the signing secret as ``***``. Nothing is sent; a
+        request that cannot be built shows its error."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for item in the_plan.items:
+            shown: list[dict[str, Any]] = []
+            if item.action in ("create", "replace") and item.desired is not None:
+                shown.append(self._preview_create(item.desired))
+            if item.action in ("replace", "delete", "blocked"):
+                shown.append(self._preview_delete(item.row, item.hook))
+            if shown:
+                out[item.sub_id] = shown
+        return out
+
+    def _preview_create(self, d: DesiredSubscription) -> dict[str, Any]:
+        connector = self.config.connectors[d.connector]
+        parsed = tokens.parse_callback_url(self.config.settings.public_url, d.callback_url)
+        hide = tuple(x for x in (parsed[1] if parsed else "", d.secret) if x)
+        try:
+            return self.upstream.preview(connector, d.operation, self._connection(d.connection),
+                                         d.parameters, d.body, hide=hide)
+        except (PermanentError, KeyError) as exc:
+            return {"error": str(exc)}
+
+    def _preview_delete(self, row: SubscriptionRow | None,
+                        hook: planning.ObservedHook | None) -> dict[str, Any]:
+        connector_name = row.connector if row is not None else _scope_connector(hook)
+        connector = self.config.connectors.get(connector_name or "")
+        if connector is None:
+            return {"error": f"connector '{connector_name}' is no longer configured"}
+        try:
+            connection = self._connection(row.connection if row is not None
+                                          else _scope_connection(hook))
+            target = delete_target(connector, row.operation if row is not None else None,
+                                   row, hook)
+            if target is None:
+                return {"error": "unmanageable: no Location was returned and the connector "
+                                 "declares no delete operation"}
+            if target.url is not None:
+                return self.upstream.preview_url("DELETE", target.url, connector, connection)
+            return self.upstream.preview(connector, target.operation, connection,
+                                         target.parameters)
+        except (PermanentError, KeyError) as exc:
+            return {"error": str(exc)}
 
     def _unmanageable(self, sub_id: str | None, writer: _GroupWriter,
                       why: str) -> tuple[Result, str]:
@@ -433,6 +499,45 @@ class Reconciler:
         if connection is None:
             raise PermanentError(f"connection '{name}' is not configured")
         return connection
+
+
+@dataclass(frozen=True)
+class DeleteTarget:
+    """Where a hook is deleted: a URL the upstream gave (`url`, with the `origin` request
+    whose answer it was), else the connector's delete `operation` with `parameters`."""
+
+    url: str | None = None
+    origin: tuple[str, Mapping[str, Any]] | None = None
+    operation: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def delete_target(connector: Connector, operation: str | None, row: SubscriptionRow | None,
+                  hook: planning.ObservedHook | None) -> DeleteTarget | None:
+    """The recorded Location, else the delete operation with the upstream id, else the
+    listed hook's own URL; None when there is no way to delete it."""
+    if row is not None and row.location:
+        return DeleteTarget(row.location, (row.operation, row.parameters) if row.operation else None)
+    upstream_id = (row.upstream_id if row is not None else None) or (
+        hook.upstream_id if hook is not None else None)
+    webhook = connector.webhooks.get(operation) if operation else None
+    if webhook is None and hook is not None:
+        webhook = next(iter(connector.webhooks.values()), None)
+    strategy = webhook.delete if webhook is not None else None
+    if upstream_id and strategy is not None and strategy.kind == "operation" \
+            and strategy.operation_id and strategy.id_param:
+        params: dict[str, Any] = dict(row.parameters) if row is not None else {}
+        if hook is not None and not params:
+            params = dict(json.loads(hook.scope)[2])
+        params[strategy.id_param] = upstream_id
+        create_op = connector.operations.get(operation or "")
+        delete_op = connector.operations[strategy.operation_id]
+        if create_op is not None:
+            params = align_path_params(create_op.path, delete_op.path, params)
+        return DeleteTarget(operation=strategy.operation_id, parameters=params)
+    if hook is not None and hook.location:
+        return DeleteTarget(hook.location)
+    return None
 
 
 def align_path_params(create_path: str, delete_path: str,

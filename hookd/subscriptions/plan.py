@@ -11,6 +11,8 @@ Actions, each with a reason a human can act on:
              interrupted or failed earlier attempt)
 ``replace``  a flow's trigger changed: create the new hook, then delete the old one (the
              new subscription has a new id and callback URL, so both can coexist)
+``update``   a hook that is ours and wanted, but whose settings were changed upstream
+             (the list returns them: events, active, content type…): set them back
 ``adopt``    a hook with one of our callback URLs exists upstream but is not recorded as
              active (a crash between the upstream's 201 and our write): record it
 ``delete``   a recorded hook no flow wants, or an unrecorded one that provably is ours
@@ -29,15 +31,17 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from hookd.subscriptions import drift
 from hookd.subscriptions.desired import DesiredSubscription
 
 if TYPE_CHECKING:  # the row type only: the plan reads rows, the store module does I/O
     from hookd.store.sqlite.subscriptions import SubscriptionRow
 
-Action = Literal["create", "replace", "adopt", "delete", "forget", "keep", "blocked"]
-ACTIONS: tuple[Action, ...] = ("create", "replace", "adopt", "delete", "forget", "blocked", "keep")
+Action = Literal["create", "replace", "update", "adopt", "delete", "forget", "keep", "blocked"]
+ACTIONS: tuple[Action, ...] = ("create", "replace", "update", "adopt", "delete", "forget",
+                               "blocked", "keep")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class ObservedHook:
     location: str | None = None  # its API URL when the list says so
     owned_id: str | None = None  # our subscription id when `url` carries a valid token
     hookd_prefix: bool = False  # `url` has our callback prefix (owned or not)
+    # The listed item as the upstream returned it (its settings, for drift); holds the
+    # callback URL, so never shown.
+    settings: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,15 @@ def plan(
                         desired=d, hook=extra))
             if row is not None and row.status == "active" and row.upstream_id in (
                     None, primary.upstream_id):
-                items.append(PlanItem("keep", sub_id, d.flow, "up to date", d, row, primary))
+                changed = drift.changes(d.body, primary.settings,
+                                        skip=(d.callback_url, d.secret)) \
+                    if primary.settings is not None else []
+                if changed:
+                    items.append(PlanItem("update", sub_id, d.flow,
+                                          "changed upstream: " + "; ".join(changed),
+                                          d, row, primary))
+                else:
+                    items.append(PlanItem("keep", sub_id, d.flow, "up to date", d, row, primary))
             else:
                 why = ("exists upstream but was never recorded (an earlier apply was "
                        "interrupted)" if row is None or row.status == "pending"

@@ -7,8 +7,8 @@ notification schema: `analyse` extracts what a template reads (body paths, ``env
 
 Thousands of templates go through here on every check, so `analyse` is cached and
 recognises the common simple templates (``{{ a.b.c }}``, ``{{ a.b | f('x') }}``,
-``{{ a.b == 'x' }}`` in text) with regular expressions, ~20x cheaper than Jinja's
-parser; everything else is parsed by Jinja with the environment of `hookd.templating.engine`,
+``{{ a.b == 'x' }}`` in text) with regular expressions, far cheaper than Jinja's
+parser (docs/adr/0007); everything else is parsed by Jinja with the environment of `hookd.templating.engine`,
 so the syntax, filters and tests are exactly the runtime's.
 """
 

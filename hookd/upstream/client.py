@@ -3,11 +3,14 @@
 Everything hookd asks of an upstream — subscribe, list hooks, delete a hook, a pipeline's
 ``call`` step — goes through `Upstream`:
 
-- `build_request` renders a connector operation into an ``httpx.Request``: path, query and
-  header parameters, a JSON (or form) body, authentication from the connection (basic,
-  API key in a header or the query, bearer token for oauth2/static tokens), and the base
-  URL from the spec or the connection's ``base_url`` override (GitHub Enterprise, a
-  self-hosted GitLab, tests).
+- `build_request` renders a connector operation into an ``httpx.Request`` through
+  `hookd.connectors.requests.compose` — the one place requests are made: parameters, a
+  JSON (or form) body, the credentials of the connection's parameter set (basic, every
+  API key in its header or query, an OAuth2 bearer token from the `TokenSource`, else
+  the static ``token``), ``Accept`` and ``User-Agent: hookd/<version>``, and the
+  connector's policy templates (host, headers, query, path, body). `preview` is the same
+  request for `hookd plan`, secrets masked. The connection's ``base_url`` overrides the
+  spec's host (GitHub Enterprise, a self-hosted GitLab, tests).
 - `send` maps every failure exactly once, by `hookd.upstream.errors.classify` (the one
   decision every HTTP sender shares): `PermanentError` for what needs a config or
   credentials change (most 4xx, explained; 3xx, since redirects are not followed),
@@ -21,14 +24,16 @@ Credentials are only attached to URLs on the connector's own origin: a ``Locatio
 ``Link: rel="next"`` pointing elsewhere gets no token. Error messages carry method, path
 and status, never query strings (API keys travel there) or bodies we sent.
 
-The transport, clock, sleep and random source are injectable so tests need no network
+Proxies and CAs come from the standard environment (``HTTPS_PROXY``, ``NO_PROXY``,
+``SSL_CERT_FILE``) when no transport is given. The transport, clock, sleep, random source
+and token source are injectable so tests need no network
 (`httpx.MockTransport`) and no real waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import functools
 import json
 import logging
@@ -38,18 +43,27 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import urlencode, urljoin
 
 import httpx
 
+from hookd import __version__
 from hookd.config import secrets
 from hookd.config.model import Connection, SecretRef, Value
-from hookd.connectors.model import Connector, Operation
+from hookd.connectors import requests
+from hookd.connectors.model import Connector, Operation, ParameterSet
 from hookd.telemetry.logs import register_secret
 from hookd.upstream import errors
 from hookd.upstream.errors import PermanentError, RetryableError, UpstreamError
+from hookd.upstream.token_source import StaticTokens, TokenSource
 
 log = logging.getLogger("hookd.upstream.client")
+
+# (operation id, parameters) of the request whose answer gave a URL (a Location).
+Origin = tuple[str, Mapping[str, Value]]
+
+# Every request says who sends it: GitHub refuses requests without a User-Agent (403).
+USER_AGENT = f"hookd/{__version__}"
 
 _EXPLAIN = {
     400: "the upstream rejected the request as malformed",
@@ -98,6 +112,11 @@ def classify(response: httpx.Response, *, now: float) -> UpstreamError | None:
     if verdict.kind == "retryable":
         return RetryableError(f"{what}{': ' + text if text else ''}", status=status, body=text,
                               retry_after=verdict.after)
+    if status == 403 and text and text.lower() != response.reason_phrase.lower():
+        # The upstream's own reason first (a missing User-Agent, an IP allow-list, an
+        # SSO requirement): guessing at scopes would send the operator the wrong way.
+        return PermanentError(f"{what}: the upstream refused the request: {text}",
+                              status=status, body=text)
     if 300 <= status < 400:
         target = response.headers.get("location", "")
         explain = ("redirects are not followed (credentials would go along): point the "
@@ -148,8 +167,10 @@ class Upstream:
         rng: Callable[[], float] = random.random,
         env: Mapping[str, str] | None = None,
         max_connections: int = 100,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.retry = retry
+        self.tokens: TokenSource = tokens or StaticTokens()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -160,7 +181,7 @@ class Upstream:
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
-            headers={"User-Agent": "hookd", "Accept": "application/json"},
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
         )
         self.requests_sent = 0  # every attempt, for reports and benchmarks
@@ -176,14 +197,44 @@ class Upstream:
 
     # ------------------------------------------------------------ requests
 
-    def base_url(self, connector: Connector, connection: Connection | None) -> str:
-        base = (connection.base_url if connection and connection.base_url else connector.base_url)
+    def base_url(self, connector: Connector, connection: Connection | None,
+                 operation_id: str | None = None) -> str:
+        """The backend URL of `operation_id`'s requests (any operation's when None),
+        after the connection's ``base_url`` or a ``dynamichosturl`` policy."""
+        inputs, _ = self._inputs(connector, connection, None, [])
+        base = requests.backend_url(connector, inputs, operation_id)
         if not base:
             raise PermanentError(
                 f"connector '{connector.name}' has no host; set base_url on the connection")
-        return base.rstrip("/")
+        return base
 
-    def build_request(
+    def draft(
+        self,
+        connector: Connector,
+        operation: str | Operation,
+        connection: Connection | None,
+        parameters: Mapping[str, Value],
+        body: Value = None,
+        *,
+        token: str | None = None,
+    ) -> tuple[requests.Draft, list[str]]:
+        """The request for `operation` before it is sent (`hookd.connectors.requests`),
+        and the secret values it carries (what a display must mask)."""
+        op = connector.operations[operation] if isinstance(operation, str) else operation
+        hidden: list[str] = []
+        inputs, hidden = self._inputs(connector, connection, token, hidden)
+        for p in op.parameters:
+            if p.required and p.location == "path" and p.name not in parameters:
+                raise PermanentError(
+                    f"{connector.name}.{op.operation_id}: missing path parameter '{p.name}'")
+        texts = {name: self._text(value, hidden) for name, value in parameters.items()}
+        resolved = self._resolve(body, hidden) if body is not None else None
+        try:
+            return requests.compose(connector, op, inputs, texts, resolved), hidden
+        except requests.PolicyError as exc:
+            raise PermanentError(f"{connector.name}.{op.operation_id}: {exc}") from None
+
+    async def build_request(
         self,
         connector: Connector,
         operation: str | Operation,
@@ -191,93 +242,119 @@ class Upstream:
         parameters: Mapping[str, Value],
         body: Value = None,
     ) -> httpx.Request:
-        """The request for `operation` with `parameters` by name and `body` (JSON)."""
-        op = connector.operations[operation] if isinstance(operation, str) else operation
-        path = op.path
-        query: dict[str, str] = {}
-        headers: dict[str, str] = {}
-        form: dict[str, str] = {}
-        for p in op.parameters:
-            if p.location == "body" or p.name not in parameters:
-                if p.required and p.location == "path" and p.name not in parameters:
-                    raise PermanentError(
-                        f"{connector.name}.{op.operation_id}: missing path parameter '{p.name}'")
-                continue
-            value = self._text(parameters[p.name])
-            if p.location == "path":
-                path = path.replace("{" + p.name + "}", quote(value, safe=""))
-            elif p.location == "query":
-                query[p.name] = value
-            elif p.location == "header":
-                headers[p.name] = value
-            elif p.location == "formData":
-                form[p.name] = value
-        url = self.base_url(connector, connection) + (path if path.startswith("/") else "/" + path)
-        content: bytes | None = None
-        if body is not None:
-            content = json.dumps(self._resolve(body)).encode()
-            headers["Content-Type"] = "application/json"
-        elif form:
-            content = urlencode(form).encode()
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        request = httpx.Request(op.method, url, params=query or None, headers=headers,
-                                content=content)
-        self._authenticate(request, connector, connection)
-        return request
+        """The request for `operation` with `parameters` by name and `body` (JSON):
+        credentials, ``Accept``, ``User-Agent`` and the connector's policies applied."""
+        token = await self._token(connector, connection)
+        draft, _ = self.draft(connector, operation, connection, parameters, body, token=token)
+        return _with_token_source(_to_httpx(draft), connection, token)
 
-    def request_for_url(
-        self, method: str, url: str, connector: Connector, connection: Connection | None
+    def preview(
+        self,
+        connector: Connector,
+        operation: str | Operation,
+        connection: Connection | None,
+        parameters: Mapping[str, Value],
+        body: Value = None,
+        *,
+        hide: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """What `hookd plan` shows of the request: method, full URL, headers, JSON body
+        and the policies applied, secret values (and `hide`) as ``***``. Sends nothing
+        and asks no token source (an OAuth2 token shows as ``Bearer ***``)."""
+        draft, hidden = self.draft(connector, operation, connection, parameters, body,
+                                   token=requests.MASK)
+        return requests.masked(draft, [*hidden, *hide])
+
+    def preview_url(self, method: str, url: str, connector: Connector,
+                    connection: Connection | None, *, hide: tuple[str, ...] = ()) -> dict[str, Any]:
+        """`preview` of a request to a URL the upstream gave (a Location)."""
+        draft, hidden = self._url_draft(method, url, connector, connection, requests.MASK)
+        return requests.masked(draft, [*hidden, *hide])
+
+    async def request_for_url(
+        self, method: str, url: str, connector: Connector, connection: Connection | None,
+        *, origin: Origin | None = None,
     ) -> httpx.Request:
         """A request to an absolute URL the upstream gave us (Location, Link next).
 
-        Credentials are attached only when the URL is on the connector's own origin.
+        Credentials (and the connector's every-operation header and query policies) are
+        attached only when the URL is on the connector's own origin: its backend URL, one a
+        dynamichosturl policy gives an operation, or `origin` — the operation and
+        parameters of the request that answered with this URL (a host built from
+        ``@queryParameters``/``@headers``).
         """
-        request = httpx.Request(method, url)
-        if _origin(request.url) == _origin(httpx.URL(self.base_url(connector, connection))):
-            self._authenticate(request, connector, connection)
-        return request
+        token = await self._token(connector, connection)
+        draft, _ = self._url_draft(method, url, connector, connection, token, origin)
+        return _with_token_source(_to_httpx(draft), connection, token)
 
-    def _authenticate(
-        self, request: httpx.Request, connector: Connector, connection: Connection | None
-    ) -> None:
+    def _url_draft(self, method: str, url: str, connector: Connector,
+                   connection: Connection | None, token: str | None,
+                   origin: Origin | None = None) -> tuple[requests.Draft, list[str]]:
+        hidden: list[str] = []
+        inputs, hidden = self._inputs(connector, connection, token, hidden)
+        own = connection is not None and _origin(httpx.URL(url)) in self._origins(
+            connector, connection, origin)
+        return requests.compose_url(connector, method, url, inputs, credentials=own), hidden
+
+    def _origins(self, connector: Connector, connection: Connection,
+                 origin: Origin | None) -> set[tuple[str, str, int | None]]:
+        named = {o for p in connector.policies if p.template == "dynamichosturl"
+                 for o in p.operations}
+        bases = {self.base_url(connector, connection, o) for o in (None, *sorted(named))}
+        if origin is not None and origin[0] in connector.operations:
+            with contextlib.suppress(PermanentError):
+                bases.add(self.draft(connector, origin[0], connection, origin[1])[0].url())
+        return {_origin(httpx.URL(b)) for b in bases}
+
+    async def _token(self, connector: Connector, connection: Connection | None) -> str | None:
+        """The token source's access token when the connection's credential is oauth2."""
         if connection is None:
-            return
-        params = connection.parameters
-        auth = connector.auth
-        if auth.kind == "basic":
-            user = self._secret(params.get("username", ""))
-            password = self._secret(params.get("password", ""))
-            raw = base64.b64encode(f"{user}:{password}".encode()).decode()
-            request.headers["Authorization"] = f"Basic {raw}"
-        elif auth.kind == "apikey":
-            key = _first(params, (auth.parameter, "api_key", "apiKey", "key", auth.name, "token"))
-            if key is None:
-                return
-            value = self._secret(key)
-            if auth.location == "query":
-                request.url = request.url.copy_merge_params({auth.name: value})
-            else:
-                request.headers[auth.name or "X-API-Key"] = value
-        else:  # oauth2 (static token for now) or no declared scheme but a token given
-            token = _first(params, (auth.parameter, "token", "access_token", "bearer_token"))
-            if token is not None:
-                request.headers["Authorization"] = f"Bearer {self._secret(token)}"
+            return None
+        pset = self._parameter_set(connector, connection)
+        if not any(c.kind == "oauth2" for c in pset.credentials):
+            return None
+        return await self.tokens.access_token(connection.name)
 
-    def _secret(self, value: Value) -> str:
-        text = self._text(value)
-        register_secret(text)
-        return text
+    def _parameter_set(self, connector: Connector, connection: Connection) -> ParameterSet:
+        try:
+            return requests.parameter_set(connector, connection.parameter_set)
+        except KeyError:
+            names = ", ".join(s.name for s in connector.parameter_sets)
+            raise PermanentError(
+                f"connection '{connection.name}': connector '{connector.name}' has no "
+                f"parameter set '{connection.parameter_set}' (it has: {names})") from None
 
-    def _text(self, value: Value) -> str:
-        value = self._resolve(value)
+    def _inputs(self, connector: Connector, connection: Connection | None, token: str | None,
+                hidden: list[str]) -> tuple[requests.Inputs, list[str]]:
+        """The connection's parameters resolved to text; secret ones go to `hidden`."""
+        if connection is None:
+            return requests.Inputs(user_agent=USER_AGENT), hidden
+        pset = self._parameter_set(connector, connection)
+        credential_params = {c.parameter for c in pset.credentials} | {"password", "token"}
+        values: dict[str, str] = {}
+        for name, value in connection.parameters.items():
+            text = self._text(value, hidden)
+            values[name] = text
+            declared = pset.parameters.get(name) or connector.connection_parameters.get(name)
+            if name in credential_params or (declared is not None and declared.secret):
+                hidden.append(text)
+                register_secret(text)
+        if token:
+            hidden.append(token)
+        return requests.Inputs(values, connection.parameter_set, connection.base_url, token,
+                               USER_AGENT), hidden
+
+    def _text(self, value: Value, hidden: list[str] | None = None) -> str:
+        value = self._resolve(value, hidden)
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, list | tuple):
             return ",".join(self._text(v) for v in value)
         return "" if value is None else str(value)
 
-    def _resolve(self, value: Value) -> Value:
-        """Secret references resolved (and registered for log masking), recursively."""
+    def _resolve(self, value: Value, hidden: list[str] | None = None) -> Value:
+        """Secret references resolved (and registered for log masking, and added to
+        `hidden`), recursively."""
         if isinstance(value, str):
             ref = secrets.parse_ref(value)
             value = ref if ref is not None else value
@@ -287,11 +364,13 @@ class Upstream:
             except secrets.SecretError as exc:
                 raise PermanentError(str(exc)) from None
             register_secret(text)
+            if hidden is not None:
+                hidden.append(text)
             return text
         if isinstance(value, Mapping):
-            return {k: self._resolve(v) for k, v in value.items()}
+            return {k: self._resolve(v, hidden) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self._resolve(v) for v in value]
+            return [self._resolve(v, hidden) for v in value]
         return value
 
     # ------------------------------------------------------------ sending
@@ -302,7 +381,12 @@ class Upstream:
         last: RetryableError | None = None
         for attempt in range(attempts):
             try:
-                return await self._send_once(request)
+                try:
+                    return await self._send_once(request)
+                except PermanentError as exc:
+                    if exc.status != 401 or not await self._fresh_token(request):
+                        raise
+                    return await self._send_once(request)  # once, with the new token
             except RetryableError as exc:
                 last = exc
                 if attempt + 1 >= attempts:
@@ -319,6 +403,21 @@ class Upstream:
                 await self._sleep(delay)
         assert last is not None
         raise last
+
+    async def _fresh_token(self, request: httpx.Request) -> bool:
+        """After a 401 on a token from the token source: tell it, and put a new token on
+        `request`; False when there is none (or the same one)."""
+        connection = request.extensions.get(_TOKEN_CONNECTION)
+        if not connection:
+            return False
+        old = request.headers.get("authorization", "")
+        await self.tokens.invalidate(connection)
+        token = await self.tokens.access_token(connection)
+        if not token or f"Bearer {token}" == old:
+            return False
+        register_secret(token)
+        request.headers["Authorization"] = f"Bearer {token}"
+        return True
 
     async def _send_once(self, request: httpx.Request) -> httpx.Response:
         self.requests_sent += 1
@@ -346,7 +445,7 @@ class Upstream:
         retry: bool = True,
     ) -> httpx.Response:
         """Build and send one operation (the pipeline's ``call`` step uses this)."""
-        return await self.send(self.build_request(connector, operation, connection, parameters,
+        return await self.send(await self.build_request(connector, operation, connection, parameters,
                                                   body), retry=retry)
 
     async def list_all(
@@ -360,7 +459,7 @@ class Upstream:
         max_pages: int = 1000,
     ) -> list[Any]:
         """Every item of a paginated list, following ``Link: <…>; rel="next"``."""
-        request = self.build_request(connector, operation, connection, parameters)
+        request = await self.build_request(connector, operation, connection, parameters)
         items: list[Any] = []
         for _ in range(max_pages):
             response = await self.send(request)
@@ -375,7 +474,7 @@ class Upstream:
             if not next_url:
                 return items
             next_url = urljoin(str(response.request.url), next_url)
-            request = self.request_for_url("GET", next_url, connector, connection)
+            request = await self.request_for_url("GET", next_url, connector, connection)
         raise PermanentError(f"{where(request)}: more than {max_pages} pages")
 
 
@@ -394,11 +493,30 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _first(params: Mapping[str, Any], names: tuple[str, ...]) -> Any:
-    for name in names:
-        if name and params.get(name) not in (None, ""):
-            return params[name]
-    return None
+# Request extension naming the connection whose token-source token the request carries.
+_TOKEN_CONNECTION = "hookd.token_connection"
+
+
+def _with_token_source(request: httpx.Request, connection: Connection | None,
+                       token: str | None) -> httpx.Request:
+    """Mark `request` as carrying `connection`'s token-source token (for the 401 retry)
+    when its Authorization is that token (a policy may have replaced it)."""
+    if token and connection is not None \
+            and request.headers.get("authorization") == f"Bearer {token}":
+        register_secret(token)
+        request.extensions[_TOKEN_CONNECTION] = connection.name
+    return request
+
+
+def _to_httpx(draft: requests.Draft) -> httpx.Request:
+    content: bytes | None = None
+    if draft.body is not None:
+        content = json.dumps(draft.body).encode()
+    elif draft.form:
+        content = urlencode(draft.form).encode()
+    params: list[tuple[str, Any]] = list(draft.query)
+    return httpx.Request(draft.method, draft.url(), params=params or None,
+                         headers=draft.headers, content=content)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -7,8 +7,10 @@ shapes it meets in production:
   ``config.url`` exists in that repository; a ``ping`` delivery to the new hook's URL
   (``ping=True``), signed with the hook's secret.
 - ``GET /repos/{o}/{r}/hooks`` → 30 per page with RFC 8288 ``Link`` (``per_page``/``page``).
-- ``GET`` / ``DELETE /repos/{o}/{r}/hooks/{id}`` → 200 / 204, 404 when unknown.
-- 401 for a wrong token, 404 for an unknown repository (GitHub hides private repos).
+- ``GET`` / ``PATCH`` / ``DELETE /repos/{o}/{r}/hooks/{id}`` → 200 / 200 / 204, 404 when
+  unknown.
+- 403 without a ``User-Agent`` header, 401 for a wrong token, 404 for an unknown
+  repository (GitHub hides private repos).
 - `deliver(hook_id, event, payload)` posts a signed delivery (``X-Hub-Signature-256``).
 - Fault injection: `fail_rate` of requests answer 500, 429 with ``Retry-After`` or are
   slow (beyond the client timeout) or dropped *after* the write took effect — the nasty
@@ -203,7 +205,7 @@ class FakeGitHub:
         routes = [
             Route("/repos/{owner}/{repo}/hooks", self._collection, methods=["GET", "POST"]),
             Route("/repos/{owner}/{repo}/hooks/{hook_id:int}", self._item,
-                  methods=["GET", "DELETE"]),
+                  methods=["GET", "PATCH", "DELETE"]),
             Route("/__stats", self._stats, methods=["GET", "DELETE"]),
         ]
         return Starlette(routes=routes)
@@ -226,6 +228,10 @@ class FakeGitHub:
             self.write_requests += 1
         if self.latency:
             await asyncio.sleep(self.latency)
+        if not request.headers.get("user-agent"):
+            # As GitHub does: https://docs.github.com/rest/using-the-rest-api/getting-started
+            return JSONResponse({"message": "Request forbidden by administrative rules. Please "
+                                 "make sure your request has a User-Agent header"}, 403)
         auth = request.headers.get("authorization", "")
         if auth not in (f"Bearer {self.token}", f"token {self.token}"):
             return JSONResponse({"message": "Bad credentials"}, 401)
@@ -324,6 +330,13 @@ class FakeGitHub:
             return JSONResponse({"message": "Not Found"}, 404)
         if request.method == "GET":
             return JSONResponse(self._render(hook))
+        if request.method == "PATCH":  # GitHub's "Update a repository webhook"
+            data = await request.json()
+            with self._lock:
+                hook.events = list(data.get("events", hook.events))
+                hook.active = bool(data.get("active", hook.active))
+                hook.config.update(data.get("config") or {})
+            return JSONResponse(self._render(hook))
         fault = self._after_write_fault()
         with self._lock:
             self.hooks.pop(hook_id, None)
@@ -382,11 +395,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread on 127.0.0.1; yields its base URL."""
+def serve_app(app: Any, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on 127.0.0.1; yields its base URL.
+    `options` go to ``uvicorn.Config`` (``ssl_certfile``/``ssl_keyfile``: TLS)."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
-                            lifespan="off", access_log=False, timeout_keep_alive=30)
+                            lifespan="off", access_log=False, timeout_keep_alive=30, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -396,7 +410,7 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("fake server did not start")
         time.sleep(0.005)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -60,13 +60,19 @@ class SpecFake:
         self.base_path = base
         for op_id in self.connector.webhooks:
             op = self.connector.operations[op_id]
-            self._routes.append((op.method, _pattern(base + op.path), op, "create"))
+            self._routes.append((op.method, _pattern(base + self._path(op)), op, "create"))
             delete = self.connector.webhooks[op_id].delete
             if delete.kind == "operation" and delete.operation_id:
                 dop = self.connector.operations[delete.operation_id]
-                self._routes.append((dop.method, _pattern(base + dop.path), dop, "delete"))
+                self._routes.append((dop.method, _pattern(base + self._path(dop)), dop, "delete"))
         self._routes.append(("DELETE", _pattern(base + "/__subscriptions/{id}"),
                              Operation("__delete", "DELETE", "/__subscriptions/{id}"), "location"))
+
+    def _path(self, op: Operation) -> str:
+        """The path the upstream really serves: a routerequesttoendpoint policy's."""
+        routed = [p.value for p in self.connector.policies
+                  if p.template == "routerequesttoendpoint" and p.applies_to(op.operation_id)]
+        return routed[-1] if routed else op.path
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/{path:path}", self._handle,
@@ -87,11 +93,11 @@ class SpecFake:
                 return JSONResponse({"message": "unauthorized"}, 401)
             params = {k: v for k, v in match.groupdict().items()}
             if role == "create":
-                return await self._create(request, op, _names(op.path, params))
+                return await self._create(request, op, _names(self._path(op), params))
             if role == "delete":
                 delete = next(w.delete for w in self.connector.webhooks.values()
                               if w.delete.operation_id == op.operation_id)
-                return self._delete(_names(op.path, params).get(delete.id_param or "", ""))
+                return self._delete(_names(self._path(op), params).get(delete.id_param or "", ""))
             return self._delete(params.get("p0", ""))
         return JSONResponse({"message": f"no route {request.method} {path}"}, 404)
 
@@ -104,7 +110,8 @@ class SpecFake:
         if auth.kind == "apikey":
             if auth.location == "query":
                 return request.query_params.get(auth.name) == CREDENTIALS["api_key"]
-            return request.headers.get(auth.name) == CREDENTIALS["api_key"]
+            # A setheader policy may wrap it ("Bearer <key>", Calendly).
+            return (request.headers.get(auth.name) or "").endswith(CREDENTIALS["api_key"])
         if auth.kind == "oauth2":
             return request.headers.get("authorization") == f"Bearer {CREDENTIALS['token']}"
         return True

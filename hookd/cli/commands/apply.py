@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from hookd.config.model import Config
 
 PROGRESS_MIN_ITEMS = 20
-RESULT_WORDS = {"create": "created", "replace": "replaced", "adopt": "adopted",
+RESULT_WORDS = {"create": "created", "replace": "replaced", "update": "updated",
+                "adopt": "adopted",
                 "delete": "deleted", "forget": "dropped record", "blocked": "blocked"}
 
 

@@ -51,6 +51,10 @@ def register(subparsers: Any) -> None:
         help="a config directory, or a directory of connectors (default: $HOOKD_CONFIG or "
         "the current directory when it is a config directory, else only the built-ins)",
     )
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="show only this connector, with its parameter sets and the policy "
+                        "templates of each operation (`hookd connectors NAME` alone looks in "
+                        "$HOOKD_CONFIG, the current directory or the built-ins)")
     add_format_arg(parser)
     parser.set_defaults(func=run)
 
@@ -84,6 +88,11 @@ def collect(directory: Path | None) -> tuple[dict[str, Connector], list[Diagnost
 
 
 def run(args: argparse.Namespace) -> int:
+    name = getattr(args, "name", None)
+    if (name is None and getattr(args, "directory", None) is not None
+            and getattr(args, "config", None) is None and "/" not in args.directory
+            and not Path(args.directory).exists()):
+        name, args.directory = args.directory, None  # `hookd connectors calendly`
     directory = given_config_dir(args)
     if directory is not None:
         if not directory.is_dir():
@@ -94,6 +103,17 @@ def run(args: argparse.Namespace) -> int:
         candidate = Path(os.environ.get("HOOKD_CONFIG") or ".")
         directory = candidate if is_config_dir(candidate, explicit=False) else None
     connectors, diags, root = collect(directory)
+    if name is not None:
+        from hookd.templating.analysis import suggest
+
+        if name not in connectors:
+            print(f"hookd connectors: no connector '{name}'"
+                  + (f"; {suggest(name, connectors)}" if suggest(name, connectors) else ""),
+                  file=sys.stderr)
+            return EXIT_USAGE
+        connectors = {name: connectors[name]}
+        source = connectors[name].source
+        diags = [d for d in diags if source is not None and (d.file == source or source in d.file.parents)]
     diags.sort()
     base = directory.absolute() if directory is not None else None
     for d in diags:
@@ -101,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(to_json(connectors, diags, root), indent=2, sort_keys=True))
     else:
-        print(to_text(connectors, root), end="")
+        print(to_text(connectors, root, detail=name is not None), end="")
     return EXIT_ERRORS if any(d.is_error for d in diags) else EXIT_OK
 
 
@@ -183,18 +203,37 @@ def connector_json(connector: Connector, root: Path | None) -> dict[str, Any]:
             {"name": p.name, "type": p.type, "required": p.required, "secret": p.secret}
             for p in sorted(connector.connection_parameters.values(), key=lambda p: p.name)
         ],
+        "parameter_sets": [
+            {"name": ps.name, "title": ps.title, "parameters": sorted(ps.parameters),
+             "credentials": [c.describe() for c in ps.credentials]}
+            for ps in connector.parameter_sets
+        ],
+        "policies": [
+            {"template": p.template, "title": p.title, "operations": list(p.operations),
+             "applied": p.applied, "reason": p.reason, "description": p.describe()}
+            for p in connector.policies
+        ],
         "verification": {"kind": v.kind, "header": v.header, "prefix": v.prefix,
                          "encoding": v.encoding},
         "delivery_id_header": connector.delivery_id_header,
         "event_header": connector.event_header,
         "ping_event": connector.ping_event,
-        "triggers": [_trigger_json(connector, op) for op in ops if op.is_trigger],
+        "triggers": [{**_trigger_json(connector, op), **_policies_json(connector, op)}
+                     for op in ops if op.is_trigger],
         "actions": [
             {"operation_id": op.operation_id, "method": op.method, "path": op.path,
-             "summary": op.summary}
+             "summary": op.summary, **_policies_json(connector, op)}
             for op in ops if not op.is_trigger
         ],
     }
+
+
+def _policies_json(connector: Connector, op: Operation) -> dict[str, Any]:
+    from hookd.connectors.policies import for_operation
+
+    mine = for_operation(connector.policies, op.operation_id)
+    return {"policies": [p.describe() for p in mine if p.applied],
+            "policies_not_applied": [f"{p.describe()}: {p.reason}" for p in mine if not p.applied]}
 
 
 def to_json(connectors: dict[str, Connector], diags: list[Diagnostic],
@@ -216,7 +255,9 @@ def _delete_text(strategy: DeleteStrategy) -> str:
     return "Location header only (no DELETE operation matches)"
 
 
-def to_text(connectors: dict[str, Connector], root: Path | None) -> str:
+def to_text(connectors: dict[str, Connector], root: Path | None, *, detail: bool = False) -> str:
+    """One block per connector; `detail` adds the parameter sets and, per operation,
+    the policy templates that change its requests."""
     lines: list[str] = []
     for name in sorted(connectors):
         c = connectors[name]
@@ -225,6 +266,16 @@ def to_text(connectors: dict[str, Connector], root: Path | None) -> str:
         auth = c.auth
         where = f" ({auth.location} {auth.name})" if auth.name else ""
         lines.append(f"  auth: {auth.kind}{where}" + (f", credential from '{auth.parameter}'" if auth.parameter else ""))
+        if detail or len(c.parameter_sets) > 1:
+            for i, ps in enumerate(c.parameter_sets):
+                label = f"parameter set '{ps.name}'" if ps.name else "parameters"
+                default = " (default)" if i == 0 and len(c.parameter_sets) > 1 else ""
+                creds = "; ".join(cr.describe() for cr in ps.credentials) or "no credentials"
+                lines.append(f"  {label}{default}: {', '.join(ps.parameters) or '(none)'} — {creds}")
+        if c.policies:
+            skipped = sum(not p.applied for p in c.policies)
+            lines.append(f"  policies: {len(c.policies)}"
+                         + (f" ({skipped} not applied by hookd)" if skipped else ""))
         ops = sorted(c.operations.values(), key=lambda o: o.operation_id)
         triggers = [op for op in ops if op.is_trigger]
         if not triggers:
@@ -239,9 +290,26 @@ def to_text(connectors: dict[str, Connector], root: Path | None) -> str:
                 lines.append(f"    delete: {_delete_text(webhook.delete)}")
                 if webhook.list is not None:
                     lines.append(f"    list: {webhook.list.operation_id} (url at {webhook.list.url_field})")
-        actions = [op.operation_id for op in ops if not op.is_trigger]
-        if actions:
-            shown = ", ".join(actions[:8]) + (f", … (+{len(actions) - 8})" if len(actions) > 8 else "")
-            lines.append(f"  actions ({len(actions)}): {shown}")
+            if detail:
+                lines.extend(_policy_lines(c, op))
+        actions = [op for op in ops if not op.is_trigger]
+        if actions and detail:
+            for op in actions:
+                lines.append(f"  action {op.operation_id}: {op.method} {op.path}")
+                lines.extend(_policy_lines(c, op))
+        elif actions:
+            names = [op.operation_id for op in actions]
+            shown = ", ".join(names[:8]) + (f", … (+{len(names) - 8})" if len(names) > 8 else "")
+            lines.append(f"  actions ({len(names)}): {shown}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _policy_lines(connector: Connector, op: Operation) -> list[str]:
+    from hookd.connectors.policies import for_operation
+
+    out = []
+    for p in for_operation(connector.policies, op.operation_id):
+        note = "" if p.applied else f"  [not applied: {p.reason}]"
+        out.append(f"    policy: {p.describe()}{note}")
+    return out

@@ -4,7 +4,9 @@ It runs the very code `hookd apply` and the daemon run — load and validate the
 compute desired subscriptions, read the store, list each repository/scope upstream, then
 `hookd.subscriptions.plan.plan()` — and prints the Plan instead of executing it. Output is grouped by
 action (coloured on a TTY unless ``NO_COLOR`` is set) or a stable JSON document with
-``--format json``. Secrets and callback URLs (their tokens are credentials) never appear.
+``--format json``. Under each create, replace and delete: the exact requests apply would
+send — method, full URL, headers, JSON body, the connector's policies applied — with
+every secret, the callback URL's token and the signing secret as ``***``.
 
 Exit codes: 0 no changes, 3 changes pending, 1 error (invalid config, state unreadable),
 2 usage error.
@@ -39,11 +41,12 @@ if TYPE_CHECKING:
 
 JSON_VERSION = 1
 
-SYMBOLS = {"create": "+", "replace": "~", "adopt": "=", "delete": "-", "forget": ".",
+SYMBOLS = {"create": "+", "replace": "~", "update": "*", "adopt": "=", "delete": "-", "forget": ".",
            "blocked": "!", "keep": " "}
-COLORS = {"create": "32", "replace": "33", "adopt": "36", "delete": "31", "forget": "2",
+COLORS = {"create": "32", "replace": "33", "update": "33", "adopt": "36", "delete": "31", "forget": "2",
           "blocked": "35", "keep": "0"}
 TITLES = {"create": "to create", "replace": "to replace (create new, then delete old)",
+          "update": "to update (settings changed upstream)",
           "adopt": "to adopt (found upstream, not recorded)", "delete": "to delete",
           "forget": "records to drop (nothing upstream)",
           "blocked": "deletes blocked by max_deletes", "keep": "unchanged"}
@@ -144,8 +147,10 @@ def item_json(item: Any) -> dict[str, Any]:
     }
 
 
-def render_plan(the_plan: Any, *, color: bool, heading: str = "") -> str:
-    """Grouped text, one line per item; a summary line last."""
+def render_plan(the_plan: Any, *, color: bool, heading: str = "",
+                requests: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """Grouped text, one line per item (and, given `requests`, the exact requests under
+    it); a summary line last."""
     from hookd.subscriptions.plan import ACTIONS
 
     lines: list[str] = []
@@ -162,11 +167,14 @@ def render_plan(the_plan: Any, *, color: bool, heading: str = "") -> str:
         for item in items:
             data = item_json(item)
             where = f" [{data['where']}]" if data["where"] else ""
-            if data["upstream_id"] and action in ("delete", "blocked", "adopt", "replace"):
+            if data["upstream_id"] and action in ("delete", "blocked", "adopt", "replace",
+                                                  "update"):
                 where += f" hook {data['upstream_id']}"
             flow = item.flow or "(no flow)"
             lines.append(paint(f"  {SYMBOLS[action]} {flow}  {item.sub_id}{where}", action, color)
                          + f"\n      {item.reason}")
+            for request in (requests or {}).get(item.sub_id, ()):
+                lines.extend(request_lines(request))
     for warning in the_plan.warnings:
         lines.append(f"warning: {warning}")
     lines.append("")
@@ -174,11 +182,25 @@ def render_plan(the_plan: Any, *, color: bool, heading: str = "") -> str:
     return "\n".join(lines)
 
 
+def request_lines(request: dict[str, Any]) -> list[str]:
+    """One previewed request (`Reconciler.preview`) as indented text."""
+    if "error" in request:
+        return [f"      (cannot build the request: {request['error']})"]
+    lines = [f"      {request['method']} {request['url']}"]
+    lines += [f"        {name}: {value}" for name, value in request["headers"].items()]
+    if "body" in request:
+        lines.append(f"        body: {json.dumps(request['body'], sort_keys=True)}")
+    if "form" in request:
+        lines.append(f"        form: {json.dumps(request['form'], sort_keys=True)}")
+    lines += [f"        policy: {p}" for p in request.get("policies", ())]
+    return lines
+
+
 def summary_line(the_plan: Any) -> str:
     counts = the_plan.counts()
     if not the_plan.has_changes:
         return f"No changes. {counts['keep']} subscription(s) up to date."
-    parts = [f"{counts[a]} to {a}" for a in ("create", "replace", "adopt", "delete")
+    parts = [f"{counts[a]} to {a}" for a in ("create", "replace", "update", "adopt", "delete")
              if counts[a]]
     if counts["forget"]:
         parts.append(f"{counts['forget']} record(s) to drop")
@@ -188,13 +210,20 @@ def summary_line(the_plan: Any) -> str:
     return "Plan: " + ", ".join(parts) + "."
 
 
-def plan_json(the_plan: Any) -> dict[str, Any]:
+def plan_json(the_plan: Any,
+              requests: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    items = []
+    for i in the_plan.items:
+        data = item_json(i)
+        if requests is not None:
+            data["requests"] = requests.get(i.sub_id, [])
+        items.append(data)
     return {
         "version": JSON_VERSION,
         "changes": len(the_plan.changes),
         "counts": the_plan.counts(),
         "max_deletes": the_plan.max_deletes,
-        "items": [item_json(i) for i in the_plan.items],
+        "items": items,
         "warnings": list(the_plan.warnings),
     }
 
@@ -209,12 +238,12 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_ERRORS
     config, store, secret = loaded
-    the_plan = asyncio.run(_plan(config, store, secret))
+    the_plan, requests = asyncio.run(_plan(config, store, secret))
     if args.format == "json":
-        print(json.dumps(plan_json(the_plan), indent=2))
+        print(json.dumps(plan_json(the_plan, requests), indent=2))
     else:
         print(render_plan(the_plan, color=use_color(sys.stdout),
-                          heading=f"hookd plan: {config_dir(args)}"))
+                          heading=f"hookd plan: {config_dir(args)}", requests=requests))
     return EXIT_CHANGES if the_plan.has_changes else EXIT_OK
 
 
@@ -222,4 +251,6 @@ async def _plan(config: Config, store: Any, secret: bytes) -> Any:
     from hookd.reconcile.reconciler import Reconciler
 
     async with make_upstream(config) as upstream:
-        return await Reconciler(config, store, upstream, secret).plan()
+        reconciler = Reconciler(config, store, upstream, secret)
+        the_plan = await reconciler.plan()
+        return the_plan, reconciler.preview(the_plan)

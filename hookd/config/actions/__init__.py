@@ -18,7 +18,7 @@ from hookd.config.actions import set as set_
 from hookd.config.actions.spec import ActionSpec
 
 # The order is the order of the schema's "exactly one of" keys and of error messages.
-ACTIONS: Mapping[str, ActionSpec] = {
+ACTIONS: Mapping[str, ActionSpec[Any]] = {
     spec.kind: spec for spec in (http.SPEC, call.SPEC, run.SPEC, log.SPEC, set_.SPEC, notify.SPEC)
 }
 

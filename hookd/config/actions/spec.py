@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+Input = TypeVar("Input")
 
 
 @dataclass(frozen=True)
-class ActionSpec:
+class ActionSpec(Generic[Input]):
     """One action kind: its YAML key, its input type, its schema fragment and its builder.
 
     `kind` is the step key (``http:``) and the executor's name in `hookd.runs.actions`;
@@ -19,6 +21,6 @@ class ActionSpec:
     """
 
     kind: str
-    input: type
+    input: type[Input]
     schema: Mapping[str, Any]
-    build: Callable[[Any], Any]
+    build: Callable[[Any], Input]

@@ -27,6 +27,8 @@ from hookd.templating.engine import as_text as as_text  # the actions' one way t
 if TYPE_CHECKING:
     import httpx
 
+    from hookd.upstream.client import Upstream
+
 
 class ActionError(Exception):
     """A step attempt failed. `retryable` False means a retry would fail the same way
@@ -61,7 +63,7 @@ class ActionContext:
     run_id: str = ""
     delivery_id: str = ""
     config: model.Config | None = None
-    upstream: Any = None
+    upstream: Upstream | None = None
     timeout: float | None = None
     base_env: Mapping[str, str] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hookd.flow"))

@@ -9,6 +9,8 @@ if the COMMIT returns before the WAL is flushed. `application_name` names the re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
+POOL_WAIT = 10.0  # seconds
 SESSION_SETTINGS = {"synchronous_commit": "on", "timezone": "UTC"}
 
 
@@ -83,6 +86,9 @@ def pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPo
         max_size=max_size,
         kwargs={"autocommit": True, "application_name": replica_name(), "connect_timeout": 10},
         configure=configure,
+        # A request waits this long for a connection before it is answered 503 (the
+        # store's promise, hookd.store.errors.LOCK_WAIT on SQLite's side).
+        timeout=POOL_WAIT,
         open=False,
         name="hookd",
     )
@@ -95,3 +101,26 @@ def _first_line(e: BaseException) -> str:
 def describe(e: BaseException) -> str:
     """A database error as one line (psycopg's messages name host and port, not passwords)."""
     return _first_line(e)
+
+
+class SessionTask:
+    """A dedicated session's loop, run as a task of its own (LISTEN, the leader lock):
+    `start` it on the event loop, `aclose` cancels it (closing its session)."""
+
+    task_name = "hookd-pg-session"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.task_name)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError

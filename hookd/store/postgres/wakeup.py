@@ -11,13 +11,12 @@ Leases that expire send nothing; the worker's own slow periodic claim catches th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import psycopg
 
-from hookd.store.postgres.connection import StoreUnavailable, connect, describe
+from hookd.store.postgres.connection import SessionTask, StoreUnavailable, connect, describe
 from hookd.store.postgres.deliveries import CHANNEL
 
 log = logging.getLogger("hookd.store.postgres.wakeup")
@@ -25,25 +24,17 @@ log = logging.getLogger("hookd.store.postgres.wakeup")
 RECONNECT_DELAY = 1.0  # seconds between attempts while the database is unreachable
 
 
-class Wakeup:
+class Wakeup(SessionTask):
     """Calls `wake()` on the event loop for each notification (and after a reconnect)."""
+
+    task_name = "hookd-pg-listen"
 
     def __init__(self, url: str, wake: Callable[[], None], *, application_name: str) -> None:
         self.url = url
         self.wake = wake
         self.application_name = application_name
         self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="hookd-pg-listen")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__()
 
     async def _run(self) -> None:
         first = True

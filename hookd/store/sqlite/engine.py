@@ -31,59 +31,9 @@ the write lock (the worker, the reconciler) delays only the writer thread, which
 retries; after LOCKED_GIVE_UP seconds the batch is refused (the listener answers 503,
 which the upstream retries).
 
-Tried and taken out (bench/bench_ingest.py on the 2-core development machine, alternating
-runs against the code of the time; "ratio" is hookd's requests/s over the bare app's):
-
-- an fsync'd append-only log beside SQLite, so that the fsync overlapped the insert:
-  ratios 0.49/0.56 against 0.48/0.55 (on tmpfs, where fsync costs nothing, throughput was
-  the same: the fsync alone is not what requests wait for);
-- the engine in a child process, first with pickled jobs (same requests/s, p99 35–70 ms
-  against 23–38 ms), then with one marshal dump per batch on a socket pair and a
-  single-threaded child: ~10% more requests/s at the time, but p99 35–93 ms and 40% more
-  CPU per request; once the writer only checked that bodies are JSON
-  (`hookd.callbacks.payload.check_json`) the threads did as well;
-- the writer committing with ``synchronous=FULL`` and answering itself, without the sync
-  thread: 4.5–5 ms per batch, ratios 0.51/0.54 against 0.59/0.64 (the pipelining counts);
-- the fsyncs in a small child process that the writer tells of each commit and whose
-  answers the event loop reads itself (no thread needing the GIL between the commit and
-  the answer): median time to durable 4.6 ms against 5.0, requests/s +3% over three
-  alternating pairs (within the noise), for a process to supervise;
-- handing each request over at once rather than once per loop iteration (smaller batches,
-  more GIL switches: 0.52/0.55 against 0.59), also with the rows prepared on the loop;
-- each batch as one autocommit statement (INSERT … SELECT FROM VALUES … WHERE NOT EXISTS
-  a recent row with the key) instead of BEGIN, lookup, INSERT, COMMIT: a quarter less
-  CPU for the SQL alone when idle, no change end to end, for a second write path;
-- pinning the event loop to one CPU and these threads to the other: +5% requests/s over
-  two alternating pairs, within the noise, and not a daemon's decision to make (systemd's
-  ``CPUAffinity=`` is there for the operator who wants it);
-- inserting each hand-over at once into a transaction left open until the sync thread is
-  free (time to durable 5.5–7 ms against 4.6–5.6), 16 or 64 KiB pages (the writer took
-  longer), SCHED_BATCH for these threads, two sync threads, a shorter switch interval
-  (0.2 ms; 0.5 ms: 2,878 against 3,345 requests/s, mean of eight rounds each) or a
-  longer one (20 ms: 3,035 against 2,891, six rounds each, within the noise);
-- writing each hand-over on the event loop's own thread (no writer thread, no GIL
-  hand-over before the write): the loop then spent 0.32 ms of CPU per request against
-  0.21, and time to durable stayed 6.7-7 ms (ratios 0.57/0.63/0.57 against 0.53/0.61/0.54 in the run before);
-- no sync thread: each commit's fdatasync submitted through Linux AIO
-  (``IOCB_CMD_FDSYNC``) with an eventfd the event loop watches, so that nothing waits
-  for the GIL after the fsync: medians 0.67/0.59/0.63 against 0.58/0.60/0.62 in
-  alternation, time to durable the same (the loop sees the eventfd only between two
-  bursts of callbacks, as it sees the sync thread's call_soon_threadsafe);
-- capping a transaction at 12 or 16 jobs, so that two smaller batches overlap: medians
-  0.55/0.52 against 0.56/0.58;
-- the answer's head and body in one socket write (a transport wrapper under uvicorn's
-  protocol): CPU per request and requests/s unchanged;
-- a 1 ms switch interval: 19 rounds against 23 with the default in alternation; a first
-  set gave 0.70-0.74 against 0.50-0.64, the next two 0.54-0.78 against 0.49-0.74
-  (mean 3,066 against 3,002 requests/s): within the noise.
-
-What the disk costs: an fdatasync after a 250 KB write (one batch's frames) takes
-0.31 ms (median; p99 ~1 ms) on the development machine, with or without a 9 MB write and
-fsync of another file every 0.25 s beside it (a checkpoint's worth). The 1.0-2.4 ms the
-sync thread reports per fsync under load is mostly waiting for the GIL afterwards.
-Without any checkpoint (a measurement, not an option: the WAL grew to 370-450 MB in ten
-seconds) four rounds gave 0.59-0.65 and p99 16-20 ms against 0.50-0.54 and 22-35 ms in
-alternation, so the checkpoints' copying and rewinds cost some throughput and p99.
+The measurements behind these choices, and what was tried and taken out (an fsync'd log
+beside SQLite, the writer in a child process, AIO fsyncs, other batch shapes, switch
+intervals, no checkpoints), are in docs/adr/0001-0004.
 """
 
 from __future__ import annotations
@@ -116,20 +66,18 @@ log = logging.getLogger("hookd.store.sqlite.inbox")
 
 # Seconds between passive checkpoints while deliveries arrive: often, so that each one
 # (and the database fsync it ends with) is small and stalls the WAL fsyncs requests wait
-# for only briefly (p99 23-31 ms at 0.25 s against 26-38 ms at 1 s; bench_ingest.py).
+# for only briefly (docs/adr/0003-wal-checkpoints-and-rewind.md).
 CHECKPOINT_INTERVAL = 0.25
 # WAL frames (4 KiB each) after which the WAL is started over. SQLite writes from the
 # start of the WAL again only when a write transaction begins while every frame is
 # checkpointed and no reader uses the WAL. With the writer committing every few
-# milliseconds, checkpoints in another thread never end at such a moment, so the WAL grew
-# for as long as deliveries kept coming (255-305 MB in an 8-second bench_ingest.py run:
-# disk given back only once the load stops). A RESTART checkpoint from the checkpoint
-# thread did rewind it, but held the write lock 11 ms (median; up to 29 ms) each time,
-# waiting for the writer through SQLite's busy handler. So the checkpoint thread copies
-# the frames (a second pass for those appended during the first) and asks the writer to
-# copy the last few itself, between two batches (median 2.6-3.6 ms, up to ~14 ms); its
-# next transaction starts the WAL over. The WAL stays near one checkpoint interval's
-# worth of deliveries (13-18 MB in the same runs).
+# milliseconds, checkpoints in another thread never end at such a moment, so the WAL
+# would grow for as long as deliveries keep coming. A RESTART checkpoint from the
+# checkpoint thread rewinds it but holds the write lock, waiting for the writer through
+# SQLite's busy handler. So the checkpoint thread copies the frames (a second pass for
+# those appended during the first) and asks the writer to copy the last few itself,
+# between two batches; its next transaction starts the WAL over, and the WAL stays near
+# one checkpoint interval's worth of deliveries (docs/adr/0003).
 REWIND_FRAMES = 1024
 RETRY_LOCKED = 0.002  # seconds before retrying a batch when another process holds the lock
 BUSY_TIMEOUT = 0.1  # seconds SQLite itself waits for another process's write lock

@@ -1,0 +1,273 @@
+"""Run history in PostgreSQL: what `hookd runs` shows from any replica, and what makes a
+run resumable on another replica after its own died.
+
+Same rows as the SQLite tables (`hookd.store.sqlite.runs`): every write is its own short
+transaction, committed as the run goes, so a replica that takes over an expired claim
+finds the steps already done and resumes at the first unfinished one. `finish` with a
+delivery id finishes the run and its delivery in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from psycopg_pool import AsyncConnectionPool
+
+from hookd.store.postgres.connection import Conn
+from hookd.store.postgres.deliveries import CHANNEL, finish_in, transaction
+from hookd.store.sqlite.runs import (
+    FINISHED,
+    OUTPUT_CAP,
+    ReplayError,
+    Run,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    encode,
+    new_run_id,
+)
+
+RUN_COLUMNS = (
+    "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
+    " finished_at, error"
+)
+STEP_COLUMNS = "step_id, idx, kind, status, attempt, started_at, ended_at, input, output, error"
+
+# A run's outcome → its delivery's (RunHistory.finish with delivery_id).
+DELIVERY_STATUS = {"succeeded": "done", "failed": "failed", "cancelled": "failed",
+                   "queued": "queued"}
+_FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+
+
+def row_run(r: Sequence[Any], steps: tuple[StepResult, ...] = ()) -> Run:
+    return Run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], steps=steps)
+
+
+def row_step(r: Sequence[Any]) -> StepResult:
+    return StepResult(step_id=r[0], index=r[1], kind=r[2], status=r[3], attempt=r[4],
+                      started_at=r[5], ended_at=r[6], input=_decode(r[7]),
+                      output=_decode(r[8]), error=r[9])
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class PgRunHistory:
+    """`hookd.store.interface.RunHistory` on PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], *,
+                 clock: Callable[[], float] = time.time, output_cap: int = OUTPUT_CAP,
+                 on_requeue: Callable[[], None] | None = None) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.output_cap = output_cap
+        self.on_requeue = on_requeue
+
+    async def create(self, delivery_id: str, flow: str, *, config_revision: str = "",
+                     status: RunStatus = "queued", error: str | None = None) -> Run:
+        now = self.clock()
+        async with transaction(self.pool, "creating a run") as conn:
+            # The delivery's row is locked so that two replicas (a lease expired while
+            # its first holder still ran) never number two runs alike.
+            await conn.execute("SELECT 1 FROM deliveries WHERE id = %s FOR UPDATE",
+                               (delivery_id,))
+            r = await (await conn.execute(
+                "SELECT coalesce(max(attempt), 0) FROM runs WHERE delivery_id = %s",
+                (delivery_id,))).fetchone()
+            attempt = int(r[0] if r else 0) + 1
+            run_id = new_run_id(now)
+            finished = now if status in FINISHED else None
+            started = now if status == "running" else finished
+            await conn.execute(
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (run_id, delivery_id, flow, status, attempt, config_revision, now, started,
+                 finished, error))
+        return Run(run_id, delivery_id, flow, status, attempt, config_revision, now, started,
+                   finished, error)
+
+    async def start(self, run_id: str) -> None:
+        async with transaction(self.pool, "starting a run") as conn:
+            await conn.execute("UPDATE runs SET status = 'running',"
+                               " started_at = coalesce(started_at, %s) WHERE id = %s",
+                               (self.clock(), run_id))
+
+    async def finish(self, run_id: str, status: RunStatus, error: str | None = None, *,
+                     delivery_id: str | None = None) -> None:
+        now = self.clock()
+        async with transaction(self.pool, "finishing a run") as conn:
+            await conn.execute(
+                "UPDATE runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
+                (status, error, now if status in FINISHED else None, run_id))
+            if delivery_id is not None:
+                await finish_in(conn, delivery_id, DELIVERY_STATUS[status], error, now)
+
+    async def latest_for_delivery(self, delivery_id: str) -> Run | None:
+        async with transaction(self.pool, "reading runs") as conn:
+            r = await (await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE delivery_id = %s"
+                " ORDER BY attempt DESC LIMIT 1", (delivery_id,))).fetchone()
+        return row_run(r) if r else None
+
+    async def get(self, run_id: str, *, steps: bool = True) -> Run | None:
+        """The run with its steps in flow order; a unique id prefix (4+) is accepted too."""
+        async with transaction(self.pool, "reading a run") as conn:
+            r = await (await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))).fetchone()
+            if r is None and len(run_id) >= 4:
+                matches = await (await conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id >= %s AND id < %s LIMIT 2",
+                    (run_id, run_id + "\U0010ffff"))).fetchall()
+                r = matches[0] if len(matches) == 1 else None
+            if r is None:
+                return None
+            found = await _steps(conn, r[0]) if steps else ()
+        return row_run(r, found)
+
+    async def list(self, *, flow: str | None = None, status: str | None = None,
+                   delivery_id: str | None = None, limit: int = 50,
+                   before: str | None = None) -> list[Run]:
+        clauses, args = [], []
+        for column, value in (("flow", flow), ("status", status), ("delivery_id", delivery_id)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                args.append(value)
+        if before is not None:
+            clauses.append("id < %s")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with transaction(self.pool, "listing runs") as conn:
+            rows = await (await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT %s",
+                (*args, max(0, limit)))).fetchall()
+        return [row_run(r) for r in rows]
+
+    async def since(self, when: float) -> dict[str, int]:
+        async with transaction(self.pool, "counting runs") as conn:
+            rows = await (await conn.execute(
+                "SELECT status, count(*) FROM runs WHERE created_at >= %s GROUP BY status",
+                (when,))).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    async def steps(self, run_id: str) -> tuple[StepResult, ...]:
+        async with transaction(self.pool, "reading steps") as conn:
+            return await _steps(conn, run_id)
+
+    async def step_started(self, run_id: str, step_id: str, index: int, kind: str,
+                           attempt: int, input: Any) -> float:
+        now = self.clock()
+        async with transaction(self.pool, "recording a step") as conn:
+            await conn.execute(
+                "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
+                " input) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)"
+                " ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'running',"
+                " attempt = EXCLUDED.attempt, input = EXCLUDED.input, ended_at = NULL,"
+                " output = NULL, error = NULL, idx = EXCLUDED.idx, kind = EXCLUDED.kind",
+                (run_id, step_id, index, kind, attempt, now, encode(input, self.output_cap)))
+        return now
+
+    async def step_retrying(self, run_id: str, step_id: str, error: str,
+                            output: Any = None) -> None:
+        async with transaction(self.pool, "recording a step") as conn:
+            await conn.execute(
+                "UPDATE run_steps SET error = %s, output = %s WHERE run_id = %s AND step_id = %s",
+                (error, encode(output, self.output_cap), run_id, step_id))
+
+    async def step_finished(self, run_id: str, step_id: str, status: StepStatus, *,
+                            output: Any = None, error: str | None = None, index: int = 0,
+                            kind: str = "", input: Any = None) -> float:
+        now = self.clock()
+        out = encode(output, self.output_cap)
+        async with transaction(self.pool, "recording a step") as conn:
+            cur = await conn.execute(
+                "UPDATE run_steps SET status = %s, ended_at = %s, output = %s, error = %s"
+                " WHERE run_id = %s AND step_id = %s", (status, now, out, error, run_id, step_id))
+            if cur.rowcount == 0:  # a step that never started (skipped)
+                await conn.execute(
+                    "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt,"
+                    " started_at, ended_at, input, output, error)"
+                    " VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s)",
+                    (run_id, step_id, index, kind, status, now, now,
+                     encode(input, self.output_cap), out, error))
+        return now
+
+    async def replay(self, ident: str, *,
+                     kind: Literal["run", "delivery"] | None = None) -> str:
+        """Queue the delivery of run (or delivery) `ident` again; returns the delivery id."""
+        async with transaction(self.pool, "replaying") as conn:
+            delivery_id = None
+            if kind in (None, "delivery"):
+                r = await (await conn.execute("SELECT id FROM deliveries WHERE id = %s",
+                                              (ident,))).fetchone()
+                delivery_id = r[0] if r else None
+            if delivery_id is None and kind in (None, "run"):
+                run = await self._find_run(conn, ident)
+                if run is not None:
+                    delivery_id = run[1]
+                    r = await (await conn.execute("SELECT 1 FROM deliveries WHERE id = %s",
+                                                  (delivery_id,))).fetchone()
+                    if r is None:
+                        raise ReplayError(f"delivery {delivery_id} of run {run[0]} was pruned;"
+                                          " it cannot be replayed", 410)
+            if delivery_id is None:
+                what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
+                raise ReplayError(f"no {what} {ident!r}", 404)
+            r = await (await conn.execute(
+                "UPDATE deliveries SET status = 'queued', error = NULL, updated_at = %s"
+                " WHERE id = %s AND status IN ('done', 'failed') RETURNING id",
+                (self.clock(), delivery_id))).fetchone()
+            if r is None:
+                s = await (await conn.execute("SELECT status FROM deliveries WHERE id = %s",
+                                              (delivery_id,))).fetchone()
+                raise ReplayError(f"delivery {delivery_id} is {s[0] if s else 'gone'};"
+                                  " it will run anyway", 409)
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return str(delivery_id)
+
+    async def _find_run(self, conn: Conn, ident: str) -> Sequence[Any] | None:
+        r = await (await conn.execute("SELECT id, delivery_id FROM runs WHERE id = %s",
+                                      (ident,))).fetchone()
+        if r is None and len(ident) >= 4:
+            matches = await (await conn.execute(
+                "SELECT id, delivery_id FROM runs WHERE id >= %s AND id < %s LIMIT 2",
+                (ident, ident + "\U0010ffff"))).fetchall()
+            r = matches[0] if len(matches) == 1 else None
+        return r
+
+    async def prune(self, *, max_age: float, max_runs: int,
+                    dedup_window: float | None = None) -> dict[str, int]:
+        """Retention (the leader's): finished runs older than `max_age` or beyond
+        `max_runs`, finished deliveries older than `max_age`, dedup keys older than
+        `dedup_window`. Unfinished runs and deliveries are never pruned."""
+        cutoff = self.clock() - max_age
+        out = {"runs": 0, "deliveries": 0, "dedup_keys": 0}
+        async with transaction(self.pool, "pruning runs") as conn:
+            cur = await conn.execute(
+                f"DELETE FROM runs WHERE created_at < %s AND status IN {_FINISHED_SQL}", (cutoff,))
+            out["runs"] += max(cur.rowcount, 0)
+            r = await (await conn.execute(
+                "SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET %s", (max(max_runs, 0),)
+            )).fetchone()
+            if r is not None:
+                cur = await conn.execute(
+                    f"DELETE FROM runs WHERE id <= %s AND status IN {_FINISHED_SQL}", (r[0],))
+                out["runs"] += max(cur.rowcount, 0)
+        async with transaction(self.pool, "pruning deliveries") as conn:
+            cur = await conn.execute("DELETE FROM deliveries WHERE received_at < %s"
+                                     " AND status IN ('done', 'failed')", (cutoff,))
+            out["deliveries"] = max(cur.rowcount, 0)
+            if dedup_window is not None:
+                cur = await conn.execute("DELETE FROM dedup_keys WHERE seen_at < %s",
+                                         (self.clock() - dedup_window,))
+                out["dedup_keys"] = max(cur.rowcount, 0)
+        return out
+
+
+async def _steps(conn: Conn, run_id: str) -> tuple[StepResult, ...]:
+    rows = await (await conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = %s ORDER BY idx, started_at",
+        (run_id,))).fetchall()
+    return tuple(row_step(r) for r in rows)
