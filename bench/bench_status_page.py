@@ -38,7 +38,7 @@ from starlette.routing import Route
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hookd.admin.pages import models, views  # noqa: E402
+from hookd.admin.pages import models, reads, views  # noqa: E402
 from hookd.config.loader import load_config  # noqa: E402
 from hookd.store.sqlite import db  # noqa: E402
 from hookd.store.sqlite.deliveries import (  # noqa: E402
@@ -200,7 +200,9 @@ def main() -> int:
             models.ReloadView(now - 1800, "watch", True, "4f2c9e1"),
             models.ReconcileView(now - 240, "scheduled", True, "7 keep, 1 create failed",
                                  next_at=now + 360))
-        site = views.Site(config=lambda: config, server_secret=b"b" * 32,
+        site = views.Site(config=lambda: config,
+                          store=reads.SqliteReads(lambda: config.settings.state_dir / db.DB_NAME),
+                          server_secret=b"b" * 32,
                           admin_token=lambda: TOKEN, daemon=lambda: daemon,
                           token_ok=lambda t: t == TOKEN)
 

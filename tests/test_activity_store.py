@@ -48,7 +48,7 @@ def test_per_minute_counts_land_in_their_minute(conn: sqlite3.Connection, start:
         (start, 2, 1), (start + 60, 1, 1), (start + 120, 0, 0)]
 
 
-def test_counts_since_and_outcomes(conn: sqlite3.Connection, start: float) -> None:
+def test_counts_since_and_each_flows_facts(conn: sqlite3.Connection, start: float) -> None:
     for i, status in enumerate(["succeeded", "failed", "succeeded", "cancelled"]):
         record(conn, "a", start + i, status)
     record(conn, "b", start + 10)
@@ -57,6 +57,11 @@ def test_counts_since_and_outcomes(conn: sqlite3.Connection, start: float) -> No
     assert counts.deliveries == 4
     assert counts.runs == {"failed": 1, "succeeded": 2, "cancelled": 1}
     assert activity.outcomes("a", 3) == ["cancelled", "succeeded", "failed"]
+    facts = activity.flow_facts(["a", "b", "none"], 2)
+    assert facts["a"].outcomes == ["cancelled", "succeeded"]
+    assert facts["a"].last_run is not None and facts["a"].last_run.status == "cancelled"
+    assert facts["b"].last_delivery is not None and facts["b"].last_delivery.flow == "b"
+    assert facts["none"].last_run is None and facts["none"].outcomes == []
 
 
 def test_delivery_lists_filter_and_page_back(conn: sqlite3.Connection, start: float) -> None:

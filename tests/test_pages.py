@@ -21,10 +21,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from hookd.admin.pages import chart, models, queries, views
+from hookd.admin.pages import chart, models, queries, reads, views
 from hookd.admin.pages.session import COOKIE
 from hookd.config.loader import load_config
 from hookd.store.sqlite import db
+from hookd.store.sqlite.activity import ActivityStore
 from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
 from hookd.store.sqlite.runs import RunStore
 from hookd.telemetry import logs
@@ -107,7 +108,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         threading.Thread(target=work).start()
 
     site = views.Site(
-        config=lambda: config, server_secret=b"s" * 32, admin_token=lambda: TOKEN,
+        config=lambda: config,
+        store=reads.SqliteReads(lambda: config.settings.state_dir / db.DB_NAME),
+        server_secret=b"s" * 32, admin_token=lambda: TOKEN,
         daemon=lambda: models.DaemonView(
             "0.1.0", now - 3600, "rev1234",
             models.ReloadView(now - 60, "watch", False, "rev5678",
@@ -263,7 +266,7 @@ def test_run_page_shows_steps_and_replay_lands_on_the_new_run(served: Served) ->
 def test_live_stream_sends_new_deliveries_as_rows(served: Served) -> None:
     client = served.client()
     conn = db.connect(served.store)
-    after = "~".join(queries.cursors(conn))
+    after = "~".join(ActivityStore(conn).cursors())
     (new_id,) = DeliveryStore(conn).record_many([NewDelivery(
         "sub-a", "a", time.time(), {}, b'{"live": true}', event="ping")])
     conn.close()

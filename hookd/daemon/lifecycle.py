@@ -391,11 +391,14 @@ class Daemon:
     def _page_routes(self, state: AppState) -> list[Any]:
         """The status page at ``/`` (`hookd.admin.pages`), signed in with the admin token."""
         from hookd.admin import token
-        from hookd.admin.pages import views
+        from hookd.admin.pages import reads, views
+        from hookd.store.sqlite import db
 
         admin_token = token.load_or_create(self.config.settings.state_dir)
         site = views.Site(
-            config=lambda: state.config, server_secret=self.server_secret,
+            config=lambda: state.config,
+            store=reads.SqliteReads(lambda: Path(state.config.settings.state_dir) / db.DB_NAME),
+            server_secret=self.server_secret,
             admin_token=lambda: admin_token, daemon=self.page_facts,
             token_ok=lambda presented: token.matches(admin_token, presented),
             poke=lambda: self.worker.poke() if self.worker is not None else None,

@@ -17,27 +17,22 @@ cursor) and when the daemon drains, so a shutdown never waits on an open page.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from hookd.admin.pages import models as m
 from hookd.admin.pages import queries, render
+from hookd.admin.pages.reads import Reads
 from hookd.store.sqlite.activity import DeliverySummary
 
 POLL = 1.0  # seconds between two looks at the store
 LIFETIME = 300.0  # seconds a stream stays open before the browser reconnects
 HEARTBEAT = 15.0  # seconds between comments that keep proxies from closing the stream
 MAX_WATCH = 50  # unfinished runs one page may follow
-
-T = TypeVar("T")
-Reader = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 
 
 def cursor(delivery_id: str, run_id: str) -> str:
@@ -66,8 +61,7 @@ def run_event(row: m.RunSummary, now: float) -> dict[str, object]:
             "status": row.status, "html": html.strip()}
 
 
-def stream(request: Request, read: Reader[tuple[list[DeliverySummary], list[m.RunSummary]]],
-           *, draining: Callable[[], bool]) -> StreamingResponse:
+def stream(request: Request, store: Reads, *, draining: Callable[[], bool]) -> StreamingResponse:
     q = request.query_params
     after_d, after_r = parse_cursor(request.headers.get("last-event-id") or q.get("after"))
     flow, status = q.get("flow") or None, q.get("status") or None
@@ -79,9 +73,8 @@ def stream(request: Request, read: Reader[tuple[list[DeliverySummary], list[m.Ru
         started = last_sent = time.monotonic()
         states: dict[str, str] = {}
         while time.monotonic() - started < LIFETIME and not draining():
-            look = functools.partial(queries.changes, after_delivery=after_d,
-                                     after_run=after_r, watching=watching)
-            new, runs = await read(look)
+            new, runs = await queries.changes(store, after_delivery=after_d, after_run=after_r,
+                                              watching=watching)
             now = time.time()
             for d in new:
                 after_d = d.id

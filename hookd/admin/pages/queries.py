@@ -1,8 +1,8 @@
-"""Fill the status page's view models from the store (one short-lived connection per page).
+"""Fill the status page's view models from the store (`hookd.admin.pages.reads`).
 
-The reads are the store's: its tables' classes and `hookd.store.sqlite.activity` (the
-summaries only this page needs), each a seek on an index whatever the history's size, so
-a page answers in well under 100 ms with 100,000 runs (``bench/bench_status_page.py``).
+Each read is a seek on an index whatever the history's size (`hookd.store.sqlite.activity`
+says how), so a page answers in well under 100 ms with 100,000 runs
+(``bench/bench_status_page.py``).
 
 What is shown is masked here, before any template sees it: header values that are
 credentials, and every secret the logs know (`hookd.telemetry.logs.REDACTOR`).
@@ -10,18 +10,18 @@ credentials, and every secret the logs know (`hookd.telemetry.logs.REDACTOR`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hookd.admin.pages import models as m
+from hookd.admin.pages.reads import Reads
 from hookd.config.model import Config, Flow
-from hookd.store.sqlite.activity import ActivityStore, DeliverySummary, Minute
-from hookd.store.sqlite.deliveries import DeliveryStore
-from hookd.store.sqlite.runs import Run, RunStore
-from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
+from hookd.store.sqlite.activity import DeliverySummary, Minute
+from hookd.store.sqlite.runs import Run
+from hookd.store.sqlite.subscriptions import SubscriptionRow
 from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
 from hookd.telemetry.logs import REDACTOR
 
@@ -105,40 +105,42 @@ def delivery_row(d: DeliverySummary) -> DeliverySummary:
 # --------------------------------------------------------------------------- overview
 
 
-def overview(conn: sqlite3.Connection, config: Config, daemon: m.DaemonView,
-             *, now: float) -> m.Overview:
-    subs = SubscriptionStore(conn).all()
+async def overview(store: Reads, config: Config, daemon: m.DaemonView,
+                   *, now: float) -> m.Overview:
+    # Independent reads, awaited together: a backend that can run them side by side does.
+    subs, last_hour, facts, recent, minutes, recent_runs = await asyncio.gather(
+        store.subscriptions.all(), store.activity.counts_since(now - 3600),
+        store.activity.flow_facts([f.name for f in _flows(config)], 0),
+        store.activity.deliveries(limit=RECENT), buckets(store, now=now),
+        store.runs.list(limit=RECENT))
+    depth = await store.deliveries.depth()
     counts: dict[str, int] = {}
     for row in subs:
         counts[row.status] = counts.get(row.status, 0) + 1
-    activity = ActivityStore(conn)
-    last_hour = activity.counts_since(now - 3600)
     problems = [
         m.Problem("subscription", r.flow, r.id, _redact(r.last_error) or r.status,
                   r.updated_at, hint=hint_for(r.last_error or r.status))
         for r in subs if subscription_view(r).failing
     ]
-    for flow in _flows(config):
-        last = RunStore(conn).list(flow=flow.name, limit=1)
-        if last and last[0].status == "failed":
-            problems.append(m.Problem("flow", flow.name, last[0].id,
-                                      _redact(last[0].error) or "failed", last[0].created_at))
+    for name, fact in facts.items():
+        last = fact.last_run
+        if last is not None and last.status == "failed":
+            problems.append(m.Problem("flow", name, last.id, _redact(last.error) or "failed",
+                                      last.created_at))
     problems.sort(key=lambda p: p.at or 0, reverse=True)
     return m.Overview(
         daemon=daemon, now=now, flows=sum(f.enabled for f in config.flows.values()),
         subscriptions=dict(sorted(counts.items())), deliveries_last_hour=last_hour.deliveries,
-        inbox_depth=DeliveryStore(conn).depth(),
-        runs_last_hour=last_hour.runs,
-        problems=problems, buckets=buckets(conn, now=now),
-        recent_deliveries=deliveries(conn, config, m.DeliveryFilter(), limit=RECENT).rows,
-        recent_runs=[run_summary(r) for r in RunStore(conn).list(limit=RECENT)],
+        inbox_depth=depth, runs_last_hour=last_hour.runs, problems=problems, buckets=minutes,
+        recent_deliveries=[delivery_row(d) for d in recent],
+        recent_runs=[run_summary(r) for r in recent_runs],
     )
 
 
-def buckets(conn: sqlite3.Connection, *, now: float, minutes: int = 24 * 60) -> list[Minute]:
+async def buckets(store: Reads, *, now: float, minutes: int = 24 * 60) -> list[Minute]:
     """Deliveries and failed runs per minute over the last `minutes`, oldest first."""
     end = (int(now) // 60 + 1) * 60
-    return ActivityStore(conn).per_minute(end - minutes * 60, minutes)
+    return await store.activity.per_minute(end - minutes * 60, minutes)
 
 
 def hint_for(error: str) -> str:
@@ -169,29 +171,30 @@ def _flows(config: Config) -> list[Flow]:
     return sorted(config.flows.values(), key=lambda f: f.name)
 
 
-def flows(conn: sqlite3.Connection, config: Config) -> list[m.FlowRow]:
+async def flows(store: Reads, config: Config) -> list[m.FlowRow]:
     by_flow: dict[str, SubscriptionRow] = {}
-    for row in SubscriptionStore(conn).all():
+    for row in await store.subscriptions.all():
         current = by_flow.get(row.flow)
         if current is None or row.updated_at > current.updated_at:
             by_flow[row.flow] = row
-    runs, activity = RunStore(conn), ActivityStore(conn)
+
+    names = [f.name for f in _flows(config)]
+    facts = await store.activity.flow_facts(names, RATE_OF)
     out = []
     for flow in _flows(config):
-        sub = by_flow.get(flow.name)
-        newest = activity.deliveries(flow=flow.name, limit=1)
-        last = runs.list(flow=flow.name, limit=1)
-        statuses = activity.outcomes(flow.name, RATE_OF)
-        rate = statuses.count("succeeded") / len(statuses) if statuses else None
+        sub, fact = by_flow.get(flow.name), facts[flow.name]
+        rate = (fact.outcomes.count("succeeded") / len(fact.outcomes)
+                if fact.outcomes else None)
+        newest = fact.last_delivery
         out.append(m.FlowRow(
             name=flow.name, enabled=flow.enabled, connector=flow.trigger.connector,
             operation=flow.trigger.operation,
             subscription=subscription_view(sub) if sub is not None else None,
             last_ping=sub.verified_at if sub is not None else None,
-            last_delivery_at=newest[0].received_at if newest else None,
-            last_delivery_id=newest[0].id if newest else None,
-            last_run=run_summary(last[0]) if last else None,
-            success_rate=rate, rate_of=len(statuses),
+            last_delivery_at=newest.received_at if newest else None,
+            last_delivery_id=newest.id if newest else None,
+            last_run=run_summary(fact.last_run) if fact.last_run else None,
+            success_rate=rate, rate_of=len(fact.outcomes),
         ))
     return out
 
@@ -199,9 +202,9 @@ def flows(conn: sqlite3.Connection, config: Config) -> list[m.FlowRow]:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def subscription(conn: sqlite3.Connection, config: Config, server_secret: bytes,
-                 sub_id: str) -> m.SubscriptionDetail | None:
-    row = SubscriptionStore(conn).get(sub_id)
+async def subscription(store: Reads, config: Config, server_secret: bytes,
+                       sub_id: str) -> m.SubscriptionDetail | None:
+    row = await store.subscriptions.get(sub_id)
     desired = next((d for d in desired_subscriptions(config, server_secret) if d.id == sub_id),
                    None)
     if row is None and desired is None:
@@ -268,11 +271,11 @@ def preview(config: Config, desired: DesiredSubscription) -> m.RequestPreview | 
 # --------------------------------------------------------------------------- deliveries
 
 
-def deliveries(conn: sqlite3.Connection, config: Config, filt: m.DeliveryFilter,
-               *, before: str | None = None, limit: int = PAGE_SIZE) -> m.DeliveryPage:
-    rows = ActivityStore(conn).deliveries(flow=filt.flow, status=filt.status,
-                                          since=filt.since, until=filt.until, before=before,
-                                          limit=limit + 1)
+async def deliveries(store: Reads, config: Config, filt: m.DeliveryFilter,
+                     *, before: str | None = None, limit: int = PAGE_SIZE) -> m.DeliveryPage:
+    rows = await store.activity.deliveries(flow=filt.flow, status=filt.status,
+                                           since=filt.since, until=filt.until, before=before,
+                                           limit=limit + 1)
     page = [delivery_row(r) for r in rows[:limit]]
     return m.DeliveryPage(rows=page, filter=filt,
                           next_before=page[-1].id if len(rows) > limit else None,
@@ -285,29 +288,24 @@ def _verification_header(config: Config, flow: str) -> str:
     return connector.verification.header if connector is not None else ""
 
 
-def delivery(conn: sqlite3.Connection, config: Config, delivery_id: str,
-             *, cap: int = BODY_CAP) -> m.DeliveryDetail | None:
-    d = DeliveryStore(conn).get(delivery_id)
+async def delivery(store: Reads, config: Config, delivery_id: str,
+                   *, cap: int = BODY_CAP) -> m.DeliveryDetail | None:
+    d = await store.deliveries.get(delivery_id)
     if d is None:
         return None
     row = DeliverySummary(d.id, d.flow, d.subscription_id, d.received_at, d.event, d.status,
                           d.attempts, len(d.body), _redact(d.error))
     body, cut = formatted_body(d.body, cap)
-    runs = [run_summary(r) for r in RunStore(conn).list(delivery_id=d.id, limit=20)]
+    runs = [run_summary(r) for r in await store.runs.list(delivery_id=d.id, limit=20)]
     return m.DeliveryDetail(row, mask_headers(d.headers, [_verification_header(config, d.flow)]),
                             body, cut, runs)
-
-
-def delivery_body(conn: sqlite3.Connection, delivery_id: str) -> bytes | None:
-    return ActivityStore(conn).body(delivery_id)
 
 
 # --------------------------------------------------------------------------- runs
 
 
-def run(conn: sqlite3.Connection, run_id: str) -> m.RunDetail | None:
-    store = RunStore(conn)
-    r = store.get(run_id)
+async def run(store: Reads, run_id: str) -> m.RunDetail | None:
+    r = await store.runs.get(run_id)
     if r is None:
         return None
     steps = []
@@ -318,37 +316,31 @@ def run(conn: sqlite3.Connection, run_id: str) -> m.RunDetail | None:
             input=formatted(s.input, VALUE_CAP)[0], output=formatted(s.output, VALUE_CAP)[0],
             error=_redact(s.error),
         ))
-    others = [run_summary(o) for o in store.list(delivery_id=r.delivery_id, limit=20)
+    others = [run_summary(o) for o in await store.runs.list(delivery_id=r.delivery_id, limit=20)
               if o.id != r.id]
     return m.RunDetail(run_summary(r), r.config_revision, r.started_at, r.finished_at,
                        steps, others)
 
 
-def latest_attempt(conn: sqlite3.Connection, delivery_id: str) -> tuple[str, int] | None:
+async def latest_attempt(store: Reads, delivery_id: str) -> tuple[str, int] | None:
     """(run id, attempt) of a delivery's newest run."""
-    latest = RunStore(conn).latest_for_delivery(delivery_id)
+    latest = await store.runs.latest_for_delivery(delivery_id)
     return (latest.id, latest.attempt) if latest is not None else None
 
 
 # --------------------------------------------------------------------------- live
 
 
-def changes(conn: sqlite3.Connection, *, after_delivery: str, after_run: str,
-            watching: Sequence[str]) -> tuple[list[DeliverySummary], list[m.RunSummary]]:
+async def changes(store: Reads, *, after_delivery: str, after_run: str,
+                  watching: Sequence[str]) -> tuple[list[DeliverySummary], list[m.RunSummary]]:
     """Deliveries and runs created after the cursors (oldest first, at most 100 each), and
     the runs in `watching` (unfinished ones a page shows) as they are now."""
-    activity, runs = ActivityStore(conn), RunStore(conn)
-    new = [delivery_row(d) for d in activity.deliveries_after(after_delivery)]
-    found = [run_summary(r) for r in activity.runs_after(after_run)]
+    new = [delivery_row(d) for d in await store.activity.deliveries_after(after_delivery)]
+    found = [run_summary(r) for r in await store.activity.runs_after(after_run)]
     ids = {r.id for r in found}
     for run_id in watching:
         if run_id not in ids:
-            r = runs.get(run_id, steps=False)
+            r = await store.runs.get(run_id, steps=False)
             if r is not None:
                 found.append(run_summary(r))
     return new, found
-
-
-def cursors(conn: sqlite3.Connection) -> tuple[str, str]:
-    """The newest delivery and run ids (where a live stream starts)."""
-    return ActivityStore(conn).cursors()

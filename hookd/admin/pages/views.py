@@ -6,23 +6,21 @@ a strict Content-Security-Policy (scripts and styles from ``/static`` only, no i
 code), are never cached, and cannot be framed. Errors are one template
 (`error_page`), with the status code the situation calls for.
 
-Each page reads the store on a thread through a short-lived connection of its own (as
-the runs API does), so a slow query never holds up the event loop.
+Pages read the store through `hookd.admin.pages.reads` (awaited: the store decides
+where the queries run, never on the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -30,10 +28,10 @@ from starlette.staticfiles import StaticFiles
 
 from hookd.admin.pages import chart, live, queries, render
 from hookd.admin.pages import models as m
+from hookd.admin.pages.reads import Reads
 from hookd.admin.pages.session import COOKIE, TTL, SessionKeys, cross_site, derive_key
 from hookd.config.model import Config
-from hookd.store.sqlite import db as dbmod
-from hookd.store.sqlite.runs import ReplayError, replay
+from hookd.store.sqlite.runs import ReplayError
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -42,14 +40,13 @@ DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 MAX_FORM = 8192  # bytes of a form body (a token, a CSRF token)
 REPLAY_WAIT = 3.0  # seconds replay waits for the worker to create the new run
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Site:
     """What the pages need from the daemon, as callables (they change on reload)."""
 
     config: Callable[[], Config]
+    store: Reads
     server_secret: bytes
     admin_token: Callable[[], str | None]  # None: no token, nobody can sign in
     daemon: Callable[[], m.DaemonView]
@@ -62,19 +59,6 @@ class Site:
     def keys(self) -> SessionKeys | None:
         token = self.admin_token()
         return SessionKeys(derive_key(self.server_secret, token)) if token else None
-
-    def db_path(self) -> Path:
-        return Path(self.config().settings.state_dir) / dbmod.DB_NAME
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            conn = dbmod.connect(self.db_path())
-            try:
-                return fn(conn)
-            finally:
-                conn.close()
-
-        return await run_in_threadpool(work)
 
 
 # --------------------------------------------------------------------------- answers
@@ -211,21 +195,20 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def overview(request: Request, csrf: str) -> Response:
         config, now, daemon = site.config(), site.clock(), site.daemon()
-        view, after = await site.read(lambda c: (
-            queries.overview(c, config, daemon, now=now), queries.cursors(c)))
+        view = await queries.overview(site.store, config, daemon, now=now)
+        after = await site.store.activity.cursors()
         return page("overview.html", o=view, chart=chart.draw(view.buckets, now=now),
                     now=now, csrf=csrf, nav="overview", signed_in=True, live=live.cursor(*after))
 
     async def flows(request: Request, csrf: str) -> Response:
         config = site.config()
-        rows = await site.read(lambda c: queries.flows(c, config))
+        rows = await queries.flows(site.store, config)
         return page("flows.html", flows=rows, now=site.clock(), csrf=csrf, nav="flows",
                     signed_in=True)
 
     async def subscription(request: Request, csrf: str) -> Response:
         config, sub_id = site.config(), request.path_params["id"]
-        detail = await site.read(
-            lambda c: queries.subscription(c, config, site.server_secret, sub_id))
+        detail = await queries.subscription(site.store, config, site.server_secret, sub_id)
         if detail is None:
             return error_page(404, f"No subscription {sub_id}.")
         return page("subscription.html", d=detail, now=site.clock(), csrf=csrf, nav="flows",
@@ -244,8 +227,8 @@ def routes(site: Site) -> list[BaseRoute]:
             return error_page(400, "since and until are times like 2026-12-02T14:00 (UTC).")
         before = q.get("before") or None
         config = site.config()
-        result, after = await site.read(lambda c: (
-            queries.deliveries(c, config, filt, before=before), queries.cursors(c)))
+        result = await queries.deliveries(site.store, config, filt, before=before)
+        after = await site.store.activity.cursors()
         return page("deliveries.html", p=result, before=before, now=site.clock(), csrf=csrf,
                     nav="deliveries", signed_in=True, statuses=DELIVERY_STATUSES,
                     live=live.cursor(*after) if before is None else "",
@@ -254,8 +237,8 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def delivery(request: Request, csrf: str) -> Response:
         config, delivery_id = site.config(), request.path_params["id"]
-        detail, after = await site.read(lambda c: (
-            queries.delivery(c, config, delivery_id), queries.cursors(c)))
+        detail = await queries.delivery(site.store, config, delivery_id)
+        after = await site.store.activity.cursors()
         if detail is None:
             return error_page(404, f"No delivery {delivery_id} (pruned, or never received).")
         return page("delivery.html", d=detail, now=site.clock(), csrf=csrf, nav="deliveries",
@@ -264,7 +247,7 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def delivery_body(request: Request, csrf: str) -> Response:
         delivery_id = request.path_params["id"]
-        body = await site.read(lambda c: queries.delivery_body(c, delivery_id))
+        body = await site.store.activity.body(delivery_id)
         if body is None:
             return error_page(404, f"No delivery {delivery_id}.")
         name = quote(f"delivery-{delivery_id}.json")
@@ -273,7 +256,7 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def run(request: Request, csrf: str) -> Response:
         run_id = request.path_params["id"]
-        detail = await site.read(lambda c: queries.run(c, run_id))
+        detail = await queries.run(site.store, run_id)
         if detail is None:
             return error_page(404, f"No run {run_id} (pruned, or a wrong id).")
         return page("run.html", r=detail, now=site.clock(), csrf=csrf, nav="runs",
@@ -285,28 +268,25 @@ def routes(site: Site) -> list[BaseRoute]:
             return data
         run_id = request.path_params["id"]
 
-        def queue(c: sqlite3.Connection) -> tuple[str, int]:
-            delivery_id = replay(c, run_id, kind="run")
-            latest = queries.latest_attempt(c, delivery_id)
-            return delivery_id, latest[1] if latest else 0
-
         try:
-            delivery_id, attempt = await site.read(queue)
+            delivery_id = await site.store.runs.replay(run_id, kind="run")
         except ReplayError as exc:
             return error_page(exc.status, str(exc))
+        previous = await queries.latest_attempt(site.store, delivery_id)
+        attempt = previous[1] if previous else 0
         site.poke()
         # The worker creates the new run when it claims the delivery (at once when it is
         # idle): wait a moment for it, so the button lands on the new run.
         deadline = time.monotonic() + site.replay_wait
         while time.monotonic() < deadline:
-            latest = await site.read(lambda c: queries.latest_attempt(c, delivery_id))
+            latest = await queries.latest_attempt(site.store, delivery_id)
             if latest is not None and latest[1] > attempt:
                 return redirect(f"/runs/{latest[0]}")
             await asyncio.sleep(0.05)
         return redirect(f"/deliveries/{delivery_id}?replayed=1")
 
     async def live_stream(request: Request, csrf: str) -> Response:
-        return live.stream(request, site.read, draining=site.draining)
+        return live.stream(request, site.store, draining=site.draining)
 
     return [
         Route("/", signed_in(overview), methods=["GET"]),
