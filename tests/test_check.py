@@ -61,7 +61,8 @@ def test_a_clean_github_flow_has_no_diagnostics(tmp_path: Path) -> None:
         (GITHUB_TRIGGER.replace("  connection: github\n", ""), 2, "trigger",
          "trigger on 'github' needs a connection", "connections for it: github"),
         (GITHUB_TRIGGER.replace("repo: r", "rpo: r"), 6, "trigger.parameters",
-         "missing required path parameter 'repo' of github/webhook-trigger", ""),
+         "missing required path parameter 'repo' of github/webhook-trigger",
+         "set trigger.parameters.repo in the flow"),
         (GITHUB_TRIGGER.replace("repo: r", "repo: [r]"), 6, "trigger.parameters.repo",
          "parameter 'repo' should be a string, not a list", ""),
         (GITHUB_TRIGGER + "  body: {config: {content_type: 3}}\n", 7, "trigger.body.config.content_type",
@@ -231,6 +232,14 @@ def test_an_enabled_webhook_flow_with_a_local_public_url_is_warned(tmp_path: Pat
     assert d.message == "public_url http://127.0.0.1:8080 is a local address: api.github.com cannot deliver to it"
     assert problems(tmp_path, "enabled: false\n" + GITHUB_TRIGGER, settings="public_url: http://localhost\n") == []
     assert problems(tmp_path, "trigger: {connector: http}\n", settings="public_url: http://[::1]:80\n") == []
+
+
+def test_a_local_public_url_is_fine_when_the_upstream_is_local_too(tmp_path: Path) -> None:
+    """A local Gitea or a test fake reaches a loopback public_url: no warning, so
+    `hookd check --strict` passes for a local setup."""
+    local = "connector: github\nbase_url: http://127.0.0.1:3000/api\nparameters:\n  token: ${env:GITHUB_TOKEN}\n"
+    assert problems(tmp_path, GITHUB_TRIGGER, settings="public_url: http://127.0.0.1:8080\n",
+                    connections={"github": local}) == []
 
 
 def test_parameter_sets_and_parameters_policies_read(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def test_check_imports_no_io_layer() -> None:
 # ------------------------------------------------------------- the shared argument forms
 
 CONFIG_COMMANDS = ("run", "check", "plan", "apply", "connectors", "subscriptions", "status",
-                   "teardown")
+                   "teardown", "runs")
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -102,9 +102,46 @@ def test_status_dir_and_admin_exclude_each_other() -> None:
 def test_invalid_config_is_reported_the_same_by_every_command(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "hookd.yaml").write_text("public_url: 42\n")
-    for argv, code in ((["plan"], 1), (["subscriptions"], 1), (["send", "f", "-"], 2),
-                       (["status"], 2)):
+    for argv, code in ((["plan"], 1), (["subscriptions"], 1), (["send", "f", "-"], 2)):
         assert main([*argv, "--config", str(tmp_path)]) == code
         err = capsys.readouterr().err
         assert err.startswith("hookd.yaml:1:"), err  # relative to DIR, as `hookd check` prints
         assert f"hookd {argv[0]}: {tmp_path}: invalid config;" in err
+
+
+@pytest.mark.parametrize("argv", [(c,) for c in CONFIG_COMMANDS] + [
+    ("send", "f", "p.json"), ("replay", "r1"), ("runs", "show", "r1"),
+    ("subscriptions", "forget", "x-1")])
+def test_a_missing_config_dir_is_exit_2_for_every_command(
+        argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    assert main([*argv, "--config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and err.startswith(f"hookd {argv[0]}"), err
+
+
+def test_runs_and_subscriptions_take_dir_or_a_subcommand() -> None:
+    assert (parse("runs", "/etc/hookd").directory, parse("runs", "/etc/hookd").func.__name__) \
+        == ("/etc/hookd", "run_list")
+    shown = parse("runs", "show", "r1")
+    assert (shown.run, shown.func.__name__, shown.directory) == ("r1", "run_show", None)
+    forget = parse("subscriptions", "forget", "a-1", "--force", "-c", "/etc/hookd")
+    assert (forget.id, forget.force, forget.func.__name__) == ("a-1", True, "run_forget")
+    assert config_dir(forget) == Path("/etc/hookd")
+    after = parse("subscriptions", "/etc/hookd", "--format", "json")  # options after DIR
+    assert (after.directory, after.format) == ("/etc/hookd", "json")
+    with pytest.raises(SystemExit):
+        parse("runs", "/etc/hookd", "extra")
+
+
+def test_status_reads_only_listen_admin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hookd.cli.commands.status import admin_url
+
+    (tmp_path / "hookd.yaml").write_text(
+        "public_url: 42\nlisten: {admin: {host: 0.0.0.0, port: 9}}\nbogus: [1\n")
+    assert main(["status", str(tmp_path)]) == 2  # hookd.yaml does not parse at all
+    assert "cannot find the admin listener" in capsys.readouterr().err
+    (tmp_path / "hookd.yaml").write_text("public_url: 42\nlisten: {admin: {host: 0.0.0.0, port: 9}}\n")
+    assert admin_url(parse("status", str(tmp_path))) == "http://127.0.0.1:9"  # invalid, but readable
+    (tmp_path / "hookd.yaml").unlink()
+    assert admin_url(parse("status", str(tmp_path))) == "http://127.0.0.1:8081"  # the default

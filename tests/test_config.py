@@ -268,6 +268,25 @@ def test_check_strict_fails_on_an_empty_flow_file(tmp_path: Path, text: str) -> 
     assert done.returncode == 1 and "flows/gone.yaml:1:1: error: empty flow file" in done.stdout
 
 
+def test_a_bad_secret_reference_is_one_error_not_also_unknown_connection(tmp_path: Path) -> None:
+    write_config(tmp_path, flows={"f": """\
+        trigger:
+          connector: github
+          connection: github
+          operation: webhook-trigger
+          parameters: {owner: o, repo: r}
+    """}, connections={"github": "connector: github\nparameters:\n  token: ${nope:X}\n",
+                       "other": "connector: github\nparameters:\n  token: ${env:GITHUB_TOKEN}\n"})
+    (tmp_path / "flows" / "g.yaml").write_text(
+        "trigger: {connector: github, connection: gone, operation: webhook-trigger,"
+        " parameters: {owner: o, repo: r}}\n")
+    config, diagnostics = load_config(tmp_path, env={"GITHUB_TOKEN": "t"})
+    assert config is None
+    assert [(d.file.name, d.message.split(" in ")[0]) for d in diagnostics if d.is_error] == [
+        ("github.yaml", "unknown secret kind 'nope'"),
+        ("g.yaml", "unknown connection 'gone'")]  # a connection that does not exist still is
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     done = hookd("check", str(tmp_path / "missing"))
     assert done.returncode == 2 and "does not exist" in done.stderr

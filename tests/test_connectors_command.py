@@ -131,6 +131,28 @@ def test_every_json_key_and_extension_is_documented(
         assert f"### `{extension}`" in docs, f"{extension} has no section in docs/connectors.md"
 
 
+def test_an_oauth_connection_parameter_is_the_connectors_auth(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No securityDefinitions, OAuth declared in apiProperties.json (as DocuSign does)."""
+    one = tmp_path / "Signer"
+    one.mkdir()
+    (one / "apiDefinition.swagger.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "Signer", "version": "1"},
+        "host": "api.signer.example", "basePath": "/", "paths": {}}))
+    (one / "apiProperties.json").write_text(json.dumps({"properties": {"connectionParameters": {
+        "token": {"type": "oauthSetting", "oAuthSettings": {"identityProvider": "Signer"}}}}}))
+    for where in (tmp_path, one):  # a directory of connectors, or one connector's own
+        code, out, _ = run(capsys, str(where))
+        assert code == 0 and "Signer  [config]" in out
+        assert "auth: oauth2, credential from 'token'" in out
+
+
+def test_docusign_shows_its_oauth(capsys: pytest.CaptureFixture[str], shared_dir: Path) -> None:
+    code, out, err = run(capsys, str(shared_dir / "corpus" / "powerplatform" / "DocuSign"))
+    assert code == 0, err
+    assert "auth: oauth2, credential from 'token'" in out and "auth: none" not in out
+
+
 def _policy_dir(tmp_path: Path) -> Path:
     d = tmp_path / "lib" / "Tenant"
     d.mkdir(parents=True)

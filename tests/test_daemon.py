@@ -233,6 +233,11 @@ def test_rejected_config_keeps_the_last_good_one(
     assert doc["config"]["flows"] == 2
     assert doc["config"]["last_reload"]["outcome"] == "rejected"
     assert "hookd_config_rejected 1" in hookd.get("/metrics").text
+    # `hookd status -c DIR` needs only listen.admin: it works on the broken config.
+    shown = subprocess.run([sys.executable, "-m", "hookd", "status", "-c", str(tmp_path / "config")],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 1, shown.stderr  # running, needs attention
+    assert "last reload:    rejected" in shown.stdout and "flows/a.yaml:" in shown.stdout
     metrics = hookd.get("/metrics").text
     assert 'hookd_config_reloads_total{outcome="rejected"} 1' in metrics
     assert f'hookd_config_info{{revision="{doc["config"]["revision"]}"}} 1' in metrics
@@ -241,6 +246,57 @@ def test_rejected_config_keeps_the_last_good_one(
     wait_until(lambda: hookd.get("/readyz").json()["config"] == "ok", what="fixed config")
     assert hookd.stop() == 0
     assert "config rejected" in hookd.log()
+
+
+def test_refused_deliveries_and_finished_runs_are_logged_at_info(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    """Issue 16 item 16: a line per refused delivery (throttled) and per finished run."""
+    signed = http_flow("signed").replace(
+        "trigger: {connector: http}\n", "trigger: {connector: http}\nverify_secret: s3cr3t-value\n")
+    hookd = daemon_on(texts={"open": http_flow("open"), "signed": signed})
+    hookd.notify.wait_for("READY")
+    listed = subprocess.run([sys.executable, "-m", "hookd", "subscriptions", "-c",
+                             str(tmp_path / "config"), "--format", "json"],
+                            capture_output=True, text=True, timeout=30)
+    urls = {r["flow"]: r["callback_url"] for r in json.loads(listed.stdout)["request_triggers"]}
+    assert httpx.post(urls["open"], json={"n": 1}, timeout=5).status_code == 202
+    for _ in range(20):  # unsigned: refused, logged at most 5 times per 10 s
+        assert httpx.post(urls["signed"], json={"n": 2}, timeout=5).status_code == 401
+    wait_until(lambda: hookd.get("/api/status").json()["runs_last_hour"].get("succeeded"),
+               what="the run")
+    assert hookd.stop() == 0
+    lines = [json.loads(line) for line in hookd.log().splitlines() if line.startswith("{")]
+    refused = [e for e in lines if e["msg"] == "delivery refused"]
+    assert 1 <= len(refused) <= 5, refused
+    first = refused[0]
+    assert first["level"] == "info" and first["status"] == 401 and first["flow"] == "signed"
+    assert first["reason"].startswith("verification failed") and first["subscription"]
+    token = urls["signed"].rsplit("/", 1)[1]
+    assert token not in hookd.log() and "s3cr3t-value" not in hookd.log()
+    (finished,) = [e for e in lines if e["msg"] == "run finished"]
+    assert (finished["level"], finished["flow"], finished["outcome"]) == ("info", "open",
+                                                                          "succeeded")
+    assert finished["duration"] >= 0 and finished["run"]
+
+
+def test_a_config_warning_is_logged_once_not_on_every_reload(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    flow = http_flow("a", "  - id: say\n    log: {message: '{{ env.HOME }}'}\n")
+    hookd = daemon_on(texts={"a": flow})
+    hookd.notify.wait_for("READY")
+    for _ in range(2):
+        hookd.notify.drain()
+        hookd.proc.send_signal(signal.SIGHUP)
+        hookd.notify.wait_for("RELOADING")
+        hookd.notify.wait_for("READY")
+    (tmp_path / "config" / "flows" / "b.yaml").write_text(http_flow("b"))  # another change
+    wait_until(lambda: hookd.get("/api/status").json()["config"]["flows"] == 2, what="b")
+    assert hookd.stop() == 0
+    log = hookd.log()
+    assert log.count("env.HOME is not in the env allow-list") == 1, log
+    assert log.count('"msg": "config applied"') >= 3
 
 
 SOCKET_ACTIVATED = textwrap.dedent("""
@@ -383,6 +439,15 @@ def test_status_text_and_exit_code() -> None:
     healthy = status.document(status.StatusFacts(
         "0.1.0", 0, 1, "r", 1, None, {"active": 1}, 0, None))
     assert status.exit_code(healthy) == 0
+
+
+def test_a_pending_subscription_whose_create_failed_counts_as_failing() -> None:
+    counts = status.state_counts([("active", None), ("pending", None),
+                                  ("pending", "POST …/hooks: 502 Bad Gateway")])
+    assert counts == {"active": 1, "pending": 1, "retrying": 1}
+    assert status.summary_line(3, counts) == "3 flows, 1 subscriptions active, 1 failing"
+    doc = status.document(status.StatusFacts("0.1.0", 0, 1, "r", 3, None, counts, 0, None))
+    assert status.exit_code(doc) == 1
 
 
 def test_every_option_of_run_and_status_is_documented() -> None:
@@ -586,10 +651,15 @@ def test_an_emptied_flow_file_keeps_its_upstream_hook(tmp_path: Path, emptied: s
             wait_until(lambda: ("GET", "/repos/acme/two/hooks") in github.log, what="a pass")
             assert len(github.hooks_of("acme", "one")) == 1
 
+            (hook,) = github.hooks_of("acme", "one")
             (config / "flows" / "one.yaml").unlink()
             wait_until(lambda: github.hooks_of("acme", "one") == [], what="hook deleted")
             assert len(github.hooks_of("acme", "two")) == 1
             assert readyz()["config"] == "ok"
+            # The removed flow's URL answers 410 also once its hook is deleted (item 18).
+            late = httpx.post(hook.config["url"], json={"zen": "late"}, timeout=5,
+                              headers={"X-GitHub-Event": "ping", "User-Agent": "GitHub-Hookshot/x"})
+            assert late.status_code == 410, late.text
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -735,3 +805,13 @@ def test_a_listener_override_that_is_not_host_port_is_a_usage_error(tmp_path: Pa
                            "--public", "8080"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "'8080' is not HOST:PORT" in done.stderr
+
+
+def test_the_daemon_docs_say_the_default_worker_is_a_child_process() -> None:
+    """Issue 16 item 18: docs/daemon.md said "one process" while the worker is a child."""
+    from hookd.config.model import Settings
+
+    assert Settings(public_url="").worker_mode == "process"
+    intro = " ".join((REPO / "docs" / "daemon.md").read_text().split("## ")[0].split())
+    assert "One process" not in intro
+    assert "by default a second, child process for the pipeline worker" in intro

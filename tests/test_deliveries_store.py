@@ -148,6 +148,13 @@ def test_requeue_for_replay(store: DeliveryStore) -> None:
     assert [d.id for d in store.recent(flow="f")] == [i]
 
 
+def test_deliveries_by_the_upstreams_own_delivery_id(store: DeliveryStore) -> None:
+    a, b, _ = store.record_many([_new(0, dedup="sub1:72d3162e-cc78"), _new(1, dedup="sub2:72d3162e-cc78"),
+                                 _new(2, dedup="sub1:x72d3162e-cc78")])
+    assert store.with_upstream_id("72d3162e-cc78") == [a, b]
+    assert store.with_upstream_id("cc78") == [] and store.with_upstream_id("%") == []
+
+
 def _plans(store: DeliveryStore, call: Callable[[], object]) -> list[str]:
     """The query plan of every statement `call` makes the store run (as SQLite chose it)."""
     statements: list[str] = []

@@ -187,7 +187,7 @@ def test_seed_scenario_and_runs_api(tmp_path: Path, github: Any, sink: Sink) -> 
 
         listed = daemon.hookd("runs", "--format", "json")
         assert listed.returncode == 0, listed.stderr
-        newest, oldest = json.loads(listed.stdout)
+        newest, oldest = json.loads(listed.stdout)["runs"]  # as GET /api/runs
         shown = daemon.hookd("runs", "show", oldest["id"])
         assert shown.returncode == 0, shown.stderr
         assert "[0] main-only (set)  succeeded" in shown.stdout

@@ -4,6 +4,7 @@ the fake GitHub on 127.0.0.1 with a real config directory and a real SQLite stat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -311,6 +312,82 @@ def test_plan_is_coloured_only_on_a_terminal_and_progress_is_bounded(
     quiet = io.StringIO()
     Progress(quiet)(1, 3)  # few items: no progress line
     assert quiet.getvalue() == ""
+
+
+def test_a_never_created_subscription_is_forgotten_once_its_flow_is_removed(
+        world: dict[str, Any]) -> None:
+    """Issue 16 item 14: creates and lists fail (GitHub answering 500); once the flow is
+    removed, `apply` forgets the record instead of failing on it for ever."""
+    gh, cfg, state = world["gh"], world["cfg"], world["state"]
+    gh.faults.error_500 = 1.0
+    write_flow(cfg, "doomed", ["push"])
+    result = hookd("apply", str(cfg))
+    assert result.returncode == 1
+    (row,) = rows(state)
+    assert row.status == "pending" and row.last_error and not row.upstream_id
+
+    (cfg / "flows" / "doomed.yaml").unlink()
+    planned = hookd("plan", str(cfg))
+    assert "never created upstream" in planned.stdout and "500" in planned.stdout
+    result = hookd("apply", str(cfg))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dropped record doomed" in result.stdout
+    assert "unmanageable" not in result.stdout + result.stderr
+    assert rows(state) == []
+
+    # The same for teardown, which plans with no flows at all.
+    write_flow(cfg, "doomed", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 1 and len(rows(state)) == 1
+    done = hookd("teardown", str(cfg), "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rows(state) == [] and gh.hooks == {}
+
+
+def test_subscriptions_forget_drops_a_record_and_guards_a_live_hook(
+        world: dict[str, Any]) -> None:
+    gh, cfg, state = world["gh"], world["cfg"], world["state"]
+    write_flow(cfg, "live", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 0
+    (row,) = rows(state)
+    refused = hookd("subscriptions", "forget", row.id, "-c", str(cfg))
+    assert refused.returncode == 1 and rows(state) == [row]
+    assert f"upstream id {row.upstream_id}" in refused.stderr and "--force" in refused.stderr
+    assert "hookd apply" in refused.stderr
+
+    forced = hookd("subscriptions", "forget", row.id, "-c", str(cfg), "--force")
+    assert forced.returncode == 0 and rows(state) == []
+    assert f"forgot subscription {row.id}: flow live" in forced.stdout
+    assert "left upstream as it is" in forced.stdout
+    assert len(gh.hooks) == 1  # no upstream call
+
+    # A record with nothing upstream (as an unmanageable one): forgotten without --force,
+    # also while a flow file is broken (only state_dir is read).
+    conn = open_db(state)
+    SubscriptionStore(conn).upsert(dataclasses.replace(
+        row, id="gone-0123456789", location=None, upstream_id=None, status="orphaned",
+        last_error="unmanageable: cannot delete (…)"))
+    conn.close()
+    (cfg / "flows" / "live.yaml").write_text("name: [broken\n")
+    done = hookd("subscriptions", "forget", "gone-0123456789", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "status orphaned" in done.stdout and "last error was: unmanageable" in done.stdout
+    assert rows(state) == []
+    unknown = hookd("subscriptions", "forget", "gone-0123456789", "-c", str(cfg))
+    assert unknown.returncode == 1 and "no subscription 'gone-0123456789'" in unknown.stderr
+
+
+def test_an_empty_flow_file_holds_deletes_back_in_apply(world: dict[str, Any]) -> None:
+    """Issue 16 item 2 without a running daemon (or at its start): there is no earlier
+    config to compare with, so while a flow file is empty no hook is deleted."""
+    gh, cfg = world["gh"], world["cfg"]
+    write_flow(cfg, "one", ["push"])
+    assert hookd("apply", str(cfg)).returncode == 0 and len(gh.hooks) == 1
+    (cfg / "flows" / "one.yaml").write_text("# name: one  (commented out by mistake)\n")
+    result = hookd("apply", str(cfg), "--allow-deletes", "5")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "flow file flows/one.yaml is empty" in result.stdout and len(gh.hooks) == 1
+    (cfg / "flows" / "one.yaml").unlink()
+    assert hookd("apply", str(cfg)).returncode == 0 and gh.hooks == {}
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["update-operation", "recreate"])

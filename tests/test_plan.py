@@ -72,6 +72,16 @@ CASES: list[tuple[str, list[Any], list[Any], Observed, list[tuple[str, str]], st
     ("flow removed, already gone", [], [row("a-1")], listed(), [("forget", "a-1")], "already gone"),
     ("failed and removed", [], [row("a-1", "failed", upstream_id=None, location=None)], UNLISTED,
      [("forget", "a-1")], "never created"),
+    ("create timed out, then removed, unlistable", [],
+     [row("a-1", "pending", upstream_id=None, location=None, last_error="timed out")], UNLISTED,
+     [("forget", "a-1")], "never completed; a hook of ours listed later is deleted then"),
+    ("reported unmanageable by an earlier version", [],
+     [row("a-1", "orphaned", upstream_id=None, location=None,
+          last_error="unmanageable: cannot delete (no Location was returned …)")], UNLISTED,
+     [("forget", "a-1")], "never created upstream"),
+    ("never created, trigger changed", [want("a-2", "a")],
+     [row("a-1", "failed", upstream_id=None, location=None, last_error="401 bad")], listed(),
+     [("create", "a-2"), ("forget", "a-1")], "401 bad"),
     ("trigger changed", [want("a-2", "a")], [row("a-1")], listed(hook("1", "a-1")),
      [("replace", "a-2")], "replaces a-1"),
     ("replace retried after a failed create", [want("a-2", "a")],
@@ -112,6 +122,15 @@ def test_max_deletes_blocks_the_rest_and_says_how_to_override() -> None:
     counts = p.counts()
     assert (counts["delete"], counts["blocked"]) == (3, 7)
     assert "--allow-deletes" in p.by_action("blocked")[0].reason
+
+
+def test_held_deletes_are_blocked_with_the_reason_and_replaces_still_happen() -> None:
+    p = plan([want("b-2", "b")], [row("a-1"), row("b-1", upstream_id="2")],
+             listed(hook("1", "a-1"), hook("2", "b-1")),
+             max_deletes=5, hold_deletes="flow file flows/a.yaml is empty")
+    assert summary(p) == [("replace", "b-2"), ("blocked", "a-1")]
+    assert p.by_action("blocked")[0].reason.endswith(
+        "delete held back: flow file flows/a.yaml is empty")
 
 
 def test_replaces_do_not_count_against_max_deletes() -> None:

@@ -220,6 +220,8 @@ def test_connector_that_cannot_delete_is_reported_unmanageable(
     report = reconcile(replace(config, flows={}), store)
     assert [(o.result, o.detail[:36]) for o in report.outcomes] == [
         ("unmanageable", "unmanageable: cannot delete (no Loca")]
+    assert "connector 'nodelete' declares no delete operation" in report.outcomes[0].detail
+    assert "hookd subscriptions forget" in report.outcomes[0].detail
     assert store.all()[0].status == "orphaned"
 
 

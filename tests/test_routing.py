@@ -68,7 +68,9 @@ def test_every_flow_has_a_route_disabled_ones_too() -> None:
         ("wrong token", "flow:push", "hkd1_" + "A" * 43, routing.NotFound),
         ("empty token", "flow:push", "", routing.NotFound),
         ("token of another subscription", "flow:push", "token-of:gitea", routing.NotFound),
-        ("unknown id, correctly minted token", "nobody-00000001", None, routing.NotFound),
+        # Minted by this server, in neither the config nor the store: its flow was removed
+        # and the upstream delete finished. Still 410, not 404 (issue 16 item 18).
+        ("unknown id, correctly minted token", "nobody-00000001", None, routing.Gone),
         ("disabled flow", "flow:paused", None, routing.Unavailable),
         ("superseded hook of a live flow", "push-old0000001", None, "push"),
         ("superseded hook, wrong token", "push-old0000001", "hkd1_x", routing.NotFound),

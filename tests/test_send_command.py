@@ -140,3 +140,21 @@ def test_send_prints_an_unexpected_answer_as_json(
 
     send._print("text", "f", "f-1", 200, {"ok": True})
     assert capsys.readouterr().out == '200 {"ok": true}  flow f\n'
+
+
+def test_replay_takes_the_upstreams_delivery_id(
+    server: tuple[str, Path], config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16 item 17: the id a user has at hand is the upstream's (X-GitHub-Delivery)."""
+    url, state_dir = server
+    assert main(["send", "on-push", str(PUSH), "--config", str(config_dir), "--url", url,
+                 "--delivery-id", "72d3162e-cc78-11e3"]) == 0
+    recorded = capsys.readouterr().out.split()[2]
+    store = DeliveryStore(open_db(state_dir))
+    (claimed,) = store.claim(1)
+    store.finish(claimed.id, "failed", "target down")
+    assert main(["replay", "72d3162e-cc78-11e3", "--config", str(config_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"queued delivery {recorded} for a new run"
+    assert store.get(recorded).status == "queued"  # type: ignore[union-attr]
+    assert main(["replay", "72d3162e", "--config", str(config_dir)]) == 1  # not a prefix match
+    assert "no run or delivery '72d3162e'" in capsys.readouterr().err

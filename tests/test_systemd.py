@@ -49,6 +49,18 @@ def test_units_verify(tmp_path: Path) -> None:
     assert "hookd.socket" not in done.stderr, done.stderr
 
 
+@pytest.mark.skipif(Path("/usr/local/bin/hookd").exists(), reason="hookd is installed here")
+def test_the_shipped_unit_fails_verify_only_for_the_missing_binary() -> None:
+    """What the README says: as shipped, `verify` passes once /usr/local/bin/hookd exists."""
+    done = run("verify", str(UNITS / "hookd.service"), str(UNITS / "hookd.socket"))
+    problems = {line for line in done.stderr.splitlines() if line.strip()}
+    assert problems == {"hookd.service: Command /usr/local/bin/hookd is not executable: "
+                        "No such file or directory"}, done.stderr
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`systemd-analyze verify` passes once hookd is installed as `/usr/local/bin/hookd`" \
+        in readme
+
+
 def test_security_exposure_is_at_most_two() -> None:
     done = run("security", "--offline=yes", "--no-pager", str(UNITS / "hookd.service"))
     match = re.search(r"Overall exposure level for hookd\.service: (\d+\.\d+)", done.stdout)

@@ -171,7 +171,7 @@ def test_failed_run_is_listed_and_replay_reruns_it(tmp_path: Path, sink: Sink,
     assert len(sink.received) == 2
 
     assert cli.main(["runs", "--state", str(state), "--status", "failed", "--format", "json"]) == 0
-    [failed] = json.loads(capsys.readouterr().out)
+    [failed] = json.loads(capsys.readouterr().out)["runs"]
     assert failed["flow"] == "deploy" and failed["status"] == "failed"
     assert "status 500" in failed["error"]
 
@@ -182,7 +182,7 @@ def test_failed_run_is_listed_and_replay_reruns_it(tmp_path: Path, sink: Sink,
     assert len(sink.received) == 3
 
     assert cli.main(["runs", "--state", str(state), "--format", "json"]) == 0
-    runs = json.loads(capsys.readouterr().out)
+    runs = json.loads(capsys.readouterr().out)["runs"]
     assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 2), ("failed", 1)]
     assert cli.main(["runs", "--state", str(state), "--status", "failed"]) == 0
     assert failed["id"] in capsys.readouterr().out
@@ -199,7 +199,7 @@ def test_runs_show_displays_steps(tmp_path: Path, sink: Sink,
     record(state, "f", [{"n": 5}])
     asyncio.run(process(cfg))
     assert cli.main(["runs", "--config", str(tmp_path), "--format", "json"]) == 0
-    [run] = json.loads(capsys.readouterr().out)
+    [run] = json.loads(capsys.readouterr().out)["runs"]
     assert cli.main(["runs", "--config", str(tmp_path), "show", run["id"]]) == 0
     out = capsys.readouterr().out
     assert "status    succeeded" in out

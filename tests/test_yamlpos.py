@@ -112,3 +112,14 @@ def test_load_reads_utf8_with_bom_and_reports_other_bytes(tmp_path: Path) -> Non
     assert doc is None and problem.line == 2 and "not UTF-8" in problem.message
     with pytest.raises(OSError):
         load(tmp_path / "missing.yaml")
+
+
+def test_unclosed_quote_and_bracket_positions_are_as_docs_check_md_says() -> None:
+    """Issue 16 item 18: the docs promised "where it opens" for brackets too."""
+    _, [quote] = parse("name: x\nsteps:\n  - log: 'abc\n  - log: y\n", F)
+    assert (quote.line, quote.col) == (3, 10)  # the quote
+    _, [bracket] = parse("name: x\ntrigger: [abc\nsteps: []\n", F)
+    assert (bracket.line, bracket.col) == (3, 6) and "at line 2" in bracket.hint
+    docs = " ".join((Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text().split())
+    assert ("for an unclosed quote: where the quote opens; for an unclosed bracket: where the "
+            "parser gave up, with a hint naming the line where the bracket opens") in docs

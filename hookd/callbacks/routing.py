@@ -147,6 +147,11 @@ def lookup(
         # Only a correctly signed URL costs a store read, so guessing cannot load the store.
         row = find_row(subscription_id)
         route = route_for_row(table, row) if row is not None else None
+    if route is None and token_ok:
+        # A URL this server minted (the token proves it) whose subscription no flow wants
+        # and the store no longer holds: its flow was removed and its hook deleted. 410
+        # tells a sender that honours it (Standard Webhooks) to stop, as docs/server.md says.
+        raise Gone("subscription deleted")
     if route is None or not token_ok:
         raise NotFound("unknown subscription")
     if route.state == "gone":

@@ -138,6 +138,12 @@ def _duplicate(located: Located[N], kind: str, seen: dict[str, Located[N]]) -> D
 # --------------------------------------------------------------------------- connections
 
 
+def unknown_connection(name: str) -> str:
+    """The message for a flow naming a connection that is not defined (the loader drops
+    it for a connection that is defined but was refused for its own errors)."""
+    return f"unknown connection '{name}'"
+
+
 def check_connection(conn: Located[Connection], connectors: Mapping[str, Connector]) -> list[Diagnostic]:
     c = conn.item
     connector = connectors.get(c.connector)
@@ -217,8 +223,11 @@ def check_flow(
     else:
         problems, trigger_schema = _check_trigger(flow, connector, connections)
         out.extend(problems)
+        connection = connections.get(f.trigger.connection or "")
+        local_upstream = connection is not None and bool(connection.base_url) and \
+            is_loopback_url(str(connection.base_url))  # a local Gitea, a test fake
         if (f.enabled and f.trigger.operation in connector.webhooks and connector.host
-                and is_loopback_url(public_url)):
+                and is_loopback_url(public_url) and not local_upstream):
             out.append(flow.diag(
                 ("trigger",), f"public_url {public_url} is a local address: {connector.host} cannot deliver to it",
                 severity="warning", at_key=True,
@@ -310,7 +319,7 @@ def _check_trigger_connection(
         return []
     conn = connections.get(t.connection)
     if conn is None:
-        return [flow.diag(("trigger", "connection"), f"unknown connection '{t.connection}'",
+        return [flow.diag(("trigger", "connection"), unknown_connection(t.connection),
                           hint=suggest(t.connection, connections) or known("connections for it", candidates))]
     if conn.connector != connector.name:
         return [flow.diag(("trigger", "connection"),
@@ -336,7 +345,7 @@ def _check_parameters(
             if p.required and p.default is None:
                 out.append(flow.diag(where if flow.raw(where) is not None else where[:-1],
                                      f"missing required {p.location} parameter '{p.name}' of {connector}/{op.operation_id}",
-                                     hint=p.description[:120]))
+                                     hint=_set_it(where, (p.name,), p.description)))
             continue
         problem = type_problem(given[p.name], {"type": p.type} if p.type else {})
         if problem:
@@ -347,6 +356,13 @@ def _check_parameters(
                                  severity="warning", at_key=True,
                                  hint=suggest(name, params) or known("parameters", params)))
     return out
+
+
+def _set_it(where: KeyPath, path: tuple[str, ...], description: str) -> str:
+    """Where a missing value goes, written as the key path a user types into the flow
+    (``trigger.body.events``), then what the connector says about it."""
+    key = ".".join(str(k) for k in (*where, *path))
+    return f"set {key} in the flow" + (f" ({description[:100]})" if description else "")
 
 
 def _check_body(
@@ -375,7 +391,7 @@ def _check_body(
             continue
         out.append(flow.diag((*where, *path) if flow.raw((*where, *path)) is not None else where[:1],
                              f"missing required body property '{'.'.join(sub)}' of the trigger",
-                             hint=str(sub_schema.get("description", ""))[:120]))
+                             hint=_set_it(where, sub, str(sub_schema.get("description", "")))))
     for name, value in given_map.items():
         sub_schema = props.get(name)
         if sub_schema is None:
@@ -443,7 +459,7 @@ def _check_call(
     if action.connection is not None:
         conn = connections.get(action.connection)
         if conn is None:
-            out.append(flow.diag((*where, "connection"), f"unknown connection '{action.connection}'",
+            out.append(flow.diag((*where, "connection"), unknown_connection(action.connection),
                                  hint=suggest(action.connection, connections)))
         elif conn.connector != connector.name:
             out.append(flow.diag((*where, "connection"),

@@ -31,7 +31,7 @@ from typing import Any
 from hookd.config import actions
 from hookd.config import schema as schemacheck
 from hookd.config import secrets as secrets_mod
-from hookd.config.check import Located, SecretContext, check_config
+from hookd.config.check import Located, SecretContext, check_config, unknown_connection
 from hookd.config.model import (
     Action,
     Config,
@@ -142,7 +142,11 @@ def _load(
     if resolve_secrets:
         ctx = SecretContext(env=environ, base_dir=root,
                             credentials_dir=environ.get("CREDENTIALS_DIRECTORY"))
-    loader.out.extend(check_config(settings, connectors, connections, flows, secrets=ctx))
+    # A connection refused for its own errors (a bad secret reference) is still defined:
+    # each flow naming it would otherwise add a misleading "unknown connection".
+    follow_on = {unknown_connection(name) for name in loader.refused_connections}
+    loader.out.extend(d for d in check_config(settings, connectors, connections, flows,
+                                              secrets=ctx) if d.message not in follow_on)
     if has_errors(loader.out):
         return loader.result(None)
     config = Config(
@@ -151,6 +155,7 @@ def _load(
         connectors=dict(connectors),
         connections={c.item.name: c.item for c in connections},
         flows={f.item.name: f.item for f in flows},
+        empty_flow_files=tuple(loader.empty_flow_files),
     )
     return loader.result(config)
 
@@ -163,6 +168,8 @@ class _Loader:
         self.env = env
         self.out: list[Diagnostic] = []
         self.io_error = False
+        self.refused_connections: set[str] = set()
+        self.empty_flow_files: list[Path] = []
 
     def result(self, config: Config | None) -> LoadResult:
         return LoadResult(config, sorted(self.out), self.io_error)
@@ -194,6 +201,8 @@ class _Loader:
         if doc is None:
             return []
         if doc.data is None or doc.data == []:
+            if kind == "flow":
+                self.empty_flow_files.append(path)
             self.out.append(Diagnostic(
                 path, 1, 1, "warning", f"empty {kind} file",
                 hint="a running daemon refuses a reload that empties a file that had "
@@ -263,6 +272,7 @@ class _Loader:
             else:
                 params[name] = secret
         if not ok:
+            self.refused_connections.add(data.get("name") or doc.file.stem)
             return None
         conn = Connection(
             name=data.get("name") or doc.file.stem,

@@ -233,3 +233,6 @@ class Config:
     connections: Mapping[str, Connection]
     flows: Mapping[str, Flow]
     revision: str = ""  # git commit of the config dir, else a content hash
+    # Flow files that exist but hold no flow (empty, comments only, `[]`): while there
+    # is one, reconciles hold deletes back (a truncated file is not "remove my flows").
+    empty_flow_files: tuple[Path, ...] = ()

@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +182,7 @@ class Daemon:
         admin: Listener | None = None,
         env: dict[str, str] | None = None,
         loaded_hash: str = "",
+        warned: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory).absolute()
         self.config = config
@@ -195,6 +196,7 @@ class Daemon:
             self.directory, self._load, self, exclude=self._exclude,
             initial=status.ReloadOutcome(self.started_at, "start", True, revision_),
             loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
+            warned=warned,
         )
         self.conn: sqlite3.Connection | None = None
         self.state: AppState | None = None
@@ -569,7 +571,8 @@ class Daemon:
             # Signing secrets and callback tokens end up in URLs and errors: mask them.
             logs.register_secret(row.secret)
             logs.register_secret(tokens.callback_token(self.server_secret, row.id))
-        failing = [r.id for r in rows if r.status in status.FAILING_STATES]
+        failing = [r.id for r in rows
+                   if status.shown_state(r.status, r.last_error) in status.FAILING_STATES]
         self._next_retry, self._failed_passes = retry_schedule(
             failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
 
@@ -632,9 +635,7 @@ class Daemon:
         return SubscriptionStore(self.conn).all()
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for row in self._subscriptions():
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in self._subscriptions())
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
         if not self.reloader.last.ok:
             line += f"; config {self.reloader.last.revision} rejected"
@@ -646,12 +647,10 @@ class Daemon:
 
         assert self.conn is not None
         rows = self._subscriptions()
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
+        counts = status.state_counts((r.status, r.last_error) for r in rows)
         failures = [
             status.Failure("subscription", r.flow, r.id, r.last_error or r.status, r.updated_at)
-            for r in rows if r.status in status.FAILING_STATES
+            for r in rows if status.shown_state(r.status, r.last_error) in status.FAILING_STATES
         ]
         failures += [
             status.Failure("run", r.flow, r.id, r.error or "failed", r.finished_at)
@@ -722,12 +721,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     logs.configure(config.settings.log_format, config.settings.log_level)
     # `kill -USR1` dumps every thread's stack to stderr: the tool for "hookd hangs".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    for d in diagnostics:
-        log.warning("config warning: %s", d.format(relative_to=directory.absolute()))
+    warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
+    for line in warned:
+        log.warning("config warning: %s", line)
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,
-                            admin=admin, loaded_hash=loaded).run()
+                            admin=admin, loaded_hash=loaded, warned=warned).run()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve())

@@ -143,7 +143,8 @@ class Reloader:
 
     `load` returns (config or None when invalid, diagnostics, revision); `exclude` names
     the directories that are not config (the state directory). The outcome of the
-    first load, done before the daemon started, is `initial`.
+    first load, done before the daemon started, is `initial`; `warned` are the warnings
+    it logged (formatted), which an applied reload does not log again.
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class Reloader:
         exclude: Callable[[], list[Path]],
         initial: ReloadOutcome,
         loaded_hash: str,
+        warned: Iterable[str] = (),
     ) -> None:
         self.directory = Path(directory).absolute()
         self.load = load
@@ -165,6 +167,7 @@ class Reloader:
         # Content hash of the files behind the last load attempt: the revision may be a
         # git commit, which does not change while files are edited.
         self.loaded_hash = loaded_hash
+        self.warned = set(warned)  # the warnings logged for the running config
         self._lock = asyncio.Lock()
 
     async def reload(self, trigger: str) -> bool | None:
@@ -204,8 +207,11 @@ class Reloader:
                 self.last = ReloadOutcome(now, trigger, True, rev)
                 self.counts["applied"] += 1
                 await self.target.apply_config(config, rev, trigger)
-                for d in diagnostics:
-                    log.warning("config warning: %s", d.format(relative_to=self.directory))
+                # Each warning once while it lasts, not again on every reload.
+                warnings = {d.format(relative_to=self.directory) for d in diagnostics}
+                for line in sorted(warnings - self.warned):
+                    log.warning("config warning: %s", line)
+                self.warned = warnings
                 log.info("config applied",
                          extra={"trigger": trigger, "revision": rev, "flows": len(config.flows)})
             self.target.notifier.ready(self.target.summary())

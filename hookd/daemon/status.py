@@ -13,12 +13,36 @@ summary sent to systemd as ``STATUS=``, and the text `hookd status` prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Subscription states that mean "needs attention" in summaries.
-FAILING_STATES = ("failed", "orphaned")
+# Subscription states that mean "needs attention" in summaries. "retrying" is not a stored
+# status: it is a `pending` row with a last error (its create failed and is retried), see
+# `shown_state`.
+FAILING_STATES = ("failed", "orphaned", "retrying")
+
+
+def shown_state(stored: str, last_error: str | None) -> str:
+    """The state status documents count a subscription under.
+
+    A create that keeps timing out leaves its row `pending` (it may have happened
+    upstream, so the next pass looks before creating again); counting it as pending
+    said "0 failing" while every create failed.
+
+    >>> shown_state("pending", None), shown_state("pending", "502 Bad Gateway")
+    ('pending', 'retrying')
+    """
+    return "retrying" if stored == "pending" and last_error else stored
+
+
+def state_counts(rows: Iterable[tuple[str, str | None]]) -> dict[str, int]:
+    """(stored status, last error) pairs → shown state → count."""
+    counts: dict[str, int] = {}
+    for stored, last_error in rows:
+        state = shown_state(stored, last_error)
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from hookd.store.sqlite.deliveries import NewDelivery
 from hookd.store.sqlite.inbox import Inbox, InboxError
 from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
 from hookd.telemetry.metrics import Metrics
+from hookd.telemetry.throttle import Throttle
 
 log = logging.getLogger("hookd.ingest.app")
 
@@ -139,6 +140,7 @@ class AppState:
         self.clock = clock
         self.draining = False
         self.rejected_config: str | None = None  # set by the daemon when a reload fails
+        self.refusals = Throttle()  # the "delivery refused" log lines
         self._max_body = max_body
         self._resolve = resolve or _default_resolve
         self._current: tuple[Config, routing.RouteTable] = (config, self._build(config))
@@ -283,6 +285,8 @@ class HookApp:
         if outcome == "unauthorized":
             m.verification_failures.inc(sub, flow)
         m.request_seconds.observe(time.perf_counter() - started, outcome)
+        if answer.status >= 400:
+            _log_refusal(state, route, subscription_id, answer, outcome)
         await _send_answer(send, answer)
 
 
@@ -297,6 +301,26 @@ class HookApp:
             if table.routes.get(subscription_id) is route:
                 self._known[key] = route
         return route
+
+
+def _log_refusal(state: AppState, route: routing.Route | None, subscription_id: str,
+                 answer: Answer, outcome: str) -> None:
+    """One info line per refused delivery (throttled per outcome and subscription): why
+    an upstream's deliveries fail is the first thing an operator looks for. The token
+    is never logged; an unknown subscription id is the caller's text, so it is cut short
+    and unknown ids share one throttle key."""
+    held = state.refusals.admit((outcome, route.subscription_id if route is not None else ""))
+    if held is None:
+        return
+    fields: dict[str, object] = {
+        "reason": str(answer.doc.get("error", outcome)), "outcome": outcome,
+        "status": answer.status, "subscription": subscription_id[:80],
+    }
+    if route is not None:
+        fields["flow"] = route.flow
+    if held:
+        fields["suppressed"] = held
+    log.info("delivery refused", extra=fields)
 
 
 _JSON_TYPE = (b"content-type", b"application/json")

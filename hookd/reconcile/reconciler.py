@@ -128,7 +128,8 @@ class Reconciler:
         observed = await self.observe(desired, rows)
         limit = self.config.settings.reconcile.max_deletes if allow_deletes is None \
             else allow_deletes
-        return planning.plan(desired, rows, observed, max_deletes=limit)
+        return planning.plan(desired, rows, observed, max_deletes=limit,
+                             hold_deletes=empty_files_hold(self.config))
 
     # ------------------------------------------------------------------ observe
 
@@ -396,9 +397,8 @@ class Reconciler:
         except (PermanentError, KeyError) as exc:
             return self._unmanageable(sub_id, writer, str(exc))
         if request is None:
-            return self._unmanageable(
-                sub_id, writer, "no Location was returned and the connector declares no "
-                                "delete operation")
+            return self._unmanageable(sub_id, writer,
+                                      _no_delete_request(connector, operation, row, hook))
         try:
             await self.upstream.send(request)
         except PermanentError as exc:
@@ -581,6 +581,40 @@ def _pending_row(d: DesiredSubscription) -> SubscriptionRow:
 
 def _replace_row(row: SubscriptionRow, **changes: Any) -> SubscriptionRow:
     return dataclasses.replace(row, **changes)
+
+
+def empty_files_hold(config: Config) -> str:
+    """Why deletes wait, when a flow file is empty: at start (or in `hookd apply`) there
+    is no earlier config to compare with, and a truncated file must not read as "remove
+    these flows" (the daemon refuses such a reload outright)."""
+    if not config.empty_flow_files:
+        return ""
+    names = ", ".join(_relative(p, config.directory) for p in config.empty_flow_files)
+    return (f"flow file {names} is empty; deletes wait until it has flows again or is "
+            "deleted")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _no_delete_request(connector: Connector, operation: str | None,
+                       row: SubscriptionRow | None, hook: planning.ObservedHook | None) -> str:
+    """The real reason no delete request could be built (the operator acts on it)."""
+    upstream_id = (row.upstream_id if row is not None else None) or (
+        hook.upstream_id if hook is not None else None)
+    webhook = connector.webhooks.get(operation) if operation else None
+    strategy = webhook.delete if webhook is not None else None
+    has_operation = strategy is not None and strategy.kind == "operation"
+    if not upstream_id and has_operation:
+        return ("no Location and no upstream id were recorded for it, so the connector's "
+                "delete operation has nothing to name (the create may never have "
+                "completed); if no hook is left upstream, `hookd subscriptions forget ID`")
+    return (f"no Location was returned and connector '{connector.name}' declares no delete "
+            "operation; delete the hook upstream by hand, then `hookd subscriptions forget ID`")
 
 
 def _scope_connector(hook: planning.ObservedHook | None) -> str | None:

@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -321,6 +322,7 @@ class Worker:
             await self._fail_unknown(delivery, config)
             return
         runs = self.runs
+        started = time.monotonic()
         # A delivery claimed for the first time has no run yet; otherwise it was
         # interrupted (crash, stop) or replayed: resume its unfinished run, if any.
         latest = None
@@ -362,11 +364,14 @@ class Worker:
                 await self._db(runs.finish, run_id, "failed", outcome.error)
                 await self._db(self.deliveries.finish, delivery.id, "failed", outcome.error)
         self.counts[outcome.status] += 1
+        # One line per finished run, as operators of adnanh/webhook expect to tail.
+        fields = {"run": run_id, "flow": flow.name, "delivery": delivery.id,
+                  "outcome": outcome.status, "attempt": attempt,
+                  "duration": round(time.monotonic() - started, 3)}
         if outcome.status == "failed":
-            log.warning("run failed", extra={"run": run_id, "flow": flow.name,
-                                             "delivery": delivery.id, "error": outcome.error})
-        elif outcome.status == "succeeded":
-            log.debug("run succeeded", extra={"run": run_id, "flow": flow.name})
+            log.warning("run finished", extra={**fields, "error": outcome.error})
+        else:
+            log.info("run finished", extra=fields)
 
     async def _check_payload(self, delivery: Delivery, flow: model.Flow,
                              config: model.Config) -> None:

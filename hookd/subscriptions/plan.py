@@ -17,9 +17,12 @@ Actions, each with a reason a human can act on:
              active (a crash between the upstream's 201 and our write): record it
 ``delete``   a recorded hook no flow wants, or an unrecorded one that provably is ours
              (hookd's callback URL with a valid token) and matches nothing, or a duplicate
-``forget``   drop a record whose hook is known not to exist upstream (no upstream call)
+``forget``   drop a record whose hook is known not to exist upstream, or that was never
+             created (no Location, no upstream id, no hook seen: nothing to delete it
+             by) — no upstream call
 ``keep``     nothing to do
-``blocked``  a delete held back by ``max_deletes``
+``blocked``  a delete held back by ``max_deletes``, or by `hold_deletes` (the caller's
+             reason: an empty flow file)
 
 Hooks that do not carry a callback URL minted by this server are never touched. Replaces
 do not count against ``max_deletes``: the flow still exists and gets its new hook first.
@@ -123,8 +126,10 @@ def plan(
     observed: Observed,
     *,
     max_deletes: int,
+    hold_deletes: str = "",
 ) -> Plan:
-    """Decide what to do. See the module docstring for the actions."""
+    """Decide what to do. See the module docstring for the actions. `hold_deletes`, when
+    given, blocks every delete for that reason (replaces still happen)."""
     wanted = {d.id: d for d in desired if d.upstream}
     rows = {r.id: r for r in recorded}
     mine: dict[str, list[ObservedHook]] = defaultdict(list)
@@ -201,10 +206,9 @@ def plan(
         row = rows[sub_id]
         hooks = [h for h in mine.get(sub_id, []) if h.scope == row.scope]
         listed = observed.listed(row.scope)
-        never_created = not row.location and not row.upstream_id and not hooks
-        if never_created and (row.status == "failed" or (listed and row.status == "pending")):
-            items.append(PlanItem("forget", sub_id, row.flow,
-                                  "no longer wanted and never created upstream", row=row))
+        if not row.location and not row.upstream_id and not hooks:
+            items.append(PlanItem("forget", sub_id, row.flow, _never_created(row, listed),
+                                  row=row))
             continue
         if listed and not hooks and row.status != "pending":
             items.append(PlanItem("forget", sub_id, row.flow,
@@ -243,10 +247,13 @@ def plan(
         else:
             remaining.append(item)
 
-    allowed = max(0, max_deletes)
+    allowed = 0 if hold_deletes else max(0, max_deletes)
     for n, item in enumerate(remaining):
         if n < allowed:
             items.append(item)
+        elif hold_deletes:
+            items.append(replace(item, action="blocked",
+                                 reason=f"{item.reason}; delete held back: {hold_deletes}"))
         else:
             items.append(replace(item, action="blocked", reason=(
                 f"{item.reason}; delete blocked: this pass already deletes max_deletes="
@@ -254,6 +261,20 @@ def plan(
     order = {a: n for n, a in enumerate(ACTIONS)}
     items.sort(key=lambda i: (order[i.action], i.flow, i.sub_id))
     return Plan(tuple(items), tuple(warnings), max_deletes)
+
+
+def _never_created(row: SubscriptionRow, listed: bool) -> str:
+    """Why a record no flow wants, with no Location, no upstream id and no hook seen, is
+    forgotten rather than deleted: there is nothing to delete it by, and keeping it would
+    fail every later pass (and `hookd apply`/`teardown`) for good."""
+    why = "no longer wanted and never created upstream"
+    if row.status == "pending" and not listed:
+        # The create may have gone through unseen (a timeout after the write): a later
+        # list finds such a hook by its callback URL and deletes it as ours.
+        why += " (its create never completed; a hook of ours listed later is deleted then)"
+    if row.last_error:
+        why += f"; last error: {row.last_error}"
+    return why
 
 
 def _primary(hooks: list[ObservedHook], row: SubscriptionRow | None) -> ObservedHook:

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import sqlite3
@@ -54,6 +54,50 @@ def add_config_args(parser: argparse._ActionsContainer, *, positional: bool = Tr
     parser.add_argument("--config", "-c", type=Path, metavar="DIR",
                         default=argparse.SUPPRESS if nested else None,
                         help="the same as DIR" if positional else help)
+
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    _SubParsers = argparse._SubParsersAction
+
+
+class _AnyWord(dict[str, argparse.ArgumentParser]):
+    """`choices` that admit any word (it may be DIR; `__call__` tells them apart)."""
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+
+class _DirOrSubcommand(_SubParsers):
+    """Subcommands that also accept DIR in their place: ``hookd runs DIR`` and ``hookd
+    runs show RUN`` (argparse cannot put an optional DIR before optional subcommands:
+    it would hand DIR to the subparser as an unknown choice)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse checks the first word against `choices` before calling the action.
+        self.choices = _AnyWord()
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        words = [values] if isinstance(values, str) else list(values or [])
+        if words and words[0] not in self._name_parser_map:
+            namespace.directory = words[0]
+            if len(words) > 1:  # argparse hands everything after DIR to this action
+                _, extra = parser.parse_known_args(words[1:], namespace)
+                if extra or namespace.directory != words[0]:
+                    parser.error(f"unrecognized arguments: {' '.join(map(str, words[1:]))}")
+            return
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_dir_or_subcommands(parser: argparse.ArgumentParser, *, dest: str,
+                           metavar: str) -> _SubParsers:
+    """DIR or a subcommand (see `_DirOrSubcommand`); ``--config`` is the caller's."""
+    parser.set_defaults(directory=None)
+    parser.register("action", "dir_or_subcommand", _DirOrSubcommand)
+    return parser.add_subparsers(dest=dest, metavar=metavar, action="dir_or_subcommand")
 
 
 def add_state_arg(parser: argparse._ActionsContainer, *, nested: bool = False,
@@ -115,6 +159,9 @@ def load_valid_config(args: argparse.Namespace, command: str, *, resolve_secrets
     from hookd.config.loader import load_config
 
     directory = config_dir(args)
+    if not directory.is_dir():  # a usage error (exit 2), as for `hookd check` and `run`
+        raise UsageError(f"{directory}: config directory does not exist"
+                         if not directory.exists() else f"{directory}: not a directory")
     config, diagnostics = load_config(directory, resolve_secrets=resolve_secrets)
     if config is None:
         base = directory.absolute()
@@ -154,17 +201,46 @@ def unvalidated_state_dir(args: argparse.Namespace) -> Path:
     if state_dir:
         return Path(state_dir)
     root = config_dir(args)
-    settings: object = {}
-    path = root / "hookd.yaml"
-    if path.is_file():
-        import yaml
-
-        try:
-            settings = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            settings = {}
-    state = settings.get("state_dir") if isinstance(settings, dict) else None
+    state = (_raw_settings(root) or {}).get("state_dir")
     return state_dir_setting(state or None, root, os.environ).absolute()
+
+
+def unvalidated_admin_listener(args: argparse.Namespace) -> Listener | str:
+    """``listen.admin`` from hookd.yaml alone (the default when the file or the key is
+    absent), for `hookd status`, which is needed most when the config is broken; else
+    why it cannot be known."""
+    from hookd.config.model import Listener, Settings
+
+    root = config_dir(args)
+    if not root.is_dir():
+        raise UsageError(f"{root}: config directory does not exist"
+                         if not root.exists() else f"{root}: not a directory")
+    settings = _raw_settings(root)
+    if settings is None:
+        return f"{root / 'hookd.yaml'} cannot be read as YAML"
+    default = Settings(public_url="").admin
+    listen = settings.get("listen")
+    admin = listen.get("admin") if isinstance(listen, dict) else None
+    admin = admin if isinstance(admin, dict) else {}
+    host, port = admin.get("host", default.host), admin.get("port", default.port)
+    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
+        return f"listen.admin in {root / 'hookd.yaml'} is not a host and port"
+    return Listener(host, port)
+
+
+def _raw_settings(root: Path) -> dict[str, object] | None:
+    """hookd.yaml as plain data without validation: {} when absent, None when it does
+    not parse (or is not a mapping)."""
+    path = root / "hookd.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def open_existing_store(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection | None:

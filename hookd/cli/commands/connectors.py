@@ -83,6 +83,9 @@ def collect(directory: Path | None) -> tuple[dict[str, Connector], list[Diagnost
     if is_config_dir(directory):
         connectors, diags = openapi.load_connectors(directory)
         return connectors, diags, directory / "connectors"
+    if find_spec(directory) is not None:  # DIR is one connector (apiDefinition + apiProperties)
+        connector, diags = openapi.load_connector(directory)
+        return ({connector.name: connector} if connector else {}), diags, directory.parent
     connectors, diags = openapi.load_connector_dir(directory)
     return connectors, diags, directory
 

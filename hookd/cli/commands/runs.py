@@ -1,7 +1,7 @@
 """`hookd runs`: the run history, read straight from the state directory's SQLite file,
 so it works whether or not the daemon is running (and on a copy of the state).
 
-    hookd runs [--config DIR] [--state-dir DIR] [--flow F] [--status S] [--limit N]
+    hookd runs [DIR] [--config DIR] [--state-dir DIR] [--flow F] [--status S] [--limit N]
                [--format text|json]
     hookd runs show RUN [--config DIR] [--state-dir DIR] [--format text|json]
 
@@ -21,6 +21,7 @@ from hookd.cli.commands._common import (
     EXIT_OK,
     EXIT_USAGE,
     add_config_args,
+    add_dir_or_subcommands,
     add_format_arg,
     add_state_arg,
     open_existing_store,
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, default=50, help="at most N runs (default 50)")
     add_format_arg(parser)
     parser.set_defaults(func=run_list)
-    sub = parser.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    sub = add_dir_or_subcommands(parser, dest="runs_command", metavar="DIR | show RUN")
     show = sub.add_parser("show", help="one run with its steps")
     show.add_argument("run", metavar="RUN", help="run id (or a unique prefix)")
     add_location_args(show, nested=True)
@@ -87,7 +88,8 @@ def run_list(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.format == "json":
-        print(json.dumps([r.to_json(steps=False) for r in runs], indent=2))
+        # The shape of the admin API's `GET /api/runs`.
+        print(json.dumps({"runs": [r.to_json(steps=False) for r in runs]}, indent=2))
         return EXIT_OK
     if not runs:
         print("no runs")

@@ -13,10 +13,11 @@ from typing import Any
 
 from hookd.cli.commands._common import (
     EXIT_USAGE,
+    UsageError,
     add_config_args,
     add_format_arg,
-    load_valid_config,
     local_url,
+    unvalidated_admin_listener,
 )
 
 
@@ -36,12 +37,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def admin_url(args: argparse.Namespace) -> str | None:
+def admin_url(args: argparse.Namespace) -> str:
+    """The admin listener's URL: ``--admin``, else ``listen.admin`` of hookd.yaml read on
+    its own (the rest of the config may be broken: that is when status is needed).
+    Raises UsageError when hookd.yaml does not say."""
     if args.admin:
         return str(args.admin).rstrip("/")
-    config = load_valid_config(args, "status", resolve_secrets=False,
-                               consequence="cannot find the admin listener")
-    return None if config is None else local_url(config.settings.admin)
+    listener = unvalidated_admin_listener(args)
+    if isinstance(listener, str):
+        raise UsageError(f"cannot find the admin listener: {listener}; use --admin URL")
+    return local_url(listener)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from hookd.daemon import status
 
     base = admin_url(args)
-    if base is None:
-        print("hookd status: cannot read the admin listener address; use --admin URL",
-              file=sys.stderr)
-        return EXIT_USAGE
     try:
         response = httpx.get(f"{base}/api/status", timeout=args.timeout)
         response.raise_for_status()

@@ -5,7 +5,13 @@ Never prints a signing secret. Callback URLs of upstream subscriptions are not p
 either (their token is a credential); those of request-trigger flows (the ``http``
 connector) are, because the operator has to hand that URL to whoever calls it.
 
-Exit codes: 0 listed, 1 invalid config or unreadable state, 2 usage error.
+`hookd subscriptions forget ID [--force]` drops one record without contacting the
+upstream: the way out for a record hookd cannot delete by itself (a connector without a
+delete operation). It reads only hookd.yaml's ``state_dir`` (or ``--state-dir``), so it
+works while the config is broken.
+
+Exit codes: 0 listed (or forgotten), 1 invalid config, unreadable state, unknown id or a
+refused forget, 2 usage error.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from typing import Any
 from hookd.cli.commands._common import (
     EXIT_ERRORS,
     EXIT_OK,
+    EXIT_USAGE,
     add_config_args,
+    add_dir_or_subcommands,
     add_format_arg,
     add_state_arg,
     existing_server_secret,
     load_valid_config,
     open_existing_store,
     table_lines,
+    unvalidated_state_dir,
     utc_time,
 )
 
@@ -36,10 +45,24 @@ def register(subparsers: Any) -> None:
         description="List the state store's subscriptions (status, upstream id, last error) "
         "and the callback URLs of request-trigger flows.",
     )
-    add_config_args(parser)
+    add_config_args(parser, positional=False)
     add_state_arg(parser)
     add_format_arg(parser)
     parser.set_defaults(func=run)
+    sub = add_dir_or_subcommands(parser, dest="subscriptions_command",
+                                 metavar="DIR | forget ID")
+    forget = sub.add_parser(
+        "forget", help="drop a subscription's record (no upstream call)",
+        description="Drop the state store's record of subscription ID without contacting "
+        "the upstream: for a record hookd cannot delete by itself. Refused while the "
+        "record says a hook exists upstream, unless --force.")
+    forget.add_argument("id", metavar="ID", help="subscription id (hookd subscriptions lists them)")
+    forget.add_argument("--force", action="store_true",
+                        help="forget it even though the record names an upstream hook "
+                        "(that hook is left as it is)")
+    add_config_args(forget, positional=False, nested=True)
+    add_state_arg(forget, nested=True)
+    forget.set_defaults(func=run_forget)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,4 +111,41 @@ def run(args: argparse.Namespace) -> int:
     elif secret is None and any(not f.trigger.connector or f.trigger.connector == "http"
                                 for f in config.flows.values()):
         print("\n(no state yet: callback URLs are minted when hookd first runs or applies)")
+    return EXIT_OK
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    from hookd.store.sqlite.subscriptions import SubscriptionStore
+
+    state = unvalidated_state_dir(args)
+    conn = open_existing_store(state)
+    if conn is None:
+        print(f"hookd subscriptions forget: no store in {state} "
+              "(has hookd run with this config?)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = SubscriptionStore(conn)
+        row = store.get(args.id)
+        if row is None:
+            print(f"hookd subscriptions forget: no subscription {args.id!r} is recorded "
+                  "(`hookd subscriptions` lists them)", file=sys.stderr)
+            return EXIT_ERRORS
+        upstream = ", ".join(p for p in (
+            f"upstream id {row.upstream_id}" if row.upstream_id else "",
+            f"Location {row.location}" if row.location else "") if p)
+        if upstream and not args.force:
+            print(f"hookd subscriptions forget: {row.id} (flow {row.flow}) still has a hook "
+                  f"upstream as far as hookd knows ({upstream}); forgetting the record would "
+                  "leave that hook delivering to a callback URL that no longer answers. "
+                  "Remove its flow and run `hookd apply` to delete it upstream, or delete "
+                  "it upstream by hand and then pass --force.", file=sys.stderr)
+            return EXIT_ERRORS
+        store.remove(row.id)
+    finally:
+        conn.close()
+    print(f"forgot subscription {row.id}: flow {row.flow}, {row.connector}, status "
+          f"{row.status}" + (f", {upstream} (left upstream as it is)" if upstream else ""))
+    if row.last_error:
+        print(f"  last error was: {row.last_error}")
+    print(f"  if flow {row.flow!r} still asks for it, the next reconcile creates it again")
     return EXIT_OK

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_ERRORS
     config, store, secret = loaded
-    empty = dataclasses.replace(config, flows={})
+    empty = dataclasses.replace(config, flows={}, empty_flow_files=())
     return asyncio.run(_teardown(empty, store, secret, args.yes))
 
 

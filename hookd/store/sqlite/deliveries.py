@@ -371,6 +371,15 @@ class DeliveryStore:
         ).fetchone()
         return r[0] if r is not None else None
 
+    def with_upstream_id(self, upstream_id: str) -> list[str]:
+        """Ids of the deliveries an upstream sent under its own delivery id (the
+        ``X-GitHub-Delivery`` a user finds in GitHub's list), oldest first: the id a
+        user has at hand for `hookd replay`. A scan of the dedup index; for commands."""
+        suffix = ":" + upstream_id
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM deliveries WHERE dedup_key IS NOT NULL"
+            " AND substr(dedup_key, -?) = ? ORDER BY id", (len(suffix), suffix))]
+
     def seen_many(self, dedup_keys: Sequence[str], since: float) -> dict[str, str]:
         """`seen` for several keys in one statement: key → first delivery id."""
         out: dict[str, str] = {}

@@ -410,7 +410,8 @@ class ReplayError(Exception):
 
 
 def replay(conn: sqlite3.Connection, ident: str, *, kind: str | None = None) -> str:
-    """Put the delivery of run `ident` (or delivery `ident`) back in the queue; the worker
+    """Put the delivery of run `ident` (or delivery `ident`: hookd's id, or the upstream's
+    own delivery id when one delivery has it) back in the queue; the worker
     then creates a new run for it (the next attempt), keeping the earlier runs in the
     history. `kind` restricts `ident` to ``"run"`` or ``"delivery"``. Returns the
     delivery id. Raises `ReplayError` (404 unknown, 409 still queued or running, 410 the
@@ -428,6 +429,14 @@ def replay(conn: sqlite3.Connection, ident: str, *, kind: str | None = None) -> 
             if deliveries.get(delivery_id) is None:
                 raise ReplayError(f"delivery {delivery_id} of run {run.id} was pruned; "
                                   "it cannot be replayed", 410)
+    if delivery_id is None and kind in (None, "delivery"):
+        # The upstream's own delivery id (X-GitHub-Delivery): what the user has at hand.
+        found = deliveries.with_upstream_id(ident)
+        if len(found) > 1:
+            raise ReplayError(f"{len(found)} deliveries were received with delivery id "
+                              f"{ident!r} (by different subscriptions); replay one by hookd's "
+                              f"id: {', '.join(found)}", 409)
+        delivery_id = found[0] if found else None
     if delivery_id is None:
         what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
         raise ReplayError(f"no {what} {ident!r}", 404)
