@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
-from hookd.daemon import reload, revision, sdnotify, status
+from hookd.daemon import pages, reload, revision, sdnotify, status
 from hookd.diagnostics import Diagnostic, has_errors
 from hookd.telemetry import logs
 
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
     import uvicorn
 
-    from hookd.admin.pages.models import DaemonView
     from hookd.config.model import Config, Listener
     from hookd.ingest.app import AppState
 
@@ -157,17 +156,6 @@ def inherited_socket(env: dict[str, str]) -> socket.socket | None:
 # --------------------------------------------------------------------------- the daemon
 
 
-@dataclasses.dataclass(frozen=True)
-class ReconcilePass:
-    """How the last reconcile pass went (the status page shows it)."""
-
-    at: float
-    reason: str
-    ok: bool
-    summary: str = ""  # e.g. "2 keep, 1 create"
-    error: str = ""
-
-
 class Daemon:
     """One `hookd run`: the running config and everything built from it."""
 
@@ -210,7 +198,7 @@ class Daemon:
         self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._scheduler: Any = None  # apscheduler's AsyncIOScheduler once started
-        self.last_reconcile: ReconcilePass | None = None
+        self.last_reconcile: pages.ReconcilePass | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -391,40 +379,13 @@ class Daemon:
         return create_app(state), create_admin_app(state, routes)
 
     def _page_routes(self, state: AppState) -> list[Any]:
-        """The status page at ``/`` (`hookd.admin.pages`), signed in with the admin token."""
-        from hookd.admin import token
-        from hookd.admin.pages import reads, views
-        from hookd.store.sqlite import db
-
-        admin_token = token.load_or_create(self.config.settings.state_dir)
-        site = views.Site(
-            config=lambda: state.config,
-            store=reads.SqliteReads(lambda: Path(state.config.settings.state_dir) / db.DB_NAME),
-            server_secret=self.server_secret,
-            admin_token=lambda: admin_token, daemon=self.page_facts,
-            token_ok=lambda presented: token.matches(admin_token, presented),
+        return pages.routes(
+            state, self.server_secret, lambda: pages.daemon_view(
+                revision=self.revision, started_at=self.started_at,
+                last_reload=self.reloader.last, last_reconcile=self.last_reconcile,
+                scheduler=self._scheduler),
             poke=lambda: self.worker.poke() if self.worker is not None else None,
-            draining=lambda: self.draining,
-        )
-        return views.routes(site)
-
-    def page_facts(self) -> DaemonView:
-        """What the status page's overview shows that only the daemon knows."""
-        from hookd.admin.pages import models
-
-        last = self.reloader.last
-        reload_view = models.ReloadView(last.at, last.trigger, last.ok, last.revision,
-                                        tuple(last.errors))
-        job = self._scheduler.get_job("reconcile") if self._scheduler is not None else None
-        next_at = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
-        done = self.last_reconcile
-        reconcile_view = models.ReconcileView(
-            at=done.at if done else None, reason=done.reason if done else "",
-            ok=done.ok if done else True, summary=done.summary if done else "",
-            error=logs.REDACTOR.redact(done.error) if done else "", next_at=next_at)
-        return models.DaemonView(version=__version__, started_at=self.started_at,
-                                 revision=self.revision, last_reload=reload_view,
-                                 reconcile=reconcile_view)
+            draining=lambda: self.draining)
 
     def _metrics(self, metrics: Any) -> list[Any]:
         """The daemon's series, rendered with the others on ``/metrics``."""
@@ -541,16 +502,15 @@ class Daemon:
                       exc_info=log.isEnabledFor(logging.DEBUG))
             self.state.metrics.reconcile_results.inc("pass", "error")
             changed = True  # it may have got part of the way
-            self.last_reconcile = ReconcilePass(time.time(), reason, False, error=str(exc))
+            self.last_reconcile = pages.ReconcilePass(time.time(), reason, False, error=str(exc))
         else:
             changed = any(o.action != "keep" or o.result != "ok" for o in report.outcomes)
             counts: dict[str, int] = {}
             for o in report.outcomes:
                 counts[f"{o.action}:{o.result}"] = counts.get(f"{o.action}:{o.result}", 0) + 1
                 self.state.metrics.reconcile_results.inc(str(o.action), str(o.result))
-            self.last_reconcile = ReconcilePass(
-                time.time(), reason, report.ok,
-                ", ".join(f"{n} {k.replace(':ok', '')}" for k, n in sorted(counts.items())))
+            self.last_reconcile = pages.ReconcilePass(time.time(), reason, report.ok,
+                                                      pages.outcome_summary(counts))
             log.info("reconciled", extra={
                 "reason": reason, "revision": self.revision, "ok": report.ok,
                 "seconds": round(report.duration, 3), "outcomes": counts,
