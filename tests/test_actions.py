@@ -227,6 +227,37 @@ def test_as_text(value: Any, text: str) -> None:
 # --------------------------------------------------------------------------- call
 
 
+@pytest.mark.parametrize("value", ["..", ".", "%2e%2E", "%252e%252e", ""])
+def test_call_refuses_dot_segments_in_path_parameters(tmp_path: Path, value: str) -> None:
+    """owner="..", repo=".." turned /repos/{owner}/{repo}/hooks into /hooks, with the
+    connection's token (issue 16 item 7): refused before anything is sent."""
+    import dataclasses
+
+    from hookd.config import model
+    from hookd.upstream.client import Upstream
+    from tests.fakes.github import FakeGitHub, github_connector, serve
+    from tests.pipeline_util import config
+
+    with serve(FakeGitHub(token="tok-123")) as gh:
+        connector = github_connector(base_url=gh.base_url)
+        conn = model.Connection("gh", connector.name, {"token": "tok-123"})
+        cfg = dataclasses.replace(config(tmp_path / "state", []),
+                                  connectors={connector.name: connector}, connections={"gh": conn})
+        gh.reset_counters()
+
+        async def go() -> Any:
+            async with httpx.AsyncClient() as client, Upstream() as upstream:
+                ctx = ActionContext(http=client, config=cfg, upstream=upstream)
+                return await executor("call")(
+                    {"connector": connector.name, "operation": "list-hooks", "connection": "gh",
+                     "parameters": {"owner": value, "repo": value}}, ctx)
+
+        with pytest.raises(ActionError, match="not allowed as a path segment") as info:
+            asyncio.run(go())
+        assert not info.value.retryable
+        assert gh.requests == 0
+
+
 def test_call_invokes_a_connector_operation_on_the_fake_github(tmp_path: Path) -> None:
     import dataclasses
 

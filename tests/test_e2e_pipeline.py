@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.configdir import admin_headers
 from tests.fakes.sink import Sink
 from tests.pipeline_util import push_payload
 
@@ -117,7 +118,8 @@ class Daemon:
                 self.proc.wait()
 
     def api(self, path: str, method: str = "GET") -> httpx.Response:
-        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5)
+        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5,
+                             headers=admin_headers(self.state, mutation=method != "GET"))
 
     def hookd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "hookd", *args, "--config", str(self.config)],

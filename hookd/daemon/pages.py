@@ -64,18 +64,19 @@ def daemon_view(*, revision: str, started_at: float, last_reload: ReloadOutcome,
 
 
 def routes(state: AppState, server_secret: bytes, facts: Callable[[], DaemonView], *,
-           poke: Callable[[], None], draining: Callable[[], bool]) -> list[BaseRoute]:
-    """The status page at ``/``, signed in with the admin token."""
-    from hookd.admin import token
+           token: Callable[[], str], poke: Callable[[], None],
+           draining: Callable[[], bool]) -> list[BaseRoute]:
+    """The status page at ``/``, signed in with the admin token (`token()`: the current
+    one, `hookd.admin.auth`'s, which follows reloads), checked by `token_matches`."""
+    from hookd.admin import auth
     from hookd.admin.pages import reads, views
     from hookd.store.sqlite import db
 
-    admin_token = token.load_or_create(state.config.settings.state_dir)
     site = views.Site(
         config=lambda: state.config,
         store=reads.SqliteReads(lambda: Path(state.config.settings.state_dir) / db.DB_NAME),
-        server_secret=server_secret, admin_token=lambda: admin_token, daemon=facts,
-        token_ok=lambda presented: token.matches(admin_token, presented),
+        server_secret=server_secret, admin_token=token, daemon=facts,
+        token_ok=lambda presented: auth.token_matches(token(), f"Bearer {presented}"),
         poke=poke, draining=draining,
     )
     return views.routes(site)

@@ -137,6 +137,26 @@ def analyse_simple(source: str, filters: Mapping[str, Any]) -> Analysis | None:
     return Analysis("", tuple(dict.fromkeys(body)), tuple(dict.fromkeys(names)))
 
 
+# The literal text of a URL template before its first ``{`` ends the host: the origin
+# (scheme, user, host, port) is fixed by the config (hookd.runs.egress).
+_LITERAL_ORIGIN = re.compile(r"^\s*https?://[^/?#{}\s]*(?=[/?#])", re.IGNORECASE)
+
+
+def literal_origin(url: str) -> str | None:
+    """The origin a URL template fixes in literal text (``https://h.example``), or None
+    when a template can reach into the scheme, user, host or port.
+
+    >>> literal_origin("https://h.example/{{ p }}"), literal_origin("http://h:1{{ p }}")
+    ('https://h.example', None)
+    >>> literal_origin("{{ env.URL }}"), literal_origin("https://h.example{% if x %}/a{% endif %}")
+    (None, None)
+    """
+    match = _LITERAL_ORIGIN.match(url)
+    if match is None or "{%" in url or "{#" in url:
+        return None
+    return match.group(0)
+
+
 def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

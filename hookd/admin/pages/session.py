@@ -8,8 +8,8 @@ restart does not.
 
 Every form that changes something carries a CSRF token, ``HMAC(key, "csrf" + cookie)``:
 tied to the session, so a token read from one browser is useless in another. On top of
-it `cross_site` refuses requests a browser marks as coming from another site
-(``Sec-Fetch-Site``, else ``Origin``), which also covers the sign-in form itself.
+it the page refuses requests a browser marks as coming from another origin
+(`hookd.admin.auth.cross_site`, the admin listener's one rule), the sign-in form too.
 
 >>> keys = SessionKeys(b"k" * 32)
 >>> cookie = keys.issue(now=1000.0)
@@ -17,18 +17,12 @@ it `cross_site` refuses requests a browser marks as coming from another site
 (True, False)
 >>> keys.csrf_ok(cookie, keys.csrf(cookie)), keys.csrf_ok(cookie, "x")
 (True, False)
->>> cross_site({"sec-fetch-site": "cross-site"}, "127.0.0.1:8081")
-True
->>> cross_site({"origin": "http://127.0.0.1:8081"}, "127.0.0.1:8081")
-False
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 COOKIE = "hookd_session"
 TTL = 12 * 3600  # seconds a sign-in lasts
@@ -65,19 +59,3 @@ class SessionKeys:
         if not cookie or not token:
             return False
         return hmac.compare_digest(self.csrf(cookie), token)
-
-
-def cross_site(headers: Mapping[str, str], host: str) -> bool:
-    """Does the browser say this request comes from another site? Browsers send
-    ``Sec-Fetch-Site`` on every request (``none`` when the user typed the address);
-    older ones send ``Origin`` on POSTs. A request with neither (curl) is not
-    cross-site: it cannot carry the victim's cookie anyway."""
-    site = headers.get("sec-fetch-site")
-    if site is not None:
-        return site not in ("same-origin", "none")
-    origin = headers.get("origin")
-    if origin is None:
-        return False
-    if origin == "null":
-        return True
-    return urlsplit(origin).netloc.lower() != host.lower()

@@ -26,10 +26,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from hookd.admin.auth import cross_site
 from hookd.admin.pages import chart, live, queries, render
 from hookd.admin.pages import models as m
 from hookd.admin.pages.reads import Reads
-from hookd.admin.pages.session import COOKIE, TTL, SessionKeys, cross_site, derive_key
+from hookd.admin.pages.session import COOKIE, TTL, SessionKeys, derive_key
 from hookd.config.model import Config
 from hookd.store.sqlite.runs import ReplayError
 
@@ -148,7 +149,7 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def mutation(request: Request) -> dict[str, str] | Response:
         """The form of a POST that passed the cross-site and CSRF checks, else the refusal."""
-        if cross_site(request.headers, request.headers.get("host", "")):
+        if cross_site(dict(request.headers)):
             return error_page(403, "Cross-site request refused.")
         data = await form(request)
         keys = site.keys()
@@ -168,7 +169,7 @@ def routes(site: Site) -> list[BaseRoute]:
                     configured=site.admin_token() is not None)
 
     async def signin(request: Request) -> Response:
-        if cross_site(request.headers, request.headers.get("host", "")):
+        if cross_site(dict(request.headers)):
             return error_page(403, "Cross-site request refused.", signed_in=False)
         data = await form(request) or {}
         target = safe_next(data.get("next"))

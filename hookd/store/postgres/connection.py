@@ -105,17 +105,27 @@ def describe(e: BaseException) -> str:
 
 class SessionTask:
     """A dedicated session's loop, run as a task of its own (LISTEN, the leader lock):
-    `start` it on the event loop, `aclose` cancels it (closing its session)."""
+    `start` it on the event loop, `aclose` cancels it (closing its session).
+
+    A loop runs ``while not self.closing``: psycopg may turn the cancellation of a
+    pending operation into one of its errors, which the loop's retry would swallow.
+    """
 
     task_name = "hookd-pg-session"
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        self.closing = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.task_name)
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     async def aclose(self) -> None:
+        self.closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

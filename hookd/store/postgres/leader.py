@@ -53,7 +53,7 @@ class Leadership(SessionTask):
         super().__init__()
 
     async def _run(self) -> None:
-        while True:
+        while not self.closing:
             try:
                 async with await connect(self.url, application_name=self.name) as conn:
                     for setting, value in KEEPALIVES.items():
@@ -64,7 +64,8 @@ class Leadership(SessionTask):
                             extra={"error": describe(e)})
             finally:
                 await self._set(False)
-            await asyncio.sleep(self.retry)
+            if not self.closing:
+                await asyncio.sleep(self.retry)
 
     async def _campaign(self, conn: Conn) -> None:
         while not self.leading:

@@ -8,14 +8,21 @@ could leave stale: it is read from `pg_locks`, whose session holds the leader lo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg_pool import AsyncConnectionPool
+
 from hookd import __version__
-from hookd.store.postgres.connection import Conn
+from hookd.store.postgres.connection import Conn, SessionTask, StoreUnavailable
+from hookd.store.postgres.deliveries import transaction
 from hookd.store.postgres.schema import LOCK_LEADER, LOCK_NAMESPACE
+
+log = logging.getLogger("hookd.store.postgres.replicas")
 
 HEARTBEAT = 5.0  # seconds between a replica's heartbeats
 STALE = 30.0  # a heartbeat older than this: the replica is gone
@@ -88,3 +95,24 @@ async def prune(conn: Conn, older_than: float = 86400.0) -> int:
         "DELETE FROM replicas WHERE heartbeat_at < now() - make_interval(secs => %s)",
         (older_than,))
     return cur.rowcount
+
+
+class Heartbeat(SessionTask):
+    """Upserts this replica's row every `HEARTBEAT` seconds (a failure is logged and
+    retried at the next beat)."""
+
+    task_name = "hookd-pg-heartbeat"
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], name: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.name = name
+
+    async def _run(self) -> None:
+        while not self.closing:
+            try:
+                async with transaction(self.pool, "heartbeat") as conn:
+                    await heartbeat(conn, self.name)
+            except StoreUnavailable as e:
+                log.warning("heartbeat failed", extra={"error": str(e)})
+            await asyncio.sleep(HEARTBEAT)

@@ -43,6 +43,7 @@ from hookd.store.postgres.connection import (
 from hookd.store.postgres.deliveries import PgDeliveryQueue, transaction
 from hookd.store.postgres.inbox import PgInbox
 from hookd.store.postgres.leader import Callback, Leadership
+from hookd.store.postgres.replicas import Heartbeat
 from hookd.store.postgres.runs import PgRunHistory
 from hookd.store.postgres.subscriptions import PgSubscriptions
 from hookd.store.postgres.wakeup import Wakeup
@@ -125,7 +126,7 @@ class PgHealth(SessionTask):
             self._last = HealthState(False, str(e), time.time())
 
     async def _run(self) -> None:
-        while True:
+        while not self.closing:
             await self.probe_once()
             await asyncio.sleep(PROBE_EVERY)
 
@@ -146,7 +147,7 @@ class PgStore:
         self.subscriptions = PgSubscriptions(self._pool, clock=clock)
         self.health = PgHealth(self._pool, self.inbox)
         self._wakeup = Wakeup(url, self.deliveries.arrived, application_name=self.name)
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(self._pool, self.name)
         self._started = False
 
     @property
@@ -178,8 +179,7 @@ class PgStore:
             self.inbox.start()
             await self.health.probe_once()
             self.health.start()
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name="hookd-pg-heartbeat")
+            self._heartbeat.start()
 
     async def server_secret(self) -> bytes:
         """The secret that derives callback tokens: the same on every replica."""
@@ -199,23 +199,12 @@ class PgStore:
         async with transaction(self._pool, "pruning replicas") as conn:
             return await replicas.prune(conn)
 
-    async def _beat(self) -> None:
-        while True:
-            try:
-                async with transaction(self._pool, "heartbeat") as conn:
-                    await replicas.heartbeat(conn, self.name)
-            except StoreUnavailable as e:
-                log.warning("heartbeat failed", extra={"error": str(e)})
-            await asyncio.sleep(replicas.HEARTBEAT)
-
     async def aclose(self) -> None:
         await self.inbox.aclose()
         await self._wakeup.aclose()
         await self.health.aclose()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        if self._heartbeat.started:
+            await self._heartbeat.aclose()
             with contextlib.suppress(StoreUnavailable):
                 async with transaction(self._pool, "leaving") as conn:
                     await replicas.leave(conn, self.name)

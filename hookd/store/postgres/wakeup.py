@@ -38,7 +38,7 @@ class Wakeup(SessionTask):
 
     async def _run(self) -> None:
         first = True
-        while True:
+        while not self.closing:
             try:
                 async with await connect(self.url, application_name=self.application_name) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
@@ -50,6 +50,8 @@ class Wakeup(SessionTask):
                         self.wake()
             except (StoreUnavailable, psycopg.Error) as e:
                 self.connected.clear()
+                if self.closing:
+                    return
                 log.warning("waiting for deliveries' notifications failed; reconnecting",
                             extra={"error": describe(e)})
                 await asyncio.sleep(RECONNECT_DELAY)
