@@ -374,8 +374,10 @@ def callback_url(tmp_path: Path) -> str:
 def test_stop_drains_running_steps_and_refuses_new_deliveries(
     daemon_on: Callable[..., Running], tmp_path: Path, worker: str
 ) -> None:
-    marker = tmp_path / "finished"
-    script = f"import pathlib, time; time.sleep(1.5); pathlib.Path({str(marker)!r}).write_text('ok')"
+    marker, go = tmp_path / "finished", tmp_path / "go"
+    # The step runs until the test creates `go` (once it has seen the daemon stopping).
+    script = (f"import pathlib, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)"
+              f"\npathlib.Path({str(marker)!r}).write_text('ok')")
     steps = f"  - id: slow\n    run: {json.dumps([sys.executable, '-c', script])}\n"
     hookd = daemon_on(texts={"slow": http_flow("slow", steps)}, env={"HOOKD_WORKER": worker})
     hookd.notify.wait_for("READY")
@@ -388,6 +390,8 @@ def test_stop_drains_running_steps_and_refuses_new_deliveries(
     refused = httpx.post(url, json={"n": 2}, timeout=5)
     assert refused.status_code == 503  # not recorded: the upstream keeps it and retries
     assert hookd.get("/readyz").status_code == 503
+    assert hookd.proc.poll() is None  # still draining
+    go.touch()
     assert hookd.proc.wait(15) == 0
     assert marker.read_text() == "ok"  # the running step was allowed to finish
 
@@ -577,7 +581,10 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
             (config / "flows" / "one.yaml").write_text("name: one\ntrigger: [broken\n")
             wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
             assert "flows/one.yaml:" in readyz()["rejected"]
-            time.sleep(1)
+            # A scheduled reconcile (every second) ran on the running config since.
+            github.reset_counters()
+            wait_until(lambda: {("GET", "/repos/acme/one/hooks"),
+                                ("GET", "/repos/acme/two/hooks")} <= set(github.log), what="a pass")
             assert len(github.hooks_of("acme", "one")) == 1  # nothing deleted
             assert len(github.hooks_of("acme", "two")) == 1
 

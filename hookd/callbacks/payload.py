@@ -27,7 +27,9 @@ from typing import Any
 
 import orjson
 
-from hookd.callbacks.routing import SchemaCheck, check_violations
+# SchemaCheck is part of this module's signatures (`examine`), so callers may import it here.
+from hookd.callbacks.routing import SchemaCheck as SchemaCheck
+from hookd.callbacks.routing import check_violations
 
 simdjson: Any
 try:  # a fast validity check; without it (no wheel for the platform) bodies are parsed

@@ -78,8 +78,8 @@ class Route:
     # Headers not recorded with the delivery because they carry a credential.
     drop_headers: frozenset[str] = frozenset()
     reason: str = ""  # why disabled/gone, for logs
-    # jsonschema validator for `schema`, compiled once per config (None: nothing to check).
-    validator: Any = field(default=None, compare=False, repr=False)
+    # The check of `schema`, compiled once per config (None: nothing to check).
+    validator: SchemaCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

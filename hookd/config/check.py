@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hookd.config import secrets as secrets_mod
+from hookd.config.actions.call import CallAction
 from hookd.config.model import Connection, Flow, SecretRef, Settings
 from hookd.config.schema import describe
 from hookd.config.steps import check_steps, strings
@@ -268,7 +269,7 @@ def check_flow(
     allow = None if env_allow is None else frozenset(env_allow)
     out.extend(check_steps(flow, trigger_schema, allow))
     for i, step in enumerate(f.steps):
-        if step.kind == "call":
+        if isinstance(step.action, CallAction):
             out.extend(_check_call(flow, ("steps", i, "call"), step.action, connectors, connections))
         url = getattr(step.action, "url", None) if step.kind in ("http", "notify") else None
         if (isinstance(url, str) and ("{{" in url or "{%" in url) and not egress_allow
@@ -503,7 +504,7 @@ def type_problem(value: Any, schema: Schema) -> str:
 
 
 def _check_call(
-    flow: Located[Flow], where: KeyPath, action: Any,
+    flow: Located[Flow], where: KeyPath, action: CallAction,
     connectors: Mapping[str, Connector], connections: Mapping[str, Connection],
 ) -> list[Diagnostic]:
     connector = connectors.get(action.connector)

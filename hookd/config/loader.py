@@ -477,7 +477,7 @@ def store_setting(value: Any, root: Path) -> StoreSetting:
     return StoreSetting("postgresql", url)
 
 
-def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
+def state_dir_setting(state: object, root: Path, env: Mapping[str, str]) -> Path:
     """The state directory: hookd.yaml's `state_dir` (relative to `root`), else
     ``$STATE_DIRECTORY``, else ``root/state``. Also used by `hookd runs`, which must find
     the store while the rest of the config is broken."""

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hookd.config import actions
-from hookd.config.actions.call import CallAction
-from hookd.config.actions.http import HttpAction
-from hookd.config.actions.log import LogAction
-from hookd.config.actions.notify import NotifyAction
-from hookd.config.actions.run import RunAction
-from hookd.config.actions.set import SetAction
+
+# The action inputs are part of the model (`Step.action`): re-exported, as `model.HttpAction`.
+from hookd.config.actions.call import CallAction as CallAction
+from hookd.config.actions.http import HttpAction as HttpAction
+from hookd.config.actions.log import LogAction as LogAction
+from hookd.config.actions.notify import NotifyAction as NotifyAction
+from hookd.config.actions.run import RunAction as RunAction
+from hookd.config.actions.set import SetAction as SetAction
 
 if TYPE_CHECKING:
     from hookd.connectors.model import Connector
