@@ -111,6 +111,23 @@ def test_check_warns_when_the_admin_listener_binds_beyond_loopback(tmp_path: Pat
     assert "listen.admin.host" in out
 
 
+def test_run_warns_when_admin_flag_binds_beyond_loopback(tmp_path: Path) -> None:
+    from tests.test_daemon import free_port, write_http_config
+
+    write_http_config(tmp_path / "config", tmp_path / "state", {})
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hookd", "run", "--config", str(tmp_path / "config"),
+         "--admin", f"0.0.0.0:{port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                   .status_code == 200, timeout=20, what="ready")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "the admin listener binds 0.0.0.0" in err
+
+
 def test_the_status_page_forms_pass_the_guard_but_not_from_another_site() -> None:
     """The page's forms are urlencoded (an HTML form cannot send JSON): the guard lets them
     through to the page, which checks its CSRF token; cross-site ones stop at the guard."""

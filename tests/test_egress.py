@@ -176,3 +176,74 @@ def test_check_warns_about_a_templated_host_without_egress_allow(tmp_path: Path)
     again = subprocess.run([sys.executable, "-m", "hookd", "check", str(tmp_path)],
                            capture_output=True, text=True, timeout=30)
     assert "comes from a template" not in again.stdout + again.stderr
+
+
+def test_notify_steps_follow_the_policy_too(tmp_path: Path, sink: Sink) -> None:
+    """A notify step whose url comes from a payload is refused; written literally, or as
+    a secret reference (the operator wrote it), it is sent."""
+    from hookd.config import model
+    from tests.pipeline_util import flow, step
+    from tests.test_pipeline import Harness
+
+    h = Harness(tmp_path / "state", environ={"SINK_URL": sink.url + "/from-secret"})
+    f = flow("n", [
+        step("literal", model.NotifyAction(kind="webhook", url=sink.url + "/literal",
+                                           message="{{ trigger.body.m }}")),
+        step("secret", model.NotifyAction(kind="webhook", url=model.SecretRef("env", "SINK_URL"),
+                                          message="m")),
+        step("payload", model.NotifyAction(kind="webhook", url="{{ trigger.body.url }}",
+                                           message="m")),
+    ])
+    outcome, run_id = h.run(f, {"m": "hi", "url": sink.url + "/from-payload"})
+    assert outcome.status == "failed"
+    assert [r.path for r in sink.received] == ["/literal", "/from-secret"]
+    run = h.store.get(run_id)
+    assert run is not None
+    assert "comes from a template and is not in egress.allow" in (run.steps[2].error or "")
+
+
+def test_a_listener_on_port_0_is_known_by_the_port_it_got(tmp_path: Path) -> None:
+    """``port: 0`` (any free port) must not hide the admin listener from the policy."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.configdir import admin_headers
+    from tests.test_daemon import free_port
+
+    public = free_port()
+    config = tmp_path / "config"
+    (config / "flows").mkdir(parents=True)
+    (config / "hookd.yaml").write_text(
+        f"public_url: http://127.0.0.1:{public}\nstate_dir: {tmp_path / 'state'}\n"
+        f"listen:\n  public: {{host: 127.0.0.1, port: {public}}}\n"
+        "  admin: {host: 127.0.0.1, port: 0}\nlog: {format: json}\n")
+    (config / "flows" / "attack.yaml").write_text(
+        http_step_flow("attack", "http://127.0.0.1:9{{ trigger.body.path }}"))
+    log = tmp_path / "hookd.log"
+    proc = subprocess.Popen([sys.executable, "-m", "hookd", "run", "--config", str(config)],
+                            stderr=log.open("w"), env={**os.environ, "HOOKD_WORKER": "inline"})
+    try:
+        ready = wait_until(lambda: next((json.loads(line) for line in log.read_text().splitlines()
+                                         if '"hookd is ready"' in line), None), timeout=20,
+                           what="ready")
+        admin = "http://" + ready["admin"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", admin) and not admin.endswith(":0")
+        port = admin.rsplit(":", 1)[1]
+        answer = httpx.post(flow_url(tmp_path, "attack"), timeout=5,
+                            json={"path": f"@127.0.0.1:{port}/api/runs"})
+        assert answer.status_code == 202
+        headers = admin_headers(tmp_path / "state")
+
+        def failed() -> object:
+            runs = httpx.get(admin + "/api/runs?status=failed", headers=headers, timeout=5)
+            return runs.json()["runs"]
+
+        (run,) = wait_until(failed, what="the run failed")
+        doc = httpx.get(admin + f"/api/runs/{run['id']}", headers=headers, timeout=5).json()
+        assert "hookd's own admin listener" in doc["steps"][0]["error"]
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -284,6 +284,28 @@ def test_a_refresh_another_process_stored_is_used_not_repeated(tmp_path: Path,
     assert fake.api_requests[-1] == fake.api_requests[-2] == stored.access_token
 
 
+def test_the_daemon_uses_tokens_of_a_new_hookd_connect_without_a_restart(
+        tmp_path: Path, fake: FakeAuthServer) -> None:
+    root = write_config(tmp_path, fake)
+    config, clock = load(root, fake), Clock()
+    first = seeded(root, fake, clock)
+    store = FileTokenStore(root / "state")
+    connector, conn = config.connectors["fakeapi"], config.connections["api"]
+
+    async def one_client() -> None:
+        async with Upstream(clock=clock, env=env_with(fake)) as upstream:
+            attach(upstream, store, clock=clock, env=env_with(fake))
+            fake.refresh_tokens.pop(str(first.refresh_token))  # revoked by the user
+            clock.now += fake.expires_in
+            with pytest.raises(PermanentError, match="hookd connect api"):
+                await upstream.call(connector, "ListItems", conn, {}, retry=False)
+            seeded(root, fake, clock)  # what `hookd connect api` writes, from another process
+            response = await upstream.call(connector, "ListItems", conn, {}, retry=False)
+            assert response.status_code == 200
+
+    asyncio.run(one_client())
+
+
 CALL_FLOW = """\
     name: uses-api
     trigger: {connector: http}

@@ -24,7 +24,7 @@ answers. So, in this order:
 The token is ``admin.token`` from hookd.yaml (a secret reference) or, by default, the
 contents of ``<state_dir>/admin.token``, created (mode 0600) at the first start; the CLI
 reads the same (`client_token`). `token_matches` is the one check, for the API and for
-anything that signs in with the token later (a status page's session).
+anything that signs in with the token later (a status page's session: `same_token`).
 """
 
 from __future__ import annotations
@@ -112,12 +112,16 @@ def token_matches(expected: str, authorization: str | None) -> bool:
     >>> token_matches("abc", "Bearer abd"), token_matches("abc", None), token_matches("", "Bearer ")
     (False, False, False)
     """
-    if not expected or not authorization:
+    if not authorization:
         return False
     scheme, _, given = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), expected.encode())
+    return scheme.lower() == "bearer" and same_token(expected, given.strip())
+
+
+def same_token(expected: str, given: str) -> bool:
+    """Is `given` the admin token? Constant time; an empty token never matches. The one
+    comparison: the API's bearer header here, a sign-in form or session later."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 # --------------------------------------------------------------------------- Host, Origin

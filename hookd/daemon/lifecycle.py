@@ -202,6 +202,7 @@ class Daemon:
         self._scheduler: Any = None  # apscheduler's AsyncIOScheduler once started
         self.last_reconcile: pages.ReconcilePass | None = None
         self._auth: tuple[Any, AdminAuth] | None = None  # (settings, auth) of admin_auth()
+        self._bound: dict[str, int] = {}  # listener → the port it got (for port 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,6 +252,8 @@ class Daemon:
             await self._stop_servers(servers, serving)
             await self._close()
             return EXIT_IO
+        await self._learn_ports(servers)
+        settings = self.config.settings
 
         summary = self.summary()
         self.notifier.ready(summary)
@@ -496,7 +499,33 @@ class Daemon:
 
     def _load(self) -> tuple[Config | None, list[Diagnostic], str]:
         public, admin = self.listener_overrides
-        return load(self.directory, self.state_dir_override, public=public, admin=admin)
+        config, diagnostics, rev = load(self.directory, self.state_dir_override,
+                                        public=public, admin=admin)
+        return (self._with_bound_ports(config) if config is not None else None), diagnostics, rev
+
+    async def _learn_ports(self, servers: list[uvicorn.Server]) -> None:
+        """Put the ports the listeners got into the running config where it says 0 (any
+        free port): steps must never reach hookd's own listeners (`hookd.runs.egress`),
+        and that check reads the ports from the config."""
+        for name, server in zip(("public", "admin"), servers, strict=True):
+            for listening in server.servers:
+                for sock in listening.sockets:
+                    self._bound.setdefault(name, int(sock.getsockname()[1]))
+        config = self._with_bound_ports(self.config)
+        if config is not self.config:
+            self.config = config
+            if self.state is not None:
+                await asyncio.to_thread(setattr, self.state, "config", config)
+
+    def _with_bound_ports(self, config: Config) -> Config:
+        settings, changed = config.settings, {}
+        for name, port in self._bound.items():
+            listener = getattr(settings, name)
+            if listener.port == 0:
+                changed[name] = dataclasses.replace(listener, port=port)
+        if not changed:
+            return config
+        return dataclasses.replace(config, settings=dataclasses.replace(settings, **changed))
 
     async def reload(self, trigger: str) -> bool | None:
         """Reload now (SIGHUP); reconcile when a new config was applied."""
@@ -764,6 +793,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
     for line in warned:
         log.warning("config warning: %s", line)
+    if admin is not None:  # --admin: hookd check saw only hookd.yaml's address
+        from hookd.config.check import admin_exposure
+
+        exposed = admin_exposure(config.settings)
+        if exposed is not None:
+            log.warning(exposed, extra={"hint": "bind it to 127.0.0.1 (docs/daemon.md, "
+                                                "\"Admin authentication\")"})
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,

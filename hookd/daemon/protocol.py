@@ -23,7 +23,9 @@ either: a 64 MiB header was parsed, kept in memory and stored with the delivery.
   headers within milliseconds, so it is the newest, and last to go.
 
 These refusals happen before any routing or ASGI app, so they are answered here; every
-other HTTP answer comes from the apps (`hookd.ingest.app.error_response`).
+other HTTP answer comes from the apps (`hookd.ingest.app.error_response`). What was
+measured before and after, and what uvicorn's own options do not cover:
+docs/adr/0009-listener-bounds.md.
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-
-import httpx
+from urllib.parse import parse_qsl, urlsplit
 
 from hookd.config import secrets
 from hookd.config.model import Connection, MaybeSecret
@@ -41,6 +40,8 @@ from hookd.upstream.client import Upstream
 from hookd.upstream.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
+    import httpx
+
     from hookd.store.tokens import TokenStore
 
 DEFAULT_REDIRECT = "http://127.0.0.1:{port}/callback"
@@ -107,7 +108,6 @@ class OAuthTokens:
         self.env = env
         self._locks: dict[str, asyncio.Lock] = {}
         self._cache: dict[str, TokenSet] = {}
-        self.refreshes = 0  # token requests made for refreshes (tests, reports)
 
     # ------------------------------------------------------------ TokenSource
 
@@ -117,7 +117,9 @@ class OAuthTokens:
             return None
         conn, connector = found
         async with self._locks.setdefault(connection, asyncio.Lock()):
-            tokens = self._cache.get(connection) or self._load(connection)
+            tokens = self._cache.get(connection)
+            if tokens is None or tokens.error:  # `hookd connect` may have fixed it since
+                tokens = self._load(connection)
             if tokens is None:
                 seed = conn.oauth.refresh_token if conn.oauth else None
                 if seed is None:
@@ -162,7 +164,6 @@ class OAuthTokens:
         ep = endpoints(conn, connector, self.env)
         request = authz.refresh_request(ep, client(conn, env=self.env), tokens.refresh_token,
                                         parameters(conn, self.env))
-        self.refreshes += 1
         try:
             fresh = await self._token_call(request, tokens)
         except tok.TokenError as exc:
@@ -214,12 +215,13 @@ def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):
-        return dict(httpx.QueryParams(response.text))
+        return dict(parse_qsl(response.text))
 
 
 def _where(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode()}{parsed.path}"
+    """The URL without its query (where a token endpoint is, never what was sent)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def attach(upstream: Upstream, store: TokenStore, *, clock: Callable[[], float] = time.time,
