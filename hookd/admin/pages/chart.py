@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Sequence
 from html import escape
 
-from hookd.store.sqlite.activity import Minute
+from hookd.store.activity import Minute
 
 WIDTH, HEIGHT = 760, 210
 LEFT, RIGHT = 44, 750

@@ -27,7 +27,7 @@ from starlette.responses import StreamingResponse
 from hookd.admin.pages import models as m
 from hookd.admin.pages import queries, render
 from hookd.admin.pages.reads import Reads
-from hookd.store.sqlite.activity import DeliverySummary
+from hookd.store.activity import DeliverySummary
 
 POLL = 1.0  # seconds between two looks at the store
 LIFETIME = 300.0  # seconds a stream stays open before the browser reconnects

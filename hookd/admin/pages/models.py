@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # Store records the pages show as they are (their error text masked by the queries).
-from hookd.store.sqlite.activity import DeliverySummary, Minute
+from hookd.store.activity import DeliverySummary, Minute
 
 
 @dataclass(frozen=True)

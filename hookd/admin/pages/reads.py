@@ -17,14 +17,9 @@ from typing import Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
+from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
 from hookd.store.sqlite import db as dbmod
-from hookd.store.sqlite.activity import (
-    ActivityStore,
-    Counts,
-    DeliverySummary,
-    FlowFacts,
-    Minute,
-)
+from hookd.store.sqlite.activity import ActivityStore
 from hookd.store.sqlite.deliveries import Delivery, DeliveryStore
 from hookd.store.sqlite.runs import Run, RunStore, replay
 from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore

@@ -1,5 +1,6 @@
 """Store: read-only summaries of the history for the status page (counts, per-minute
-activity, filtered delivery lists, what is new since a cursor).
+activity, filtered delivery lists, what is new since a cursor), over SQLite; the records
+they return are `hookd.store.activity`'s, the same for every backend.
 
 These are the reads no other part needs, kept here so that only the store knows the
 tables. Every query is a seek on an index whatever the history's size:
@@ -16,8 +17,8 @@ tables. Every query is a seek on an index whatever the history's size:
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
+from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
 from hookd.store.sqlite.runs import _RUN_COLUMNS, FINISHED, RUN_STATUSES, Run, _run
 
 
@@ -28,43 +29,6 @@ def id_at(ts: float) -> str:
     '0000000005dc'
     """
     return f"{int(ts * 1000):012x}"
-
-
-@dataclass(frozen=True)
-class DeliverySummary:
-    """A delivery without its headers and body (a list row)."""
-
-    id: str
-    flow: str
-    subscription_id: str
-    received_at: float
-    event: str | None
-    status: str
-    attempts: int
-    size: int  # bytes of body
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Minute:
-    start: float  # unix time of the minute's first second
-    deliveries: int
-    failed_runs: int
-
-
-@dataclass(frozen=True)
-class Counts:
-    deliveries: int
-    runs: dict[str, int]  # status → count (statuses with none left out)
-
-
-@dataclass(frozen=True)
-class FlowFacts:
-    """One flow's newest delivery and run, and its last finished runs' statuses."""
-
-    last_delivery: DeliverySummary | None
-    last_run: Run | None
-    outcomes: list[str]  # newest first
 
 
 _SUMMARY = ("id, flow, subscription_id, received_at, event, status, attempts,"
