@@ -38,6 +38,7 @@ from starlette.routing import Route
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hookd import store as stores  # noqa: E402
 from hookd.admin.pages import models, reads, views  # noqa: E402
 from hookd.config.loader import load_config  # noqa: E402
 from hookd.store.sqlite import db  # noqa: E402
@@ -195,13 +196,14 @@ def main() -> int:
         start = time.perf_counter()
         seed(config.settings.state_dir, args.runs, now)
         print(f"seeded {args.runs} runs in {time.perf_counter() - start:.1f} s")
+        store = stores.open(config.settings)
         daemon = models.DaemonView(
             "0.1.0", now - 3 * 86400, "4f2c9e1",
             models.ReloadView(now - 1800, "watch", True, "4f2c9e1"),
             models.ReconcileView(now - 240, "scheduled", True, "7 keep, 1 create failed",
                                  next_at=now + 360))
         site = views.Site(config=lambda: config,
-                          store=reads.SqliteReads(lambda: config.settings.state_dir / db.DB_NAME),
+                          store=reads.Reads.of(store, store.activity),
                           server_secret=b"b" * 32,
                           admin_token=lambda: TOKEN, daemon=lambda: daemon,
                           token_ok=lambda t: t == TOKEN)
@@ -238,6 +240,7 @@ def main() -> int:
         if args.screenshot:
             screenshot(url, args.screenshot.resolve())
         server.should_exit = True
+        store.close()
     return 0
 
 

@@ -361,7 +361,7 @@ def test_status_reports_a_revoked_refresh_token_with_the_fix(tmp_path: Path,
     daemon = subprocess.Popen([sys.executable, "-m", "hookd", "run", str(root)],
                               env=env_with(fake), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
-    status = [sys.executable, "-m", "hookd", "status", "--admin", f"http://127.0.0.1:{admin}"]
+    status = [sys.executable, "-m", "hookd", "status", "--config", str(root)]
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=2)
                    .status_code == 200, what="the daemon to be ready")

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from hookd import store as stores
 from hookd.admin.pages import chart, models, queries, reads, views
 from hookd.admin.pages.session import COOKIE
 from hookd.config.loader import load_config
@@ -90,6 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     config, problems = load_config(root)
     assert config is not None, problems
     conn = db.open_db(config.settings.state_dir, check_same_thread=False)
+    store = stores.open(config.settings)
     now = time.time()
     dids, rids = fill(conn, 60, now)
     logs.register_secret(LEAKY)
@@ -109,7 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     site = views.Site(
         config=lambda: config,
-        store=reads.SqliteReads(lambda: config.settings.state_dir / db.DB_NAME),
+        store=reads.Reads.of(store, store.activity),
         server_secret=b"s" * 32, admin_token=lambda: TOKEN,
         daemon=lambda: models.DaemonView(
             "0.1.0", now - 3600, "rev1234",
@@ -119,6 +121,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         token_ok=lambda presented: presented == TOKEN, poke=poke, replay_wait=5.0)
     with serve_app(Starlette(routes=views.routes(site))) as url:
         yield Served(url, config.settings.state_dir / db.DB_NAME, dids, rids, pokes)
+    store.close()
     conn.close()
 
 

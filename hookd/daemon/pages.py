@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
@@ -70,11 +69,14 @@ def routes(state: AppState, server_secret: bytes, facts: Callable[[], DaemonView
     one, `hookd.admin.auth`'s, which follows reloads), checked by `token_matches`."""
     from hookd.admin import auth
     from hookd.admin.pages import reads, views
-    from hookd.store.sqlite import db
 
+    activity = getattr(state.store, "activity", None)
+    if activity is None:
+        return views.unsupported(
+            "The status page needs the SQLite store for now (store: sqlite in hookd.yaml); "
+            "on PostgreSQL use the API (/api/runs) and hookd status.")
     site = views.Site(
-        config=lambda: state.config,
-        store=reads.SqliteReads(lambda: Path(state.config.settings.state_dir) / db.DB_NAME),
+        config=lambda: state.config, store=reads.Reads.of(state.store, activity),
         server_secret=server_secret, admin_token=token, daemon=facts,
         token_ok=lambda presented: auth.token_matches(token(), f"Bearer {presented}"),
         poke=poke, draining=draining,

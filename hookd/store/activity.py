@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hookd.store.sqlite.runs import Run
+from hookd.store.records import Run
 
 
 @dataclass(frozen=True)

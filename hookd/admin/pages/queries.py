@@ -20,8 +20,7 @@ from hookd.admin.pages import models as m
 from hookd.admin.pages.reads import Reads
 from hookd.config.model import Config, Flow
 from hookd.store.activity import DeliverySummary, Minute
-from hookd.store.sqlite.runs import Run
-from hookd.store.sqlite.subscriptions import SubscriptionRow
+from hookd.store.records import Run, SubscriptionRow
 from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
 from hookd.telemetry.logs import REDACTOR
 

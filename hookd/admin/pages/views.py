@@ -26,13 +26,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from hookd.admin.api import status_of
 from hookd.admin.auth import cross_site
 from hookd.admin.pages import chart, live, queries, render
 from hookd.admin.pages import models as m
 from hookd.admin.pages.reads import Reads
 from hookd.admin.pages.session import COOKIE, TTL, SessionKeys, derive_key
 from hookd.config.model import Config
-from hookd.store.sqlite.runs import ReplayError
+from hookd.store import errors
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -121,6 +122,15 @@ def _time_param(text: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- routes
+
+
+def unsupported(message: str) -> list[BaseRoute]:
+    """In place of the pages when the store cannot serve them: ``/`` says why."""
+
+    async def why(request: Request) -> Response:
+        return error_page(503, message, signed_in=False)
+
+    return [Route("/", why, methods=["GET"])]
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -271,8 +281,8 @@ def routes(site: Site) -> list[BaseRoute]:
 
         try:
             delivery_id = await site.store.runs.replay(run_id, kind="run")
-        except ReplayError as exc:
-            return error_page(exc.status, str(exc))
+        except errors.StoreError as exc:
+            return error_page(status_of(exc), str(exc))
         previous = await queries.latest_attempt(site.store, delivery_id)
         attempt = previous[1] if previous else 0
         site.poke()
