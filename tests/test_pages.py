@@ -304,3 +304,10 @@ def test_a_big_body_is_cut_on_the_page_and_whole_in_the_download(served: Served)
     assert "Only the beginning is shown." in page.text
     assert len(page.text) < queries.BODY_CAP * 1.5 < len(big)
     assert client.get(f"/deliveries/{big_id}/body").content == big
+
+
+def test_without_the_activity_part_the_page_says_what_it_needs() -> None:
+    with serve_app(Starlette(routes=views.unsupported("needs the SQLite store"))) as url:
+        answer = httpx.get(url + "/", timeout=5)
+    assert answer.status_code == 503 and "needs the SQLite store" in answer.text
+    assert_valid_page(answer.text)
