@@ -101,8 +101,10 @@ class HealthState:
 
 
 class PgHealth(SessionTask):
-    """Never blocks: a probe task queries every `PROBE_EVERY` seconds; the inbox's last
-    commit outcome counts too (a failed batch is unhealthy until the next succeeds)."""
+    """Never blocks: a probe task queries every `PROBE_EVERY` seconds; a batch the inbox
+    failed to commit makes it unhealthy at once, until a later probe (or batch) succeeds
+    (not until the next batch only: a balancer sends none to a replica whose /readyz
+    says 503)."""
 
     task_name = "hookd-pg-health"
 
@@ -113,7 +115,7 @@ class PgHealth(SessionTask):
         self._last = HealthState(False, "not connected yet")
 
     def state(self) -> HealthState:
-        if self.inbox.last_error is not None:
+        if self.inbox.last_error is not None and self.inbox.last_error_at > self._last.checked_at:
             return HealthState(False, self.inbox.last_error, time.time())
         return self._last
 
