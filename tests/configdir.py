@@ -27,3 +27,13 @@ def write_config(
         for name, text in files.items():
             (root / sub / f"{name}.yaml").write_text(textwrap.dedent(text))
     return root
+
+
+def admin_headers(state: Path, *, mutation: bool = False) -> dict[str, str]:
+    """What a client of the admin API sends: the daemon's token (``state/admin.token``),
+    and for a POST the JSON content type the admin listener requires."""
+    token = (Path(state) / "admin.token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    if mutation:
+        headers["Content-Type"] = "application/json"
+    return headers

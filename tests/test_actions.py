@@ -70,17 +70,49 @@ def test_run_nonzero_exit_fails_with_output() -> None:
     assert info.value.output["stdout"] == "out\n" and info.value.output["exit_code"] == 3
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie is killed, just not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# PIDFILE is replaced by the path, quoted ('...'): the child writes its pid there. It lets
+# go of the output pipes, so that surviving is seen as surviving, not as a hung step.
+TIMEOUT_SCRIPT = """
+import os, subprocess, sys, time
+child = "import os, time; os.close(1); os.close(2); " \\
+        "open(PIDFILE + '.new', 'w').write(str(os.getpid())); " \\
+        "os.rename(PIDFILE + '.new', PIDFILE); time.sleep(30)"
+subprocess.Popen([sys.executable, "-c", child])
+while not os.path.exists(PIDFILE):
+    time.sleep(0.01)
+time.sleep(30)
+"""
+
+
 def test_run_timeout_kills_the_process_group(tmp_path: Path) -> None:
-    marker = tmp_path / "child-survived"
-    # The child of the command would write the marker after 1.5 s if it survived.
-    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
-              f"\"import time; time.sleep(1.5); open('{marker}', 'w')\"]); time.sleep(30)")
+    pidfile = tmp_path / "child.pid"
+    # The command starts a child that records its pid, waits until it has, then both sleep.
+    script = TIMEOUT_SCRIPT.replace("PIDFILE", repr(str(pidfile)))
     started = time.monotonic()
     with pytest.raises(ActionError, match="timed out"):
-        run_action("run", {"argv": [sys.executable, "-c", script]}, timeout=0.5)
+        run_action("run", {"argv": [sys.executable, "-c", script]}, timeout=1.0)
     assert time.monotonic() - started < 5
-    time.sleep(1.5)
-    assert not marker.exists()
+    assert pidfile.exists(), "the command's child did not start within the step's timeout"
+    pid = int(pidfile.read_text())
+    assert _gone(pid, within=5.0), "the command's child survived the timeout"
 
 
 def test_run_output_is_capped() -> None:
@@ -225,6 +257,37 @@ def test_as_text(value: Any, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- call
+
+
+@pytest.mark.parametrize("value", ["..", ".", "%2e%2E", "%252e%252e", ""])
+def test_call_refuses_dot_segments_in_path_parameters(tmp_path: Path, value: str) -> None:
+    """owner="..", repo=".." turned /repos/{owner}/{repo}/hooks into /hooks, with the
+    connection's token (issue 16 item 7): refused before anything is sent."""
+    import dataclasses
+
+    from hookd.config import model
+    from hookd.upstream.client import Upstream
+    from tests.fakes.github import FakeGitHub, github_connector, serve
+    from tests.pipeline_util import config
+
+    with serve(FakeGitHub(token="tok-123")) as gh:
+        connector = github_connector(base_url=gh.base_url)
+        conn = model.Connection("gh", connector.name, {"token": "tok-123"})
+        cfg = dataclasses.replace(config(tmp_path / "state", []),
+                                  connectors={connector.name: connector}, connections={"gh": conn})
+        gh.reset_counters()
+
+        async def go() -> Any:
+            async with httpx.AsyncClient() as client, Upstream() as upstream:
+                ctx = ActionContext(http=client, config=cfg, upstream=upstream)
+                return await executor("call")(
+                    {"connector": connector.name, "operation": "list-hooks", "connection": "gh",
+                     "parameters": {"owner": value, "repo": value}}, ctx)
+
+        with pytest.raises(ActionError, match="not allowed as a path segment") as info:
+            asyncio.run(go())
+        assert not info.value.retryable
+        assert gh.requests == 0
 
 
 def test_call_invokes_a_connector_operation_on_the_fake_github(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def test_json_of_the_builtins_is_stable_and_documented(
         "secret": "body.config.secret",
         "summary": "When something happens in a repository (push by default)",
         "supported": True,
+        "update": {"id_param": "hook_id", "operation_id": "updateHook"},
     }
     http = document["connectors"][3]
     assert [(t["kind"], t["supported"]) for t in http["triggers"]] == [("request", True)]

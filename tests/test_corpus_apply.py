@@ -160,12 +160,13 @@ class Case:
         out: dict[str, str] = {}
         read = {m[2] for p in self.policies for v in (p.get("parameters") or {}).values()
                 for m in EXPR.finditer(str(v)) if m[1].lower() == "connectionparameters" and not m[3]}
-        for name in read - set(self.param_types):
+        declared = {n.lower() for n in self.param_types}
+        for name in {n for n in read if n.lower() not in declared}:
             out[name] = f"https://{slug(name)}.tenant.test" if name in leading else "cp" + slug(name)
         for name, kind in self.param_types.items():
             if kind.lower() == "oauthsetting":
                 out[name] = "tok-" + slug(self.name)
-            elif name in leading:
+            elif name.lower() in {n.lower() for n in leading}:
                 out[name] = f"https://{slug(name)}.tenant.test"
             elif kind.lower() == "securestring":
                 out[name] = "sec" + slug(name)
@@ -218,8 +219,10 @@ class Case:
     def fill(self, text: str, query: dict[str, str], headers: dict[str, str]) -> str:
         def one(m: re.Match[str]) -> str:
             fn, name, default = m[1].lower(), m[2], m[3]
-            source = self.connection if fn == "connectionparameters" else query \
-                if fn == "queryparameters" else headers
+            if fn == "connectionparameters":  # exact, else ignoring case (Impexium)
+                folded = {k.lower(): v for k, v in self.connection.items()}
+                return self.connection.get(name) or folded.get(name.lower()) or default or ""
+            source = query if fn == "queryparameters" else headers
             return source.get(name.lower() if source is headers else name) or default or ""
         return EXPR.sub(one, text)
 

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from hookd.daemon import reload, status
+from tests.configdir import admin_headers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,11 +84,13 @@ class Notifications:
 
 class Running:
     def __init__(self, proc: subprocess.Popen[str], admin: str, public: str,
-                 notify: Notifications) -> None:
+                 notify: Notifications, state: Path) -> None:
         self.proc, self.admin, self.public, self.notify = proc, admin, public, notify
+        self.state = state
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.admin + path, timeout=5)
+        """GET on the admin listener, with the token (`/api/…` requires it)."""
+        return httpx.get(self.admin + path, timeout=5, headers=admin_headers(self.state))
 
     def stop(self, timeout: float = 15) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -150,7 +153,8 @@ def daemon_on(tmp_path: Path) -> Iterator[Callable[..., Running]]:
             env={**os.environ, "NOTIFY_SOCKET": notify.path, **(env or {})},
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         )
-        running = Running(proc, f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{public}", notify)
+        running = Running(proc, f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{public}", notify,
+                          tmp_path / "state")
         started.append(running)
         return running
 
@@ -198,8 +202,8 @@ def check_status_command(hookd: Running, flows: int, config: Path) -> None:
     """`hookd status` against the running daemon, as JSON (--admin URL) and as text
     (--config DIR: the admin address comes from hookd.yaml)."""
     cmd = [sys.executable, "-m", "hookd", "status", "--admin", hookd.admin]
-    as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True,
-                             timeout=30)
+    as_json = subprocess.run([*cmd, "--state-dir", str(hookd.state), "--format", "json"],
+                             capture_output=True, text=True, timeout=30)
     assert as_json.returncode == 0, as_json.stderr
     doc = json.loads(as_json.stdout)
     assert doc["config"]["revision"]
@@ -370,8 +374,10 @@ def callback_url(tmp_path: Path) -> str:
 def test_stop_drains_running_steps_and_refuses_new_deliveries(
     daemon_on: Callable[..., Running], tmp_path: Path, worker: str
 ) -> None:
-    marker = tmp_path / "finished"
-    script = f"import pathlib, time; time.sleep(1.5); pathlib.Path({str(marker)!r}).write_text('ok')"
+    marker, go = tmp_path / "finished", tmp_path / "go"
+    # The step runs until the test creates `go` (once it has seen the daemon stopping).
+    script = (f"import pathlib, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)"
+              f"\npathlib.Path({str(marker)!r}).write_text('ok')")
     steps = f"  - id: slow\n    run: {json.dumps([sys.executable, '-c', script])}\n"
     hookd = daemon_on(texts={"slow": http_flow("slow", steps)}, env={"HOOKD_WORKER": worker})
     hookd.notify.wait_for("READY")
@@ -384,6 +390,8 @@ def test_stop_drains_running_steps_and_refuses_new_deliveries(
     refused = httpx.post(url, json={"n": 2}, timeout=5)
     assert refused.status_code == 503  # not recorded: the upstream keeps it and retries
     assert hookd.get("/readyz").status_code == 503
+    assert hookd.proc.poll() is None  # still draining
+    go.touch()
     assert hookd.proc.wait(15) == 0
     assert marker.read_text() == "ok"  # the running step was allowed to finish
 
@@ -573,7 +581,10 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
             (config / "flows" / "one.yaml").write_text("name: one\ntrigger: [broken\n")
             wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
             assert "flows/one.yaml:" in readyz()["rejected"]
-            time.sleep(1)
+            # A scheduled reconcile (every second) ran on the running config since.
+            github.reset_counters()
+            wait_until(lambda: {("GET", "/repos/acme/one/hooks"),
+                                ("GET", "/repos/acme/two/hooks")} <= set(github.log), what="a pass")
             assert len(github.hooks_of("acme", "one")) == 1  # nothing deleted
             assert len(github.hooks_of("acme", "two")) == 1
 
@@ -593,7 +604,8 @@ def test_github_flows_follow_the_config_directory(tmp_path: Path) -> None:
                 github_flow("three", "three").replace("connection: github", "connection: stale"))
             wait_until(lambda: notify.wait_for("STATUS")["STATUS"].endswith("1 failing"),
                        what="failing subscription")
-            shown = subprocess.run([sys.executable, "-m", "hookd", "status", "--admin", admin_url],
+            shown = subprocess.run([sys.executable, "-m", "hookd", "status", "--admin", admin_url,
+                                    "--state-dir", str(tmp_path / "state")],
                                    capture_output=True, text=True, timeout=30)
             assert shown.returncode == 1  # needs attention
             assert "subscription three" in shown.stdout and "bad credentials" in shown.stdout
@@ -644,7 +656,8 @@ def test_an_emptied_flow_file_keeps_its_upstream_hook(tmp_path: Path, emptied: s
             wait_until(lambda: readyz()["config"] == "rejected", what="rejected config")
             assert "flows/one.yaml:" in readyz()["rejected"]
             assert "yields no flows" in readyz()["rejected"]
-            doc = httpx.get(admin_url + "/api/status", timeout=5).json()
+            doc = httpx.get(admin_url + "/api/status", timeout=5,
+                            headers=admin_headers(tmp_path / "state")).json()
             assert doc["config"]["flows"] == 2
             # A scheduled reconcile (every second) ran on the running config since.
             github.reset_counters()

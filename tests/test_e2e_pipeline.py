@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.configdir import admin_headers
 from tests.fakes.sink import Sink
 from tests.pipeline_util import push_payload
 
@@ -117,7 +118,8 @@ class Daemon:
                 self.proc.wait()
 
     def api(self, path: str, method: str = "GET") -> httpx.Response:
-        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5)
+        return httpx.request(method, f"http://127.0.0.1:{self.admin}{path}", timeout=5,
+                             headers=admin_headers(self.state, mutation=method != "GET"))
 
     def hookd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "hookd", *args, "--config", str(self.config)],
@@ -180,7 +182,7 @@ def test_seed_scenario_and_runs_api(tmp_path: Path, github: Any, sink: Sink) -> 
         wait_until(lambda: len(daemon.api("/api/runs").json()["runs"]) == 2 and all(
             r["status"] == "succeeded" for r in daemon.api("/api/runs").json()["runs"]),
             what="two runs succeeded")
-        time.sleep(0.2)
+        # Both runs are over, so every request they made has been answered (and recorded).
         assert [r.text for r in sink.received] == [
             "Codertocat pushed 2 commit(s) to Codertocat/Hello-World (main)"]
         assert sink.received[0].headers["title"] == "push to Codertocat/Hello-World"
@@ -211,10 +213,16 @@ def test_seed_scenario_and_runs_api(tmp_path: Path, github: Any, sink: Sink) -> 
     assert TOKEN not in daemon.log.read_text()
 
 
-def slow_three_steps(marks: Path) -> str:
-    def cmd(text: str, sleep: float = 0) -> str:
-        code = (f"import time; open({str(marks)!r}, 'a').write({text + ' start'!r} + chr(10)); "
-                f"time.sleep({sleep}); open({str(marks)!r}, 'a').write({text + ' end'!r} + chr(10))")
+def slow_three_steps(marks: Path, go: Path) -> str:
+    """Three `run` steps that log their start and end to `marks`; step two ends only once
+    the file `go` exists (the test decides when, instead of a fixed sleep)."""
+    def cmd(text: str, wait: bool = False) -> str:
+        code = "\n".join([
+            "import os, time",
+            f"open({str(marks)!r}, 'a').write({text + ' start'!r} + chr(10))",
+            f"while {wait} and not os.path.exists({str(go)!r}): time.sleep(0.01)",
+            f"open({str(marks)!r}, 'a').write({text + ' end'!r} + chr(10))",
+        ])
         return json.dumps([sys.executable, "-c", code])
 
     return "name: three\n" + trigger("three") + textwrap.dedent(f"""
@@ -222,7 +230,7 @@ def slow_three_steps(marks: Path) -> str:
           - id: one
             run: {cmd("one")}
           - id: two
-            run: {cmd("two", 2)}
+            run: {cmd("two", wait=True)}
           - id: three
             run: {cmd("three")}
     """)
@@ -231,16 +239,18 @@ def slow_three_steps(marks: Path) -> str:
 def test_kill_9_mid_run_resumes_without_repeating_finished_steps(
     tmp_path: Path, github: Any
 ) -> None:
-    marks = tmp_path / "marks.txt"
-    daemon = Daemon(tmp_path, github.base_url, {"three": slow_three_steps(marks)})
+    marks, go = tmp_path / "marks.txt", tmp_path / "go"
+    daemon = Daemon(tmp_path, github.base_url, {"three": slow_three_steps(marks, go)})
     daemon.start()
     try:
         [hook] = wait_until(lambda: github.hooks_of("acme", "three"), what="hook created")
         assert github.deliver(hook.id, "push", push_payload()).status_code == 202
         wait_until(lambda: marks.exists() and "two start" in marks.read_text(),
                    what="step two running")
-        daemon.kill9()
+        daemon.kill9()  # step two's process dies with it (PR_SET_PDEATHSIG)
         daemon.start()  # same config and state: the worker resumes the interrupted run
+        wait_until(lambda: marks.read_text().count("two start") == 2, what="step two rerun")
+        go.touch()
         wait_until(lambda: "three end" in marks.read_text(), timeout=20, what="run completed")
         runs = wait_until(lambda: [r for r in daemon.api("/api/runs").json()["runs"]
                                    if r["status"] == "succeeded"], what="run succeeded")

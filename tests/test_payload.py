@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
 from hookd.callbacks import payload
 from hookd.callbacks.payload import Refused, check_json, examine, parse_json, violations_of
 from hookd.callbacks.routing import compile_schema
+from tests.test_daemon import Running, callback_url, daemon_on, http_flow, wait_until
+
+__all__ = ["daemon_on"]  # a fixture
 
 SCHEMA = compile_schema({"type": "object", "required": ["ref"],
                          "properties": {"ref": {"type": "string"}}})
@@ -60,8 +66,10 @@ VERDICTS = [
     (b'{"a": "\\ud800"}', True),  # a lone surrogate escape
     (b'{"a": 123456789012345678901234567890}', True),
     ('{"a": "é"}'.encode("utf-16"), True),
-    (b"[" * 1024 + b"]" * 1024, True),
-    (b"[" * 1025 + b"]" * 1025, False),
+    (b"[" * 128 + b"]" * 128, True),  # MAX_JSON_DEPTH
+    (b"[" * 129 + b"]" * 129, False),
+    (b"[" * 1000 + b"]" * 1000, False),  # simdjson accepts it; the worker could not run it
+    (b'{"a": "' + b"{[" * 300 + b'"}', True),  # brackets in a string do not nest
     (b'{"a": "\xff"}', False),  # not UTF-8
     (b'{"a": 1,}', False),
     (b'{"a": 1} x', False),
@@ -102,3 +110,23 @@ def test_integers_beyond_64_bits_are_judged_exactly() -> None:
     schema = compile_schema({"type": "object", "properties": {"id": {"type": "integer"}}})
     assert examine(b'{"id": %d}' % 2**80, schema, "reject", False).problems == []
     assert parse_json(b'{"id": %d}' % 2**80, exact=True) == {"id": 2**80}
+
+
+def test_a_body_too_deep_for_the_worker_is_refused_at_the_door(
+    daemon_on: Callable[..., Running], tmp_path: Path
+) -> None:
+    """Depth 985-1024 was answered 202 and its run then failed with RecursionError (issue
+    16 item 8): the listener refuses what the worker could not run, and runs the rest."""
+    steps = "  - id: copy\n    set: {body: '{{ trigger.body }}'}\n"
+    hookd = daemon_on(texts={"deep": http_flow("deep", steps)})
+    hookd.notify.wait_for("READY")
+    url = callback_url(tmp_path)
+    headers = {"content-type": "application/json"}
+    refused = httpx.post(url, content=b"[" * 1000 + b"]" * 1000, headers=headers, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "invalid JSON: nested deeper than 128 levels"}
+    deepest = b'{"a":' * 127 + b"[1]" + b"}" * 127
+    assert httpx.post(url, content=deepest, headers=headers, timeout=5).status_code == 202
+    runs = wait_until(lambda: [r for r in hookd.get("/api/runs").json()["runs"]
+                               if r["status"] not in ("queued", "running")], what="the run")
+    assert [r["status"] for r in runs] == ["succeeded"], runs

@@ -180,6 +180,28 @@ def test_secrets_are_redacted_in_history_but_sent(tmp_path: Path, sink: Sink) ->
     assert "s3cr3t-value" not in stored[0] and "Bearer ***" in stored[0]
 
 
+def test_values_derived_from_secrets_are_redacted_too(tmp_path: Path, sink: Sink) -> None:
+    """Masking exact values let ``{{ secrets['env:T'] | upper }}`` into run history (issue
+    16 item 12): what a template that reads secrets renders is masked like the secret,
+    in this step and in later ones that copy it."""
+    h = Harness(tmp_path / "state", environ={"T": "s3cr3t-value"})
+    f = flow("r", [
+        step("up", model.SetAction(values={"v": "{{ secrets['env:T'] | upper }}",
+                                           "tail": "{{ secrets.T[-5:] | reverse | join }}x"})),
+        step("post", model.HttpAction(method="POST", url=sink.url, headers={
+            "Authorization": "Token {{ steps.up.output.v }}"},
+            body={"copy": "{{ steps.up.output.v }}", "json": "{{ {'t': secrets.T | title} | tojson }}"})),
+    ])
+    outcome, run_id = h.run(f, {})
+    assert outcome.status == "succeeded", outcome.error
+    assert sink.received[0].headers["authorization"] == "Token S3CR3T-VALUE"  # sent as is
+    stored = " ".join(str(v) for row in h.conn.execute(
+        "SELECT input, output FROM run_steps") for v in row)
+    for derived in ("S3CR3T-VALUE", "eulav", "S3Cr3T-Value"):
+        assert derived not in stored, derived
+    assert "Token ***" in stored
+
+
 def test_env_is_allow_listed(tmp_path: Path) -> None:
     h = Harness(tmp_path / "state", environ={"HIDDEN": "x"})
     f = flow("r", [step("s", model.SetAction(values={"v": "{{ env.HIDDEN }}"}))])

@@ -31,6 +31,8 @@ def draft(**kw: Any) -> Draft:
 @pytest.mark.parametrize(("template", "conn", "query", "expected"), [
     ("@connectionParameters('instanceUrl')", {"instanceUrl": "https://t1.alemba.cloud/api"}, {},
      "https://t1.alemba.cloud/api"),
+    ("@connectionParameters('HostUrl')/", {"hostUrl": "https://abc.mpxapi.com"}, {},  # Impexium
+     "https://abc.mpxapi.com"),
     ("https://@connectionParameters('token:TenantId').example.com/rest/",
      {"token:TenantId": "abc"}, {}, "https://abc.example.com/rest"),
     ("@connectionParameters('instance_url', 'https://api.oneflow.com/v1')", {}, {},
@@ -39,6 +41,9 @@ def draft(**kw: Any) -> Draft:
      "https://eu.example.com"),
     ("@connectionParameters('host')", {"host": "contoso.onalvao.com/AlvaoRestApi"}, {},
      "https://contoso.onalvao.com/AlvaoRestApi"),
+    ("https://@connectionParameters('domain')", {"domain": "https://x.example"}, {},
+     "https://x.example"),
+    ("@connectionParameters('url')/api", {"url": "https://x.example/"}, {}, "https://x.example/api"),
 ])
 def test_dynamic_host_replaces_the_backend_url(template: str, conn: dict[str, str],
                                                query: dict[str, str], expected: str) -> None:

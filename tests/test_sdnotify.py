@@ -93,14 +93,16 @@ def test_watchdog_loop_pings_repeatedly(listener: tuple[socket.socket, str]) -> 
     sock, path = listener
     notifier = sdnotify.Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "40000"})
 
-    async def run_briefly() -> None:
+    async def three_pings() -> list[bytes]:
         task = asyncio.create_task(sdnotify.watchdog_loop(notifier))
-        await asyncio.sleep(0.1)
-        task.cancel()
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        try:
+            return [await asyncio.wait_for(loop.sock_recv(sock, 100), 5) for _ in range(3)]
+        finally:
+            task.cancel()
 
-    asyncio.run(run_briefly())
-    pings = [sock.recv(100), sock.recv(100), sock.recv(100)]
-    assert pings == [b"WATCHDOG=1"] * 3
+    assert asyncio.run(three_pings()) == [b"WATCHDOG=1"] * 3
 
 
 def test_a_receiver_that_stopped_reading_never_blocks_the_sender(tmp_path: Path) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hookd.callbacks.verify import VerificationFailed, sign, verify
 from hookd.connectors.model import Verification
+from tests.test_daemon import Running, callback_url, daemon_on, http_flow, wait_until
+
+__all__ = ["daemon_on"]  # a fixture
 
 GITHUB = Verification("hmac-sha256", header="X-Hub-Signature-256", prefix="sha256=")
 GITEA = Verification("hmac-sha256", header="X-Gitea-Signature")
@@ -119,6 +123,39 @@ def test_every_scheme_accepts_what_it_signs_and_refuses_another_body() -> None:
         if kind not in ("none", "token"):  # these prove the sender, not the body
             with pytest.raises(VerificationFailed):
                 verify(v, "s3cret", headers, b"{ }", now=100.0)
+
+
+def test_a_replayed_standard_webhooks_message_runs_once(
+    daemon_on: Callable[..., Running], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spec makes webhook-id the idempotency key: a captured request resent within the
+    tolerance is answered as a duplicate, not run again (issue 16 item 9)."""
+    import time
+
+    import httpx
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    monkeypatch.setenv("HOOK_SECRET", secret)
+    text = http_flow("signed").replace(
+        "trigger: {connector: http}\n", "trigger: {connector: http}\nverify_secret: ${env:HOOK_SECRET}\n")
+    hookd = daemon_on(texts={"signed": text})
+    hookd.notify.wait_for("READY")
+    url = callback_url(tmp_path)
+    body = b'{"n": 1}'
+    headers = {**sign(Verification("standard-webhooks"), secret, body, now=time.time(),
+                      msg_id="msg_replayed"), "content-type": "application/json"}
+    first = httpx.post(url, content=body, headers=headers, timeout=5)
+    again = httpx.post(url, content=body, headers=headers, timeout=5)
+    assert first.status_code == 202
+    assert again.status_code == 200
+    assert again.json() == {"delivery": first.json()["delivery"], "duplicate": True}
+    other = {**sign(Verification("standard-webhooks"), secret, body, now=time.time(),
+                    msg_id="msg_other"), "content-type": "application/json"}
+    assert httpx.post(url, content=body, headers=other, timeout=5).status_code == 202
+    runs = wait_until(lambda: (lambda r: r if len(r) == 2 and all(
+        x["status"] == "succeeded" for x in r) else None)(hookd.get("/api/runs").json()["runs"]),
+        what="two runs")
+    assert len(runs) == 2
 
 
 def test_every_scheme_is_documented_with_whether_it_needs_a_header() -> None:

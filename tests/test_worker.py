@@ -105,9 +105,8 @@ def test_graceful_stop_finishes_the_step_and_resumes_later(tmp_path: Path, sink:
     async def first() -> None:
         worker = Worker(lambda: cfg, poll_interval=0.05)
         await worker.start()
-        while worker.active == 0:
+        while not sink.received:  # step one is in flight (the sink holds it 0.5 s)
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # step one is in flight
         await worker.stop(5)
 
     asyncio.run(first())

@@ -18,7 +18,7 @@ import importlib
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from hookd.admin.auth import AdminAuth, AdminGuard
 from hookd.ingest.app import AppState
 from hookd.store.sqlite import db
 from hookd.store.sqlite.deliveries import DeliveryStore
@@ -35,8 +36,14 @@ log = logging.getLogger("hookd.admin.app")
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def create_admin_app(state: AppState, routes: Sequence[BaseRoute] | None = None) -> Starlette:
-    """The admin app. `routes` default to the runs API (`hookd.admin.api`) when it is installed."""
+def create_admin_app(
+    state: AppState, routes: Sequence[BaseRoute] | None = None,
+    auth: Callable[[], AdminAuth] | None = None,
+) -> Starlette | AdminGuard:
+    """The admin app. `routes` default to the runs API (`hookd.admin.api`) when it is installed.
+
+    With `auth` (the daemon always gives it: the current `AdminAuth`, which follows
+    reloads), every request passes `hookd.admin.auth.AdminGuard` first."""
     if state.metrics.inbox_depth.read is None and state.conn is not None:
         conn = state.conn
         state.metrics.inbox_depth.read = lambda: DeliveryStore(conn).depth()
@@ -55,7 +62,7 @@ def create_admin_app(state: AppState, routes: Sequence[BaseRoute] | None = None)
         return PlainTextResponse(state.metrics.render(), media_type=PROMETHEUS_TYPE)
 
     extra = list(routes) if routes is not None else _api_routes(state)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -63,6 +70,7 @@ def create_admin_app(state: AppState, routes: Sequence[BaseRoute] | None = None)
             *extra,
         ]
     )
+    return app if auth is None else AdminGuard(app, auth)
 
 
 def readiness(state: AppState) -> tuple[int, dict[str, Any]]:

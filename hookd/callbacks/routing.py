@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from hookd.callbacks.schemes import SCHEMES
 from hookd.config.model import Config, Flow, MaybeSecret
 from hookd.connectors.model import Connector, Schema, Verification
 from hookd.subscriptions import tokens
@@ -77,8 +78,8 @@ class Route:
     # Headers not recorded with the delivery because they carry a credential.
     drop_headers: frozenset[str] = frozenset()
     reason: str = ""  # why disabled/gone, for logs
-    # jsonschema validator for `schema`, compiled once per config (None: nothing to check).
-    validator: Any = field(default=None, compare=False, repr=False)
+    # The check of `schema`, compiled once per config (None: nothing to check).
+    validator: SchemaCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ def _route(
         connector=connector.name,
         verification=verification,
         secret=secret,
-        delivery_id_header=(connector.delivery_id_header or "").lower() or None,
+        delivery_id_header=(connector.delivery_id_header or _scheme_delivery_id(verification)
+                            or "").lower() or None,
         event_header=(connector.event_header or "").lower() or None,
         ping_event=connector.ping_event,
         schema=schema,
@@ -210,6 +212,11 @@ def _route(
         # A disabled route answers 503 before any payload is read: nothing to compile.
         validator=_check_for(schema, checks) if validation != "off" and state == "active" else None,
     )
+
+
+def _scheme_delivery_id(verification: Verification) -> str | None:
+    scheme = SCHEMES.get(verification.kind)
+    return scheme.DELIVERY_ID if scheme is not None else None
 
 
 def _check_for(schema: Schema | None, checks: dict[int, SchemaCheck | None] | None) -> SchemaCheck | None:

@@ -29,6 +29,7 @@ COMMANDS = (
     "plan",
     "apply",
     "connectors",
+    "connect",
     "subscriptions",
     "send",
     "runs",

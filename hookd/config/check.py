@@ -25,13 +25,14 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hookd.config import secrets as secrets_mod
+from hookd.config.actions.call import CallAction
 from hookd.config.model import Connection, Flow, SecretRef, Settings
 from hookd.config.schema import describe
 from hookd.config.steps import check_steps, strings
 from hookd.config.yamlpos import Document, KeyPath
 from hookd.connectors.model import Connector, Operation, Schema
 from hookd.diagnostics import Diagnostic
-from hookd.templating.analysis import flatten_schema, known, suggest
+from hookd.templating.analysis import analyse, flatten_schema, known, literal_origin, suggest
 
 T = TypeVar("T")
 
@@ -119,7 +120,8 @@ def check_config(
         if duplicate is not None:
             out.append(duplicate)  # still checked: its own problems are worth showing
         out.extend(check_flow(flow, connectors, {n: c.item for n, c in by_name.items()},
-                              env_allow=settings.env_allow, public_url=settings.public_url))
+                              env_allow=settings.env_allow, public_url=settings.public_url,
+                              egress_allow=settings.egress.allow))
     if secrets is not None:
         out.extend(check_secrets(by_name, flows, secrets))
     return out
@@ -175,7 +177,8 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
     for name, value in c.parameters.items():
         param = declared.get(name)
         if param is None:
-            if declared and name not in _COMMON_CONNECTION_PARAMETERS and name not in by_policy:
+            if declared and name not in _COMMON_CONNECTION_PARAMETERS \
+                    and name.lower() not in {n.lower() for n in by_policy}:
                 out.append(conn.diag(
                     ("parameters", name), f"connector '{c.connector}' has no connection parameter '{name}'",
                     severity="warning", at_key=True,
@@ -184,21 +187,51 @@ def check_connection(conn: Located[Connection], connectors: Mapping[str, Connect
             out.append(conn.diag(
                 ("parameters", name), f"'{name}' is a secret but is written in the file",
                 severity="warning", hint=f"use a reference such as ${{env:{name.upper()}}}"))
+    out.extend(_check_oauth(conn, connector))
+    # With an oauth: block, hookd gets the token itself.
+    by_oauth = {s.parameter for s in connector.oauth} | {connector.auth.parameter} \
+        if c.oauth is not None else set()
     where = ("parameters",) if conn.raw(("parameters",)) is not None else ()
     for name, param in declared.items():
         # OAuth settings cannot be given statically; hookd uses the `token` parameter.
-        if param.required and param.type != "oauthSetting" and name not in c.parameters:
+        if param.required and param.type != "oauthSetting" and name not in c.parameters \
+                and name not in by_oauth:
             out.append(conn.diag(where,
                                  f"missing connection parameter '{name}' of connector '{c.connector}'",
                                  hint=param.description[:120]))
+    given = {n.lower() for n in c.parameters}
+    folded = {n.lower(): p for n, p in declared.items()}
     for name, template in by_policy.items():
-        param = declared.get(name)
-        if name in c.parameters or (param is not None and (param.required or param.type == "oauthSetting")):
+        # As the policy reads it: the exact name, else one differing only in case.
+        param = declared.get(name) or folded.get(name.lower())
+        if name.lower() in given or (param is not None and (param.required or param.type == "oauthSetting")):
             continue
         out.append(conn.diag(where, f"missing connection parameter '{name}': connector "
                              f"'{c.connector}' uses it in its {template} policy",
                              hint=(param.description[:120] if param is not None else "")
                              or f"add parameters: {{{name}: …}}"))
+    return out
+
+
+def _check_oauth(conn: Located[Connection], connector: Connector) -> list[Diagnostic]:
+    """An ``oauth:`` block needs a connector that does OAuth (or explicit endpoints);
+    its secrets must be references. Which provider, and whether a token is stored, is
+    `hookd.oauth.readiness` (``hookd check`` online, ``hookd status``)."""
+    oauth = conn.item.oauth
+    if oauth is None:
+        return []
+    out: list[Diagnostic] = []
+    if not connector.oauth and connector.auth.kind != "oauth2" \
+            and not (oauth.authorization_url and oauth.token_url):
+        out.append(conn.diag(("oauth",), f"connector '{connector.name}' does not use OAuth 2.0",
+                             hint="remove oauth:, or set oauth.authorization_url and "
+                                  "oauth.token_url"))
+    for key in ("client_secret", "refresh_token"):
+        value = getattr(oauth, key)
+        if value is not None and not isinstance(value, SecretRef):
+            out.append(conn.diag(("oauth", key), f"oauth.{key} is a secret but is written in the file",
+                                 severity="warning",
+                                 hint=f"use a reference such as ${{env:{conn.item.name.upper()}_{key.upper()}}}"))
     return out
 
 
@@ -212,6 +245,7 @@ def check_flow(
     *,
     env_allow: Collection[str] | None = None,
     public_url: str = "",
+    egress_allow: Collection[str] = (),
 ) -> list[Diagnostic]:
     f = flow.item
     out: list[Diagnostic] = []
@@ -235,8 +269,17 @@ def check_flow(
     allow = None if env_allow is None else frozenset(env_allow)
     out.extend(check_steps(flow, trigger_schema, allow))
     for i, step in enumerate(f.steps):
-        if step.kind == "call":
+        if isinstance(step.action, CallAction):
             out.extend(_check_call(flow, ("steps", i, "call"), step.action, connectors, connections))
+        url = getattr(step.action, "url", None) if step.kind in ("http", "notify") else None
+        if (isinstance(url, str) and ("{{" in url or "{%" in url) and not egress_allow
+                and literal_origin(url) is None and not analyse(url, False).error):
+            out.append(flow.diag(
+                ("steps", i, step.kind, "url"),
+                "the host of this url comes from a template: the step is refused unless the "
+                "host matches egress.allow in hookd.yaml", severity="warning",
+                hint="write the host in the url (https://api.example.com/{{ … }}), or list "
+                     "the hosts it may be in egress.allow (docs/pipeline.md, \"Egress\")"))
     return out
 
 
@@ -246,13 +289,30 @@ def is_loopback_url(url: str) -> bool:
     >>> is_loopback_url("http://127.0.0.1:8080"), is_loopback_url("https://hooks.example.net")
     (True, False)
     """
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "::1") or host.endswith(".localhost"):
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` names and loopback addresses (``0.0.0.0`` is every address).
+
+    >>> is_loopback_host("127.0.0.1"), is_loopback_host("::1"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
+    host = host.lower().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def admin_exposure(settings: Settings) -> str | None:
+    """The warning for an admin listener bound beyond this machine, or None."""
+    if is_loopback_host(settings.admin.host):
+        return None
+    return (f"the admin listener binds {settings.admin.host}, beyond this machine: anyone who "
+            "can reach it and has the admin token can read run history and replay flows")
 
 
 def _check_trigger(
@@ -444,7 +504,7 @@ def type_problem(value: Any, schema: Schema) -> str:
 
 
 def _check_call(
-    flow: Located[Flow], where: KeyPath, action: Any,
+    flow: Located[Flow], where: KeyPath, action: CallAction,
     connectors: Mapping[str, Connector], connections: Mapping[str, Connection],
 ) -> list[Diagnostic]:
     connector = connectors.get(action.connector)
@@ -508,6 +568,11 @@ def check_secrets(
         for param, value in conn.item.parameters.items():
             if isinstance(value, SecretRef):
                 out.extend(_resolve(conn, ("parameters", param), value, ctx, who))
+        oauth = conn.item.oauth
+        for key in ("client_id", "client_secret", "refresh_token"):
+            ref = getattr(oauth, key, None)
+            if isinstance(ref, SecretRef):
+                out.extend(_resolve(conn, ("oauth", key), ref, ctx, who))
     return out
 
 

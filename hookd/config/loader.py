@@ -31,14 +31,24 @@ from typing import Any
 from hookd.config import actions
 from hookd.config import schema as schemacheck
 from hookd.config import secrets as secrets_mod
-from hookd.config.check import Located, SecretContext, check_config, unknown_connection
+from hookd.config.check import (
+    Located,
+    SecretContext,
+    admin_exposure,
+    check_config,
+    unknown_connection,
+)
 from hookd.config.model import (
     Action,
+    Admin,
     Config,
     Connection,
+    Egress,
     Flow,
+    Limits,
     Listener,
     MaybeSecret,
+    OAuthConfig,
     Pos,
     ReconcilePolicy,
     Retention,
@@ -243,6 +253,13 @@ class _Loader:
         if problems:
             return None
         settings = build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        exposed = admin_exposure(settings)
+        if exposed is not None:
+            self.out.append(doc.diagnostic(
+                ("listen", "admin", "host"), exposed, severity="warning",
+                hint="bind it to 127.0.0.1 (the default) and reach it over SSH or a reverse "
+                     "proxy; if it must listen wider, firewall the port and list the names "
+                     "clients use in admin.hosts"))
         if isinstance(settings.store.url, str) and str(settings.store) != settings.store.url:
             self.out.append(doc.diagnostic(
                 ("store",), "the store URL holds a password in hookd.yaml",
@@ -271,7 +288,8 @@ class _Loader:
                 ok = False
             else:
                 params[name] = secret
-        if not ok:
+        oauth = self._oauth(data.get("oauth"), doc, (*prefix, "oauth"))
+        if not ok or oauth is False:
             self.refused_connections.add(data.get("name") or doc.file.stem)
             return None
         conn = Connection(
@@ -281,8 +299,34 @@ class _Loader:
             base_url=data.get("base_url"),
             parameter_set=data.get("parameter_set"),
             pos=Pos(doc.file, *doc.pos(prefix)),
+            oauth=oauth if isinstance(oauth, OAuthConfig) else None,
         )
         return Located(conn, doc, prefix)
+
+    def _oauth(self, data: Mapping[str, Any] | None, doc: Document, path: KeyPath) -> OAuthConfig | bool:
+        """The ``oauth:`` block (schema-checked already); True when absent, False after an error."""
+        if data is None:
+            return True
+        refs: dict[str, MaybeSecret | None] = {}
+        for key in ("client_id", "client_secret", "refresh_token"):
+            if key in data:
+                refs[key] = self._secret(data[key], doc, (*path, key))
+                if refs[key] is None:
+                    return False
+        client_id = refs["client_id"]
+        assert client_id is not None  # required by the schema
+        scopes = data.get("scopes")
+        return OAuthConfig(
+            client_id=client_id,
+            client_secret=refs.get("client_secret"),
+            scopes=tuple(scopes) if scopes is not None else None,
+            refresh_token=refs.get("refresh_token"),
+            tenant=data.get("tenant"),
+            resource=data.get("resource"),
+            redirect_uri=data.get("redirect_uri"),
+            authorization_url=data.get("authorization_url"),
+            token_url=data.get("token_url"),
+        )
 
     def _secret(self, value: Any, doc: Document, path: KeyPath) -> MaybeSecret | None:
         """A literal or a `SecretRef` (``${file:…}`` made absolute); None after an error."""
@@ -396,6 +440,10 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         state_dir=state_dir,
         store=store_setting(data.get("store"), root),
         max_body=parse_size((data.get("limits") or {}).get("max_body", default.max_body)),
+        limits=_limits(data.get("limits") or {}),
+        egress=Egress(allow=tuple((data.get("egress") or {}).get("allow") or ()),
+                      deny_private=bool((data.get("egress") or {}).get("deny_private", False))),
+        admin_auth=_admin(data.get("admin") or {}, root),
         workers=data.get("workers", default.workers),
         shutdown_timeout=parse_duration(data.get("shutdown_timeout", default.shutdown_timeout)),
         env_allow=tuple(data.get("env") or ()),
@@ -429,7 +477,7 @@ def store_setting(value: Any, root: Path) -> StoreSetting:
     return StoreSetting("postgresql", url)
 
 
-def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
+def state_dir_setting(state: object, root: Path, env: Mapping[str, str]) -> Path:
     """The state directory: hookd.yaml's `state_dir` (relative to `root`), else
     ``$STATE_DIRECTORY``, else ``root/state``. Also used by `hookd runs`, which must find
     the store while the rest of the config is broken."""
@@ -439,6 +487,26 @@ def state_dir_setting(state: Any, root: Path, env: Mapping[str, str]) -> Path:
         # systemd's StateDirectory= may list several, colon-separated: the first is ours.
         return Path(env["STATE_DIRECTORY"].split(":")[0])
     return root / "state"
+
+
+def _limits(data: Mapping[str, Any]) -> Limits:
+    d = Limits()
+    return Limits(
+        max_headers=parse_size(data.get("max_headers", d.max_headers)),
+        header_timeout=parse_duration(data.get("header_timeout", d.header_timeout)),
+        body_timeout=parse_duration(data.get("body_timeout", d.body_timeout)),
+        idle_timeout=parse_duration(data.get("idle_timeout", d.idle_timeout)),
+        max_connections=data.get("max_connections", d.max_connections),
+    )
+
+
+def _admin(data: Mapping[str, Any], root: Path) -> Admin:
+    token = data.get("token")
+    return Admin(
+        token=None if token is None else secret_refs(str(token), root),
+        hosts=tuple(str(h).lower() for h in data.get("hosts") or ()),
+        open_metrics=bool(data.get("open_metrics", True)),
+    )
 
 
 def _listener(data: Mapping[str, Any] | None, default: Listener) -> Listener:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hookd.config import actions
-from hookd.config.actions.call import CallAction
-from hookd.config.actions.http import HttpAction
-from hookd.config.actions.log import LogAction
-from hookd.config.actions.notify import NotifyAction
-from hookd.config.actions.run import RunAction
-from hookd.config.actions.set import SetAction
+
+# The action inputs are part of the model (`Step.action`): re-exported, as `model.HttpAction`.
+from hookd.config.actions.call import CallAction as CallAction
+from hookd.config.actions.http import HttpAction as HttpAction
+from hookd.config.actions.log import LogAction as LogAction
+from hookd.config.actions.notify import NotifyAction as NotifyAction
+from hookd.config.actions.run import RunAction as RunAction
+from hookd.config.actions.set import SetAction as SetAction
 
 if TYPE_CHECKING:
     from hookd.connectors.model import Connector
@@ -123,6 +125,34 @@ def _without_password(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one client may hold on the listeners (docs/server.md, "Limits")."""
+
+    max_headers: int = 64 * 1024  # bytes of request line + headers; more → 431
+    header_timeout: float = 10.0  # connection (or last answer) → end of headers
+    body_timeout: float = 60.0  # end of headers → end of body
+    idle_timeout: float = 5.0  # keep-alive: an idle connection after an answer
+    max_connections: int = 4096  # public listener; lowered to fit the open-file limit
+
+
+@dataclass(frozen=True)
+class Egress:
+    """Where `http` and `notify` steps may send requests to (docs/pipeline.md, "Egress")."""
+
+    allow: tuple[str, ...] = ()  # host patterns a templated (or redirected) host must match
+    deny_private: bool = False  # also refuse loopback, link-local and private addresses
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Who may use the admin listener's API (docs/daemon.md, "Admin authentication")."""
+
+    token: MaybeSecret | None = None  # None: generated into the state directory
+    hosts: tuple[str, ...] = ()  # Host names accepted besides loopback and the bind address
+    open_metrics: bool = True  # /metrics without a token (Prometheus scrapers)
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
     public: Listener = Listener("127.0.0.1", 8080)
@@ -130,6 +160,9 @@ class Settings:
     state_dir: Path = Path("state")  # absolute after loading
     store: StoreSetting = StoreSetting()
     max_body: int = 25 * 1024 * 1024
+    limits: Limits = Limits()
+    egress: Egress = Egress()
+    admin_auth: Admin = Admin()
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0
     env_allow: tuple[str, ...] = ()  # environment variables templates may read as env.X
@@ -144,6 +177,28 @@ class Settings:
 
 
 # --------------------------------------------------------------------------- connections
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """A connection's ``oauth:`` block: the operator's own app registration.
+
+    The connector says which provider and which default scopes
+    (`hookd.connectors.oauth`); this says who the client is. `authorization_url` /
+    `token_url` override the provider's (a sovereign cloud, a self-hosted server).
+    Tokens themselves never live here: ``hookd connect`` puts them in the state
+    directory (`hookd.store.tokens`); `refresh_token` only seeds a headless install.
+    """
+
+    client_id: MaybeSecret
+    client_secret: MaybeSecret | None = None
+    scopes: tuple[str, ...] | None = None  # None = the connector's
+    refresh_token: MaybeSecret | None = None
+    tenant: str | None = None  # aad: the directory (default: the connector's, else common)
+    resource: str | None = None  # aad: the resource URI (default: the connector's)
+    redirect_uri: str | None = None  # default: http://127.0.0.1:<free port>/callback
+    authorization_url: str | None = None
+    token_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +219,7 @@ class Connection:
     # uses, by name; None = the first.
     parameter_set: str | None = None
     pos: Pos | None = None
+    oauth: OAuthConfig | None = None  # OAuth 2.0 with tokens from `hookd connect`
 
 
 # --------------------------------------------------------------------------- flows

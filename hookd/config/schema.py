@@ -207,7 +207,7 @@ def _message(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:
         return "should not be an empty mapping"
     if kind == "uniqueItems":
         return "has duplicate items"
-    return error.message
+    return str(error.message)
 
 
 def _hint(error: ValidationError, sch: Mapping[str, Any], inst: Any) -> str:

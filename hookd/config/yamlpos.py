@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -36,11 +36,38 @@ from hookd.diagnostics import Diagnostic
 
 KeyPath = tuple[str | int, ...]
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:  # the C loader has the pure one's interface (it is absent without libyaml)
+    _BaseLoader = yaml.SafeLoader
+else:
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Loader(_BaseLoader):
     """SafeLoader with strict booleans and no timestamps (see module docstring)."""
+
+    # libyaml's composer calls back into Python three times per node (descend, resolve,
+    # ascend): a third of the composing time of a flow file. With no path resolvers (asserted
+    # below), descend and ascend do nothing, and the tag of a plain scalar depends on its text
+    # alone.
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: object) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: object) -> str:
+        if kind is yaml.ScalarNode:
+            # The composer's contract for a scalar: its text, and (plain?, quoted-plain?).
+            text, plain = cast(str, value), cast("tuple[bool, bool]", implicit)
+            if not plain[0]:
+                return _STR_TAG  # quoted: always a string
+            tag = _PLAIN_TAGS.get(text)
+            if tag is None:
+                tag = str(yaml.resolver.BaseResolver.resolve(self, kind, text, plain))
+                if len(_PLAIN_TAGS) < 50_000:
+                    _PLAIN_TAGS[text] = tag
+            return tag
+        return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -52,41 +79,13 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-assert not _Loader.yaml_path_resolvers  # what lets the fast hooks below skip them
+assert not _Loader.yaml_path_resolvers  # what lets the fast hooks above skip them
 
-# libyaml's composer calls back into Python three times per node (descend, resolve,
-# ascend): a third of the composing time of a flow file. With no path resolvers, descend
-# and ascend do nothing, and the tag of a plain scalar depends on its text alone.
+# The tag of each plain scalar text seen (bounded: config files repeat their words).
 _PLAIN_TAGS: dict[str, str] = {}
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
-
-
-def _descend(self: Any, current_node: Any, current_index: Any) -> None:
-    return None
-
-
-def _ascend(self: Any) -> None:
-    return None
-
-
-def _resolve(self: Any, kind: Any, value: Any, implicit: Any) -> str:
-    if kind is yaml.ScalarNode:
-        if not implicit[0]:
-            return _STR_TAG  # quoted: always a string
-        tag = _PLAIN_TAGS.get(value)
-        if tag is None:
-            tag = yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
-            if len(_PLAIN_TAGS) < 50_000:
-                _PLAIN_TAGS[value] = tag
-        return tag
-    return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
-
-
-_Loader.descend_resolver = _descend
-_Loader.ascend_resolver = _ascend
-_Loader.resolve = _resolve
 
 
 @dataclass
@@ -213,7 +212,7 @@ class _Builder:
     written.
     """
 
-    def __init__(self, loader: Any, doc: Document, problems: list[Diagnostic]) -> None:
+    def __init__(self, loader: _Loader, doc: Document, problems: list[Diagnostic]) -> None:
         self.loader = loader
         self.doc = doc
         self.problems = problems

@@ -20,7 +20,7 @@ Pure code: the loader builds these, the HTTP boundary applies them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 CredentialKind = Literal["basic", "apikey", "oauth2"]
@@ -50,7 +50,6 @@ class ParameterSetAuth:
 
     name: str
     credentials: tuple[Credential, ...] = ()
-    parameter_names: tuple[str, ...] = field(default=())
     problems: tuple[str, ...] = ()  # what could not be placed, for `hookd check`
 
 
@@ -63,8 +62,7 @@ def credentials(definitions: Any, parameters: Mapping[str, str], name: str = "")
     problems: list[str] = []
     oauth = [n for n, t in types.items() if t == "oauthsetting"]
     if oauth:
-        return ParameterSetAuth(name, (Credential("oauth2", parameter=oauth[0]),),
-                                tuple(parameters))
+        return ParameterSetAuth(name, (Credential("oauth2", parameter=oauth[0]),))
     out: list[Credential] = []
     has_basic = "username" in types and "password" in types
     if has_basic:
@@ -97,7 +95,7 @@ def credentials(definitions: Any, parameters: Mapping[str, str], name: str = "")
     elif not out and not has_basic and any(v.get("type") == "oauth2" for v in defs.values()) \
             and "token" in types:
         out.append(Credential("oauth2", parameter="token"))
-    return ParameterSetAuth(name, tuple(out), tuple(parameters), tuple(problems))
+    return ParameterSetAuth(name, tuple(out), tuple(problems))
 
 
 def derived_parameters(creds: tuple[Credential, ...]) -> dict[str, tuple[str, str]]:

@@ -34,6 +34,7 @@ from hookd.connectors.model import (
     Verification,
     WebhookTrigger,
 )
+from hookd.connectors.oauth import oauth_settings
 from hookd.connectors.policies import Policy
 from hookd.diagnostics import Diagnostic, Severity, did_you_mean
 
@@ -181,6 +182,7 @@ class _Builder:
             event_header=top.event_header,
             ping_event=top.ping_event,
             request_trigger=request_trigger,
+            oauth=oauth_settings(self.properties.value) if self.properties is not None else (),
         ), self.diags
 
     # ------------------------------------------------------------------ operations
@@ -561,13 +563,13 @@ class _Builder:
         used: set[str] = set()
         for p in compiled:
             if p.applied:
-                used.update(p.connection_parameters())
+                used.update(n.lower() for n in p.connection_parameters())
         for s in sets:
-            mine = used | {c.parameter for c in s.credentials}
+            mine = used | {c.parameter.lower() for c in s.credentials}
             if any(c.kind == "basic" for c in s.credentials):
                 mine |= {"username", "password"}
             for name, param in s.parameters.items():
-                if name not in mine and param.type != "oauthSetting" \
+                if name.lower() not in mine and param.type != "oauthSetting" \
                         and not name.startswith("token:"):
                     self.diag("warning", f"connection parameter '{name}'"
                               f"{' of set ' + repr(s.name) if s.name else ''} is used by no "

@@ -67,7 +67,7 @@ def _read_yaml(path: Path) -> Document:
     except (OSError, UnicodeDecodeError) as exc:
         return Document(path, None, "", _no_position,
                         [Diagnostic(path, 0, 0, "error", f"cannot read: {exc}")])
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C: when built with libyaml
     try:
         value = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
@@ -79,11 +79,14 @@ def _read_yaml(path: Path) -> Document:
     return Document(path, value, text, _yaml_locator(text, loader))
 
 
+_SafeLoader = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
+
+
 def _no_position(path: Sequence[str | int]) -> tuple[int, int]:
     return 0, 0
 
 
-def _yaml_locator(text: str, loader: Any) -> Callable[[Sequence[str | int]], tuple[int, int]]:
+def _yaml_locator(text: str, loader: _SafeLoader) -> Callable[[Sequence[str | int]], tuple[int, int]]:
     """Compose the node tree only when a diagnostic needs a position."""
     root: list[yaml.Node | None] = []
 

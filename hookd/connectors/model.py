@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hookd.connectors.auth import Credential
+from hookd.connectors.oauth import OAuthSettings
 from hookd.connectors.policies import Policy
 
 Schema = Mapping[str, Any]  # a JSON Schema (Swagger 2.0 flavour), $ref resolved
@@ -216,6 +217,8 @@ class Connector:
     ping_event: str | None = None
     # True for the `http` request trigger: no upstream registration at all.
     request_trigger: bool = False
+    # apiProperties.json oAuthSettings, per parameter set (`hookd.connectors.oauth`).
+    oauth: tuple[OAuthSettings, ...] = ()
 
     @property
     def base_url(self) -> str:

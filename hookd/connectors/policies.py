@@ -12,7 +12,8 @@ property (``setproperty``). hookd applies them as Power Platform does (Microsoft
   empty means every operation;
 - templates run in the order listed, each on the request as the ones before left it;
 - values are text with expressions in them: ``@connectionParameters('name'[, 'default'])``
-  (OAuth sub-parameters are names like ``token:TenantId``), ``@queryParameters('name')``,
+  (OAuth sub-parameters are names like ``token:TenantId``; a name matches ignoring case
+  when nothing matches exactly), ``@queryParameters('name')``,
   ``@headers('name'[, 'default'])`` (also ``@header``); `setproperty` values may embed
   ``{@body().path}``;
 - `dynamichosturl`'s result replaces the whole backend URL (scheme, host and basePath):
@@ -34,7 +35,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 Problems = list[tuple[tuple[str | int, ...], str, str]]  # (sub-path, message, hint)
 
@@ -319,11 +320,43 @@ class Draft:
         return self.base_url.rstrip("/") + path
 
 
+def path_segment(value: str, what: str) -> str:
+    """`value` if it may fill one path segment; `PolicyError` for ``.``, ``..`` and empty.
+
+    A ``/`` in a value is encoded (`Draft.url`), but ``..`` as a whole segment is not
+    something encoding can neutralise: URL normalisation (httpx, proxies, the upstream)
+    removes it with the segment before, so ``owner=".."`` and ``repo=".."`` turned
+    ``/repos/{owner}/{repo}/issues/1/comments`` into ``/issues/1/comments``, with the
+    connection's token. Encoded forms (``%2e%2E``, ``%252e``) are refused too, and an
+    empty value (``//`` changes the path as well).
+
+    >>> path_segment("hookd/cli", "p")
+    'hookd/cli'
+    >>> path_segment("%2E%2e", "repo")
+    Traceback (most recent call last):
+    ...
+    hookd.connectors.policies.PolicyError: repo: '%2E%2e' is not allowed as a path segment
+    """
+    decoded, previous = value, None
+    while decoded != previous:  # %252e%252e → %2e%2e → ..
+        previous, decoded = decoded, unquote(decoded)
+    if decoded.strip() in ("", ".", ".."):
+        raise PolicyError(f"{what}: {value!r} is not allowed as a path segment")
+    return value
+
+
 def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
           connection: Mapping[str, str]) -> Draft:
     """Apply, in order, the policies that change `operation_id` (see `Policy.applies_to`)
     to `draft`, in place; returns it. `connection` holds the connection's parameter
-    values (secrets resolved) by name."""
+    values (secrets resolved) by name — matched ignoring case when no exact name matches
+    (Impexium's policy reads 'HostUrl', its parameter is 'hostUrl')."""
+    folded = {k.lower(): v for k, v in connection.items()}
+
+    def lookup(name: str) -> str | None:
+        value = connection.get(name)
+        return value if value is not None else folded.get(name.lower())
+
     for policy in policies:
         if not policy.applied or not policy.applies_to(operation_id):
             continue
@@ -331,7 +364,7 @@ def apply(policies: Sequence[Policy], operation_id: str | None, draft: Draft,
             continue
 
         def ev(text: str) -> str:
-            return evaluate(text, connection=connection.get, query=draft.query_value,
+            return evaluate(text, connection=lookup, query=draft.query_value,
                             header=draft.header)
 
         if policy.template == DYNAMIC_HOST:
@@ -356,7 +389,12 @@ def host_url(value: str) -> str:
     value = value.strip()
     if "://" not in value:
         value = "https://" + value.lstrip("/")
-    return value.rstrip("/")
+    # A parameter given as a whole URL inside a template that has its own scheme
+    # ("https://@connectionParameters('domain')" with "https://x.example"), or ending in
+    # "/" before the template's own path: what the operator meant, not a broken URL.
+    value = re.sub(r"^(https?://)+(https?://)", r"\2", value, flags=re.IGNORECASE)
+    scheme, _, rest = value.partition("://")
+    return f"{scheme}://{re.sub('/{2,}', '/', rest)}".rstrip("/")
 
 
 def set_property(body: Any, policy: Policy) -> Any:

@@ -27,7 +27,14 @@ from urllib.parse import urlencode
 
 from hookd.connectors.auth import Credential
 from hookd.connectors.model import Connector, Operation, ParameterSet
-from hookd.connectors.policies import DYNAMIC_HOST, Draft, Policy, PolicyError, apply
+from hookd.connectors.policies import (
+    DYNAMIC_HOST,
+    Draft,
+    Policy,
+    PolicyError,
+    apply,
+    path_segment,
+)
 
 MASK = "***"
 __all__ = ["Draft", "Inputs", "PolicyError", "compose", "compose_url", "backend_url",
@@ -86,7 +93,7 @@ def compose(connector: Connector, operation: Operation, inputs: Inputs,
         if value is None:
             continue
         if p.location == "path":
-            draft.path_params[p.name] = value
+            draft.path_params[p.name] = path_segment(value, f"path parameter '{p.name}'")
         elif p.location == "query":
             draft.query.append((p.name, value))
         elif p.location == "header":
@@ -139,7 +146,8 @@ def authenticate(draft: Draft, auth: ParameterSet, inputs: Inputs) -> None:
             else:
                 draft.set_header(c.name, value)
         else:
-            token = inputs.token or conn.get(c.parameter) or conn.get("access_token")
+            token = (inputs.token or conn.get(c.parameter) or conn.get("token")
+                     or conn.get("access_token"))
             if token:
                 draft.set_header("Authorization", f"Bearer {token}")
     if not auth.credentials and conn.get("token"):

@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
     import uvicorn
 
+    from hookd.admin.auth import AdminAuth
     from hookd.config.model import Config, Listener
+    from hookd.daemon.protocol import Guard
     from hookd.ingest.app import AppState
 
 log = logging.getLogger("hookd.daemon.lifecycle")
@@ -197,6 +199,8 @@ class Daemon:
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._auth: tuple[Any, AdminAuth] | None = None  # (settings, auth) of admin_auth()
+        self._bound: dict[str, int] = {}  # listener → the port it got (for port 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,10 +226,17 @@ class Daemon:
             log.error("cannot open the inbox", extra={"error": str(exc)})
             await self._close()
             return EXIT_IO
+        try:
+            self.admin_auth()  # the token exists (or is readable) before anyone can ask
+        except Exception as exc:
+            log.error("cannot read or create the admin token", extra={"error": str(exc)})
+            await self._close()
+            return EXIT_IO
         public, admin = self._apps(self.state)
+        guards = self._guards()
         servers = [
-            self._server(public, settings.public.host, settings.public.port),
-            self._server(admin, settings.admin.host, settings.admin.port),
+            self._server(public, settings.public.host, settings.public.port, guards[0]),
+            self._server(admin, settings.admin.host, settings.admin.port, guards[1]),
         ]
         inherited = inherited_socket(self.env)
         serving = [
@@ -239,6 +250,8 @@ class Daemon:
             await self._stop_servers(servers, serving)
             await self._close()
             return EXIT_IO
+        await self._learn_ports(servers)
+        settings = self.config.settings
 
         summary = self.summary()
         self.notifier.ready(summary)
@@ -305,15 +318,46 @@ class Daemon:
                 server.force_exit = True
             await asyncio.wait(pending, timeout=2)
 
-    def _server(self, app: Any, host: str, port: int) -> uvicorn.Server:
+    def _guards(self) -> list[Guard]:
+        """The public and admin listeners' bounds (`hookd.daemon.protocol`), on /metrics."""
+        from hookd.daemon import protocol
+
+        limits = self.config.settings.limits
+        open_files = protocol.open_file_limit()
+        policies = protocol.policies(limits, open_files)
+        guards = [protocol.Guard(name, policies[name]) for name in ("public", "admin")]
+        if policies["public"].max_connections < limits.max_connections:
+            log.warning("the open-file limit lowers the public listener's connection cap",
+                        extra={"open_files": open_files,
+                               "max_connections": policies["public"].max_connections,
+                               "hint": "raise LimitNOFILE= (systemd) or ulimit -n"})
+        assert self.state is not None
+        self.state.metrics.add(protocol.GuardMetrics(guards))
+        return guards
+
+    def _server(self, app: Any, host: str, port: int, guard: Guard) -> uvicorn.Server:
+        """The one place a listener's uvicorn config is made (`hookd.daemon.protocol`)."""
         import uvicorn
 
+        from hookd.daemon import protocol
+
+        limits = self.config.settings.limits
         config = uvicorn.Config(
             app, host=host, port=port,
             log_config=None,  # hookd's handler formats and redacts everything
             access_log=False,  # callback paths carry tokens; hookd logs deliveries itself
             lifespan="off", server_header=False,
             timeout_graceful_shutdown=max(1, int(self.config.settings.shutdown_timeout)),
+            # httptools with hookd's header cap, header/body timeouts and connection cap
+            # (h11, and so h11_max_incomplete_event_size, is never used).
+            http=protocol.protocol_class(guard),
+            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
+            # A backstop only: uvicorn answers 503 when its count of connections or of
+            # requests in flight reaches this. The guard keeps connections at the cap, but
+            # those it closes leave uvicorn's count a moment later (during a burst of
+            # accepts), so the backstop sits well above the cap.
+            limit_concurrency=2 * guard.policy.max_connections,
+            backlog=min(2048, guard.policy.max_connections),
         )
         return quiet_server(config)
 
@@ -373,7 +417,31 @@ class Daemon:
         from hookd.ingest.app import create_app
 
         routes = [*status.routes(self.status_facts), *api.routes(state)]
-        return create_app(state), create_admin_app(state, routes)
+        return create_app(state), create_admin_app(state, routes, auth=self.admin_auth)
+
+    def admin_auth(self) -> AdminAuth:
+        """The admin listener's `AdminAuth` for the running config (`hookd.admin.auth`):
+        made again when a reload brings new settings; a token that cannot be resolved
+        then keeps the last one (and says so)."""
+        from hookd.admin import auth
+        from hookd.config import secrets
+
+        settings = self.config.settings
+        if self._auth is not None and self._auth[0] is settings:
+            return self._auth[1]
+        try:
+            token = auth.server_token(settings, lambda ref: secrets.resolve_value(
+                ref, base_dir=self.config.directory))
+        except Exception as exc:
+            if self._auth is None:
+                raise
+            log.error("cannot read the admin token; keeping the last one",
+                      extra={"error": str(exc)})
+            token = self._auth[1].token
+        logs.register_secret(token)
+        current = auth.AdminAuth.for_settings(settings, token)
+        self._auth = (settings, current)
+        return current
 
     def _metrics(self, metrics: Any) -> list[Any]:
         """The daemon's series, rendered with the others on ``/metrics``."""
@@ -418,7 +486,33 @@ class Daemon:
 
     def _load(self) -> tuple[Config | None, list[Diagnostic], str]:
         public, admin = self.listener_overrides
-        return load(self.directory, self.state_dir_override, public=public, admin=admin)
+        config, diagnostics, rev = load(self.directory, self.state_dir_override,
+                                        public=public, admin=admin)
+        return (self._with_bound_ports(config) if config is not None else None), diagnostics, rev
+
+    async def _learn_ports(self, servers: list[uvicorn.Server]) -> None:
+        """Put the ports the listeners got into the running config where it says 0 (any
+        free port): steps must never reach hookd's own listeners (`hookd.runs.egress`),
+        and that check reads the ports from the config."""
+        for name, server in zip(("public", "admin"), servers, strict=True):
+            for listening in server.servers:
+                for sock in listening.sockets:
+                    self._bound.setdefault(name, int(sock.getsockname()[1]))
+        config = self._with_bound_ports(self.config)
+        if config is not self.config:
+            self.config = config
+            if self.state is not None:
+                await asyncio.to_thread(setattr, self.state, "config", config)
+
+    def _with_bound_ports(self, config: Config) -> Config:
+        settings, changed = config.settings, {}
+        for name, port in self._bound.items():
+            listener = getattr(settings, name)
+            if listener.port == 0:
+                changed[name] = dataclasses.replace(listener, port=port)
+        if not changed:
+            return config
+        return dataclasses.replace(config, settings=dataclasses.replace(settings, **changed))
 
     async def reload(self, trigger: str) -> bool | None:
         """Reload now (SIGHUP); reconcile when a new config was applied."""
@@ -611,7 +705,21 @@ class Daemon:
             inbox_depth=DeliveryStore(self.conn).depth(),
             runs_last_hour=runs_since(self.conn, time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
+            connections=self._unready_connections(),
         )
+
+    def _unready_connections(self) -> dict[str, tuple[str, str]]:
+        """``oauth:`` connections in use that cannot authenticate (read from the token
+        files: a few small reads, on the admin listener's request)."""
+        from hookd.oauth.readiness import unready, used_connections
+        from hookd.store.tokens import FileTokenStore
+
+        store = FileTokenStore(self.config.settings.state_dir)
+        try:
+            found = unready(self.config, store.get, time.time(), used_connections(self.config))
+        except OSError as exc:
+            return {"?": (str(exc), "check the state directory")}
+        return {u.connection.name: (u.problem, u.hint) for u in found}
 
 
 def retry_schedule(
@@ -669,6 +777,13 @@ def main(directory: Path, *, state_dir: Path | None = None, public: Listener | N
     warned = sorted({d.format(relative_to=directory.absolute()) for d in diagnostics})
     for line in warned:
         log.warning("config warning: %s", line)
+    if admin is not None:  # --admin: hookd check saw only hookd.yaml's address
+        from hookd.config.check import admin_exposure
+
+        exposed = admin_exposure(config.settings)
+        if exposed is not None:
+            log.warning(exposed, extra={"hint": "bind it to 127.0.0.1 (docs/daemon.md, "
+                                                "\"Admin authentication\")"})
 
     async def serve() -> int:
         return await Daemon(directory, config, rev, state_dir=state_dir, public=public,

@@ -88,6 +88,8 @@ class StatusFacts:
     failures: Sequence[Failure] = ()
     draining: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # ``oauth:`` connections that cannot authenticate: name → (problem, fix).
+    connections: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def summary_line(flows: int, subscriptions: Mapping[str, int]) -> str:
@@ -117,6 +119,8 @@ def document(facts: StatusFacts) -> dict[str, Any]:
             {"kind": f.kind, "flow": f.name, "id": f.id, "error": f.error, "at": f.at}
             for f in facts.failures
         ],
+        "connections": {name: {"problem": why, "fix": fix}
+                        for name, (why, fix) in sorted(facts.connections.items())},
         **facts.extra,
     }
 
@@ -163,16 +167,19 @@ def format_text(doc: Mapping[str, Any], now: float | None = None) -> str:
     failures = doc.get("recent_failures") or []
     lines.append(f"recent failures: {len(failures) or 'none'}")
     lines.extend(f"  {f['kind']} {f['flow']} ({f['id']}): {f['error']}" for f in failures)
+    for name, item in (doc.get("connections") or {}).items():
+        lines.append(f"connection {name}: {item['problem']}; {item['fix']}")
     return "\n".join(lines)
 
 
 def exit_code(doc: Mapping[str, Any]) -> int:
     """`hookd status` exit code: 0 healthy, 1 when something needs attention (a rejected
-    config, failing subscriptions)."""
+    config, failing subscriptions, a connection without a usable OAuth token)."""
     reload = (doc.get("config") or {}).get("last_reload") or {}
     subscriptions = doc.get("subscriptions") or {}
     failing = sum(int(subscriptions.get(s, 0)) for s in FAILING_STATES)
-    return 1 if reload.get("outcome") == "rejected" or failing else 0
+    unready = bool(doc.get("connections"))
+    return 1 if reload.get("outcome") == "rejected" or failing or unready else 0
 
 
 def routes(collect: Callable[[], StatusFacts]) -> list[Any]:

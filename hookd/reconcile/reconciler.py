@@ -709,11 +709,21 @@ async def reconcile_once(
 
     policy = config.settings.reconcile
     own = upstream is None
-    client = upstream or Upstream(timeout=policy.timeout,
-                                  retry=RetryPolicy(retries=policy.retries))
+    client = upstream or with_tokens(
+        Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries)),
+        config.settings.state_dir)
     try:
         reconciler = Reconciler(config, store, client, server_secret, progress=progress)
         return await reconciler.reconcile(allow_deletes=allow_deletes)
     finally:
         if own:
             await client.aclose()
+
+
+def with_tokens(upstream: Upstream, state_dir: Path) -> Upstream:
+    """`upstream` taking the access tokens of ``oauth:`` connections from the state
+    directory (refreshing them there); the one way hookd's clients are given tokens."""
+    from hookd.store.tokens import FileTokenStore
+    from hookd.upstream.oauth import attach
+
+    return attach(upstream, FileTokenStore(state_dir))

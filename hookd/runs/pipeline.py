@@ -30,13 +30,16 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from hookd.callbacks import payload
 from hookd.config import model
 from hookd.config.secrets import SecretError
+from hookd.runs import egress
 from hookd.runs.actions import ActionContext, ActionError, executor
 from hookd.store.sqlite.runs import RunStore, steps_done
 from hookd.templating import engine as templating
@@ -108,6 +111,71 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
         return v
 
     return walk(value)
+
+
+_READS_SECRETS = re.compile(r"\bsecrets\b")
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+def derived_from_secrets(source: Any, rendered: Any) -> list[str]:
+    """What the templates in `source` that read ``secrets`` rendered, as text to mask.
+
+    Masking resolved values catches a secret only as it is: ``{{ secrets.T | upper }}``
+    or ``{{ secrets.T | b64encode }}`` went to run history as is. So a template that reads
+    ``secrets`` taints what it renders: the text its expressions produced (the literal text
+    around them, ``Bearer ``, stays readable when the template has no ``{%`` blocks), which
+    the run then masks everywhere, as it masks the secrets themselves — in this step's
+    inputs and output and in any later step that copies it.
+
+    >>> derived_from_secrets({"h": "Bearer {{ secrets.T | upper }}", "n": "{{ x }}"},
+    ...                      {"h": "Bearer ABCDEF", "n": "plain"})
+    ['ABCDEF']
+    >>> derived_from_secrets(["{% if secrets.T %}{{ secrets.T[::-1] }}{% endif %}"], ["FEDCBA"])
+    ['FEDCBA']
+    """
+    out: list[str] = []
+    if isinstance(source, str):
+        if templating.is_template(source) and _READS_SECRETS.search(source):
+            out.extend(_expression_text(source, rendered))
+    elif isinstance(source, Mapping) and isinstance(rendered, Mapping):
+        for key, sub in source.items():
+            if key in rendered:
+                out.extend(derived_from_secrets(sub, rendered[key]))
+    elif isinstance(source, list | tuple) and isinstance(rendered, list | tuple):
+        for sub, value in zip(source, rendered, strict=False):
+            out.extend(derived_from_secrets(sub, value))
+    return [v for v in out if len(v) >= MIN_DERIVED]
+
+
+MIN_DERIVED = 4  # shorter pieces (a length, a flag) would mask ordinary text everywhere
+
+
+def _expression_text(source: str, rendered: Any) -> list[str]:
+    """The parts of `rendered` that `source`'s ``{{ … }}`` expressions produced."""
+    if not isinstance(rendered, str):
+        return [s for s in _strings(rendered)]
+    if "{%" in source or "{#" in source:
+        return [rendered]  # blocks: what is literal is not known
+    literals = _EXPRESSION.split(source)
+    rest = rendered
+    if not (rest.startswith(literals[0]) and rest.endswith(literals[-1])):
+        return [rendered]
+    rest = rest[len(literals[0]):len(rest) - len(literals[-1])]
+    pieces = [rest]
+    for literal in literals[1:-1]:
+        if literal:
+            pieces = [p for piece in pieces for p in piece.split(literal)]
+    return [p for p in pieces if p]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)] if value is not None and not isinstance(value, bool) else []
 
 
 def action_fields(action: model.Action) -> dict[str, Any]:
@@ -186,8 +254,10 @@ def trigger_context(delivery: Any) -> dict[str, Any]:
     raw = delivery.body or b""
     body: Any
     try:
+        # Under the listener's depth limit (a delivery recorded before it had one is text).
+        payload.check_depth(raw)
         body = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, payload.Refused):
         body = raw.decode("utf-8", "replace")
     received = dt.datetime.fromtimestamp(delivery.received_at, dt.UTC)
     return {
@@ -398,6 +468,17 @@ class Pipeline:
                 inputs = resolve_refs(cs.inputs.render(ctx), secrets)
             except SecretError as exc:
                 raise _StepFailed(str(exc)) from None
+            for derived in derived_from_secrets(cs.inputs.source, inputs):
+                secrets.remember(derived)  # masked from here on, as a secret is
+            if isinstance(step.action, model.HttpAction | model.NotifyAction):
+                # The url again, so that no template can move its host (hookd.runs.egress).
+                try:
+                    target = egress.render_url(step.action.url, ctx)
+                except templating.TemplateError as exc:
+                    raise _StepFailed(str(exc)) from None
+                if target is not None:
+                    inputs["url"] = target.url
+                actx = dataclasses.replace(actx, url=target)
             await self.db(self.store.step_started, run_id, step.id, cs.index, step.kind,
                           attempt, redact(inputs, secrets.resolved))
             retryable, retry_after, output = True, None, None

@@ -149,9 +149,12 @@ class Worker:
         self._http = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                        headers={"User-Agent": "hookd"})
         try:
+            from hookd.store.tokens import FileTokenStore
             from hookd.upstream.client import Upstream
+            from hookd.upstream.oauth import attach
 
-            self._upstream = Upstream(transport=self._transport)
+            self._upstream = attach(Upstream(transport=self._transport),
+                                    FileTokenStore(self.state_dir))
         except ImportError:  # pragma: no cover - upstream ships with hookd
             self._upstream = None
         self.pipeline = Pipeline(store=self.runs, db=self._db, sleep=self._sleep, rng=self._rng,

@@ -28,13 +28,23 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypedDict
 
 from hookd.config import model
 
 log = logging.getLogger("hookd.runs.worker")
 
 CONFIG_CHECK_INTERVAL = 0.5
+
+
+class ChildOptions(TypedDict):
+    """The worker's settings, the first message to the child (`ProcessWorker.__init__`)."""
+
+    state_dir: Path | None
+    limit: int | None
+    poll_interval: float
+    log_format: str | None
+    log_level: str | None
 
 
 class ProcessWorker:
@@ -51,7 +61,7 @@ class ProcessWorker:
             if hasattr(source, "worker"):
                 with contextlib.suppress(AttributeError):
                     source.worker = self
-        self._options = {"state_dir": state_dir, "limit": limit, "poll_interval": poll_interval,
+        self._options: ChildOptions = {"state_dir": state_dir, "limit": limit, "poll_interval": poll_interval,
                          "log_format": log_format, "log_level": log_level}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -133,7 +143,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def _read(stream: Any) -> tuple[Any, ...]:
+def _read(stream: IO[bytes]) -> tuple[Any, ...]:
     head = stream.read(4)
     if len(head) < 4:
         raise EOFError
@@ -152,23 +162,22 @@ def child_main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stream = sys.stdin.buffer
-    options: dict[str, Any] = _read(stream)[1]
+    options: ChildOptions = _read(stream)[1]
     first = _read(stream)
     config: model.Config = first[1]
     from hookd.telemetry import logs
 
-    logs.configure(options.get("log_format") or config.settings.log_format,
-                   options.get("log_level") or config.settings.log_level)
+    logs.configure(options["log_format"] or config.settings.log_format,
+                   options["log_level"] or config.settings.log_level)
     asyncio.run(_child_loop(stream, config, options))
 
 
-async def _child_loop(stream: Any, config: model.Config, options: dict[str, Any]) -> None:
+async def _child_loop(stream: IO[bytes], config: model.Config, options: ChildOptions) -> None:
     from hookd.runs.worker import Worker
 
     holder = {"config": config}
-    worker = Worker(lambda: holder["config"], state_dir=options.get("state_dir"),
-                    limit=options.get("limit"),
-                    poll_interval=options.get("poll_interval") or 0.5)
+    worker = Worker(lambda: holder["config"], state_dir=options["state_dir"],
+                    limit=options["limit"], poll_interval=options["poll_interval"] or 0.5)
     await worker.start()
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[float] = loop.create_future()

@@ -50,7 +50,7 @@ def _same(wanted: Any, listed: Any) -> bool:
         return len(wanted) == len(listed) and all(
             _same(a, b) for a, b in zip(wanted, listed, strict=True))
     if isinstance(wanted, Mapping) or isinstance(listed, Mapping | list) or isinstance(wanted, list):
-        return wanted == listed
+        return bool(wanted == listed)
     return _text(wanted) == _text(listed)
 
 

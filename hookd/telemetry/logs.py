@@ -26,8 +26,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
+
+from hookd.telemetry.throttle import Throttle
 
 MASK = "***"
 # Shorter values would mask ordinary words and numbers all over the log; such a
@@ -186,6 +188,40 @@ def parse_level(level: str | int) -> int:
     return value if isinstance(value, int) else logging.INFO
 
 
+class FloodFilter(logging.Filter):
+    """At most `burst` lines per `per` seconds for each kind of warning or error.
+
+    An unauthenticated client can make libraries log at will (uvicorn logs a warning per
+    malformed request: ~2,100 per 10,000), which floods the journal and costs the event
+    loop a write per line. A kind is the logger and the message template; info and debug
+    lines pass untouched (those that a client can cause throttle themselves:
+    `hookd.telemetry.throttle`). The first line of a kind let through after some were
+    dropped carries ``suppressed=K``, how many were dropped since the last one shown.
+
+    >>> f = FloodFilter(burst=2, per=60, clock=iter([0, 0, 0, 0, 61]).__next__)
+    >>> rec = lambda: logging.makeLogRecord({"name": "x", "levelno": 30, "msg": "bad"})
+    >>> [f.filter(rec()) for _ in range(4)]
+    [True, True, False, False]
+    >>> r = rec(); f.filter(r), r.suppressed
+    (True, 2)
+    """
+
+    def __init__(self, burst: int = 10, per: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.throttle = Throttle(per=per, burst=burst, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        held = self.throttle.admit((record.name, str(record.msg)))
+        if held is None:
+            return False
+        if held:
+            record.suppressed = held
+        return True
+
+
 _HANDLER_NAME = "hookd"
 
 
@@ -202,6 +238,7 @@ def configure(
     handler.set_name(_HANDLER_NAME)
     chosen = choose_format(log_format, stream)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(FloodFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)

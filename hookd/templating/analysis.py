@@ -37,32 +37,26 @@ def analyse(text: str, condition: bool) -> Analysis:
     Parsing and checking filter/test names finds what compiling finds (syntax errors,
     unknown filters) at a seventh of the cost, and the common simple templates skip even
     the parse (`analyse_simple`): `hookd check` sees thousands of templates. Uses the
-    templating module's environment (same syntax, filters and tests); falls back to its
-    public functions when that is not available.
+    templating engine's `ENVIRONMENT` (same syntax, filters and tests).
     """
     from hookd.templating import engine as templating
 
-    env = getattr(templating, "_ENV", None)
-    walk = getattr(templating, "_walk", None)
-    if env is None or walk is None:  # pragma: no cover - depends on hookd.templating.engine internals
-        try:
-            (templating.compile_condition if condition else templating.compile_value)(text)
-        except templating.TemplateError as exc:
-            return Analysis(str(exc))
-        return Analysis("", tuple(templating.body_paths(text, condition=condition)))
     source = text
     if condition and not templating.is_template(text):
         source = "{{ " + text + " }}"
     elif not templating.is_template(text):
         return Analysis("")
-    simple = analyse_simple(source, env.filters)
-    return simple if simple is not None else analyse_jinja(source, text, env, walk)
+    simple = analyse_simple(source, templating.ENVIRONMENT.filters)
+    return simple if simple is not None else analyse_jinja(source, text)
 
 
-def analyse_jinja(source: str, text: str, env: Any, walk: Any) -> Analysis:
+def analyse_jinja(source: str, text: str) -> Analysis:
     """`analyse` by Jinja's own parser: exact for every template."""
     from jinja2 import nodes
     from jinja2.exceptions import TemplateSyntaxError
+
+    from hookd.templating.engine import ENVIRONMENT as env
+    from hookd.templating.engine import walk_body_paths as walk
 
     try:
         tree = env.parse(source)
@@ -79,14 +73,15 @@ def analyse_jinja(source: str, text: str, env: Any, walk: Any) -> Analysis:
         walk(tree, found)
     names: list[tuple[str, str]] = []
     if "env" in text or "steps" in text:
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            base = node.node
+        for ref in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            assert isinstance(ref, nodes.Getattr | nodes.Getitem)  # what find_all was asked for
+            base = ref.node
             if not (isinstance(base, nodes.Name) and base.name in ("env", "steps")):
                 continue
-            if isinstance(node, nodes.Getattr):
-                names.append((base.name, node.attr))
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                names.append((base.name, node.arg.value))
+            if isinstance(ref, nodes.Getattr):
+                names.append((base.name, ref.attr))
+            elif isinstance(ref.arg, nodes.Const) and isinstance(ref.arg.value, str):
+                names.append((base.name, ref.arg.value))
     return Analysis("", tuple(dict.fromkeys(p for p in found if p)), tuple(dict.fromkeys(names)))
 
 
@@ -135,6 +130,26 @@ def analyse_simple(source: str, filters: Mapping[str, Any]) -> Analysis | None:
     if any(m in source[end:] for m in ("{%", "{#", "{{")):
         return None
     return Analysis("", tuple(dict.fromkeys(body)), tuple(dict.fromkeys(names)))
+
+
+# The literal text of a URL template before its first ``{`` ends the host: the origin
+# (scheme, user, host, port) is fixed by the config (hookd.runs.egress).
+_LITERAL_ORIGIN = re.compile(r"^\s*https?://[^/?#{}\s]*(?=[/?#])", re.IGNORECASE)
+
+
+def literal_origin(url: str) -> str | None:
+    """The origin a URL template fixes in literal text (``https://h.example``), or None
+    when a template can reach into the scheme, user, host or port.
+
+    >>> literal_origin("https://h.example/{{ p }}"), literal_origin("http://h:1{{ p }}")
+    ('https://h.example', None)
+    >>> literal_origin("{{ env.URL }}"), literal_origin("https://h.example{% if x %}/a{% endif %}")
+    (None, None)
+    """
+    match = _LITERAL_ORIGIN.match(url)
+    if match is None or "{%" in url or "{#" in url:
+        return None
+    return match.group(0)
 
 
 def _shorten(text: str, limit: int = 120) -> str:

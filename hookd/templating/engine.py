@@ -143,7 +143,9 @@ def _make_env() -> ImmutableSandboxedEnvironment:
     return env
 
 
-_ENV = _make_env()
+# Every template is compiled in this one environment; `hookd.templating.analysis` parses
+# with it too, so `hookd check` sees exactly the runtime's syntax, filters and tests.
+ENVIRONMENT = _make_env()
 _MARKERS = ("{{", "{%", "{#")
 _SINGLE_EXPR = re.compile(r"\A\{\{-?(.*?)-?\}\}\Z", re.DOTALL)
 
@@ -260,10 +262,10 @@ def _compile_string(text: str, *, shown: str | None = None) -> Compiled:
         return _constant(text)
     shown = text if shown is None else shown
     try:
-        tree = _ENV.parse(text)
+        tree = ENVIRONMENT.parse(text)
         match = _SINGLE_EXPR.match(text)
         if match and _is_single_output(tree):
-            expr = _ENV.compile_expression(match.group(1), undefined_to_none=False)
+            expr = ENVIRONMENT.compile_expression(match.group(1), undefined_to_none=False)
 
             def render_native(ctx: Mapping[str, Any]) -> Any:
                 try:
@@ -275,7 +277,7 @@ def _compile_string(text: str, *, shown: str | None = None) -> Compiled:
                     _raise_render_error(shown, exc)
 
             return Compiled(text, render_native, False)
-        template = _ENV.from_string(tree)
+        template = ENVIRONMENT.from_string(tree)
     except TemplateSyntaxError as exc:
         raise TemplateError(shown, f"syntax error: {exc.message}", line=exc.lineno or 0) from None
 
@@ -326,11 +328,11 @@ def body_paths(text: str, *, condition: bool = False) -> list[tuple[str, ...]]:
     if not is_template(text):
         return []
     try:
-        tree = _ENV.parse(text)
+        tree = ENVIRONMENT.parse(text)
     except TemplateSyntaxError:
         return []
     found: list[tuple[str, ...]] = []
-    _walk(tree, found)
+    walk_body_paths(tree, found)
     seen: set[tuple[str, ...]] = set()
     out: list[tuple[str, ...]] = []
     for path in found:
@@ -340,16 +342,18 @@ def body_paths(text: str, *, condition: bool = False) -> list[tuple[str, ...]]:
     return out
 
 
-def _walk(node: nodes.Node, found: list[tuple[str, ...]]) -> None:
+def walk_body_paths(node: nodes.Node, found: list[tuple[str, ...]]) -> None:
+    """Append to `found` every ``trigger.body.…`` path read under `node` (in order, repeats
+    included)."""
     if isinstance(node, nodes.Getattr | nodes.Getitem):
         chain, rest = _chain(node)
         if chain is not None:
             found.append(chain)
         for child in rest:
-            _walk(child, found)
+            walk_body_paths(child, found)
         return
     for child in node.iter_child_nodes():
-        _walk(child, found)
+        walk_body_paths(child, found)
 
 
 def _chain(node: nodes.Node) -> tuple[tuple[str, ...] | None, list[nodes.Node]]:

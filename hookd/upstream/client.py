@@ -171,6 +171,9 @@ class Upstream:
     ) -> None:
         self.retry = retry
         self.tokens: TokenSource = tokens or StaticTokens()
+        # The ``oauth:`` connections asked for, by name, for a token source that needs
+        # their settings (`hookd.upstream.oauth.OAuthTokens`).
+        self._oauth: dict[str, tuple[Connection, Connector]] = {}
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -313,7 +316,13 @@ class Upstream:
         pset = self._parameter_set(connector, connection)
         if not any(c.kind == "oauth2" for c in pset.credentials):
             return None
+        if connection.oauth is not None:
+            self._oauth[connection.name] = (connection, connector)
         return await self.tokens.access_token(connection.name)
+
+    def oauth_connection(self, name: str) -> tuple[Connection, Connector] | None:
+        """The ``oauth:`` connection `name` (and its connector) a request was built for."""
+        return self._oauth.get(name)
 
     def _parameter_set(self, connector: Connector, connection: Connection) -> ParameterSet:
         try:
@@ -419,7 +428,16 @@ class Upstream:
         request.headers["Authorization"] = f"Bearer {token}"
         return True
 
-    async def _send_once(self, request: httpx.Request) -> httpx.Response:
+    async def post_form(self, url: str, body: str, headers: Mapping[str, str]) -> httpx.Response:
+        """POST a form (an OAuth token request) through this client — same proxy, CA and
+        default headers as every request — and return the response whatever its status:
+        the caller reads the token endpoint's own errors. Connection failures are
+        `RetryableError`s as for any request."""
+        return await self._transmit(self.client.build_request(
+            "POST", url, content=body.encode(), headers=dict(headers)))
+
+    async def _transmit(self, request: httpx.Request) -> httpx.Response:
+        """One attempt; connection failures as `RetryableError`, any status returned."""
         self.requests_sent += 1
         try:
             response = await self.client.send(request)
@@ -429,6 +447,10 @@ class Upstream:
         except httpx.TransportError as exc:
             raise RetryableError(
                 f"{where(request)}: connection failed ({type(exc).__name__})") from None
+        return response
+
+    async def _send_once(self, request: httpx.Request) -> httpx.Response:
+        response = await self._transmit(request)
         error = classify(response, now=self._clock())
         if error is not None:
             raise error

@@ -4,8 +4,10 @@
 connection whose credential is ``oauth2`` (`hookd.connectors.auth`) each time it builds a
 request. When the upstream answers 401 to a request carrying a token from the source,
 `Upstream.send` calls `invalidate`, asks again and, given a different token, retries
-once with it — so a source that refreshes tokens only has to refresh on `invalidate`. `StaticTokens` is today's behaviour: no source of its own, the
-connection's static ``token`` parameter is used (``None`` means exactly that).
+once with it — so a source that refreshes tokens only has to refresh on `invalidate`.
+`hookd.upstream.oauth.OAuthTokens` is the source for ``oauth:`` connections (tokens from
+``hookd connect``); `StaticTokens` has no source of its own: the connection's static
+``token`` parameter is used (``None`` means exactly that).
 """
 
 from __future__ import annotations

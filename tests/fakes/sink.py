@@ -9,6 +9,8 @@ serialised flow never overlapped. `responses` scripts the statuses to answer wit
 from __future__ import annotations
 
 import json
+import os
+import selectors
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,8 +79,22 @@ class Sink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._wake_r, self._wake_w = os.pipe()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _serve(self) -> None:
+        # Not serve_forever: its select wakes every poll interval (0.5 s) to notice
+        # shutdown(), and every test paid that on close. This one wakes on a connection or
+        # on close() (a byte on the wake-up pipe).
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.server, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    self.server.handle_request()
 
     @property
     def url(self) -> str:
@@ -86,5 +102,8 @@ class Sink:
         return f"http://{host!s}:{port}"
 
     def close(self) -> None:
-        self.server.shutdown()
+        os.write(self._wake_w, b"x")
+        self.thread.join()
         self.server.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -15,6 +15,7 @@ from hookd.callbacks.schemes.scheme import VerificationFailed, required_header
 from hookd.connectors.model import Verification
 
 KIND = "hmac-sha256"
+DELIVERY_ID = None  # the connector's x-hookd-delivery-id, if any, names it
 
 
 def verify(v: Verification, secret: str, headers: Mapping[str, str], body: bytes,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from hookd.connectors.model import Verification
 
 KIND = "none"
+DELIVERY_ID = None  # the connector's x-hookd-delivery-id, if any, names it
 
 
 def verify(v: Verification, secret: str, headers: Mapping[str, str], body: bytes,

@@ -17,9 +17,11 @@ class VerificationFailed(Exception):
 
 
 class Scheme(Protocol):
-    """A module of `hookd.callbacks.schemes`: its `KIND`, `verify` and `sign`."""
+    """A module of `hookd.callbacks.schemes`: its `KIND`, `DELIVERY_ID`, `verify` and `sign`."""
 
     KIND: str
+    # The header that identifies a message for dedup when the connector names none.
+    DELIVERY_ID: str | None
 
     def verify(self, v: Verification, secret: str, headers: Mapping[str, str], body: bytes,
                now: float) -> None:

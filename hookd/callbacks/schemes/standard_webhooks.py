@@ -21,6 +21,10 @@ from hookd.connectors.model import Verification
 
 KIND = "standard-webhooks"
 SW_ID, SW_TIMESTAMP, SW_SIGNATURE = "webhook-id", "webhook-timestamp", "webhook-signature"
+# The spec makes webhook-id the idempotency key ("the same when a message is retried") and
+# expects receivers to drop a message whose id they have seen: within the tolerance a
+# captured request is otherwise a valid replay. Dedup on it when the connector names none.
+DELIVERY_ID = SW_ID
 
 
 def verify(v: Verification, secret: str, headers: Mapping[str, str], body: bytes,

@@ -9,6 +9,7 @@ from hookd.callbacks.schemes.scheme import VerificationFailed, required_header
 from hookd.connectors.model import Verification
 
 KIND = "token"
+DELIVERY_ID = None  # the connector's x-hookd-delivery-id, if any, names it
 
 
 def verify(v: Verification, secret: str, headers: Mapping[str, str], body: bytes,

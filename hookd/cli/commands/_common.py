@@ -228,6 +228,15 @@ def unvalidated_admin_listener(args: argparse.Namespace) -> Listener | str:
     return Listener(host, port)
 
 
+def unvalidated_setting(args: argparse.Namespace, *keys: str) -> object:
+    """One value of hookd.yaml by its key path, read without validating the rest (None
+    when absent or unreadable): `hookd status` finds the admin token this way."""
+    value: object = _raw_settings(config_dir(args)) or {}
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def _raw_settings(root: Path) -> dict[str, object] | None:
     """hookd.yaml as plain data without validation: {} when absent, None when it does
     not parse (or is not a mapping)."""

@@ -25,6 +25,7 @@ from hookd.cli.commands._common import (
 )
 
 if TYPE_CHECKING:
+    from hookd.config.model import Config
     from hookd.diagnostics import Diagnostic
 
 JSON_VERSION = 1
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     result = config.load(directory, resolve_secrets=not args.offline_secrets)
     diagnostics = result.diagnostics
+    if result.config is not None and not args.offline_secrets:
+        diagnostics = sorted([*diagnostics, *token_diagnostics(result.config)])
     if args.strict:
         diagnostics = [d.promoted() for d in diagnostics]
     base = directory.absolute()
@@ -70,6 +73,26 @@ def run(args: argparse.Namespace) -> int:
     if result.io_error:
         return EXIT_USAGE
     return EXIT_ERRORS if errors else EXIT_OK
+
+
+def token_diagnostics(config: Config) -> list[Diagnostic]:
+    """Online only: an ``oauth:`` connection an enabled flow uses without a usable token
+    (none stored, refused at the last refresh) is an error naming `hookd connect NAME`."""
+    import time
+
+    from hookd.diagnostics import Diagnostic
+    from hookd.oauth.readiness import unready, used_connections
+    from hookd.store.tokens import FileTokenStore
+
+    store = FileTokenStore(config.settings.state_dir)
+    out = []
+    for item in unready(config, store.get, time.time(), used_connections(config)):
+        pos = item.connection.pos
+        out.append(Diagnostic(pos.file if pos else config.directory, pos.line if pos else 0,
+                              pos.col if pos else 0, "error",
+                              f"connection '{item.connection.name}': {item.problem}",
+                              key="oauth", hint=item.hint))
+    return out
 
 
 def to_json(diagnostics: list[Diagnostic], base: Path) -> dict[str, Any]:

@@ -170,6 +170,7 @@ def _trigger_json(connector: Connector, op: Operation) -> dict[str, Any]:
         "secret": None,
         "delete": None,
         "list": None,
+        "update": None,
     }
     webhook = connector.webhooks.get(op.operation_id)
     if webhook is not None:
@@ -177,6 +178,9 @@ def _trigger_json(connector: Connector, op: Operation) -> dict[str, Any]:
         out["notification_schema"] = webhook.notification_schema is not None
         out["secret"] = ".".join(webhook.secret_path) if webhook.secret_path else None
         out["delete"] = _delete_json(webhook.delete)
+        if webhook.update is not None:
+            out["update"] = {"operation_id": webhook.update.operation_id,
+                             "id_param": webhook.update.id_param}
         if webhook.list is not None:
             out["list"] = {
                 "operation_id": webhook.list.operation_id,
@@ -293,6 +297,9 @@ def to_text(connectors: dict[str, Connector], root: Path | None, *, detail: bool
                 lines.append(f"    delete: {_delete_text(webhook.delete)}")
                 if webhook.list is not None:
                     lines.append(f"    list: {webhook.list.operation_id} (url at {webhook.list.url_field})")
+                if webhook.update is not None:
+                    lines.append(f"    update (settings drift): {webhook.update.operation_id} "
+                                 f"with {webhook.update.id_param} = the hook's id")
             if detail:
                 lines.extend(_policy_lines(c, op))
         actions = [op for op in ops if not op.is_trigger]

@@ -114,10 +114,12 @@ def config_and_state(args: argparse.Namespace, command: str,
 
 
 def make_upstream(config: Config) -> Any:
+    from hookd.reconcile.reconciler import with_tokens
     from hookd.upstream.client import RetryPolicy, Upstream
 
     policy = config.settings.reconcile
-    return Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries))
+    return with_tokens(Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries)),
+                       config.settings.state_dir)
 
 
 def use_color(stream: IO[str]) -> bool:

@@ -37,7 +37,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def build(lg: Any) -> LogAction:
+def build(lg: str | Mapping[str, Any]) -> LogAction:
     if isinstance(lg, str):
         return LogAction(message=lg)
     return LogAction(message=lg["message"], fields=dict(lg.get("fields") or {}),

@@ -45,7 +45,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def build(r: Any) -> RunAction:
+def build(r: list[str] | Mapping[str, Any]) -> RunAction:
     if isinstance(r, list):
         return RunAction(argv=tuple(r))
     return RunAction(

@@ -27,6 +27,7 @@ from hookd.templating.engine import as_text as as_text  # the actions' one way t
 if TYPE_CHECKING:
     import httpx
 
+    from hookd.runs.egress import Target
     from hookd.upstream.client import Upstream
 
 
@@ -68,6 +69,9 @@ class ActionContext:
     base_env: Mapping[str, str] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hookd.flow"))
     default_timeout: float = 30.0
+    # The step's url as `hookd.runs.egress.render_url` rendered it (set per step by the
+    # pipeline for http/notify): whether its host came from a template.
+    url: Target | None = None
 
 
 Executor = Callable[[dict[str, Any], ActionContext], Awaitable[Any]]

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from hookd.runs import egress
 from hookd.runs.actions import ActionContext, ActionError, as_text
 from hookd.upstream import errors
 
@@ -62,6 +63,11 @@ async def send(
     if not url.startswith(("http://", "https://")):
         raise ActionError(f"url must start with http:// or https://, not {url[:60]!r}",
                           retryable=False)
+    # The egress policy (hookd.runs.egress); a url the pipeline did not render is literal.
+    target = ctx.url if ctx.url is not None and ctx.url.url == url else egress.Target(url)
+    refused = await egress.check(target, ctx.config)
+    if refused is not None:
+        raise ActionError(f"{method} {_where(url)}: refused: {refused}", retryable=False)
     timeout = ctx.timeout if ctx.timeout is not None else ctx.default_timeout
     try:
         response = await ctx.http.request(
