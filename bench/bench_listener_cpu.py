@@ -85,8 +85,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
+    from hookd import store as stores
     from hookd.ingest.app import AppState, create_app
-    from hookd.store.sqlite.db import open_db
 
     body = PAYLOAD.read_bytes()
     with tempfile.TemporaryDirectory(prefix="hookd-cpu-") as tmp:
@@ -98,7 +98,7 @@ def main() -> int:
                    (b"content-length", str(len(body)).encode()), (b"x-github-event", b"push"),
                    (b"user-agent", b"bench"),
                    *((k.lower().encode(), v.encode()) for k, v in signature.items())]
-        state = AppState(config, open_db(state_dir, check_same_thread=False),
+        state = AppState(config, stores.open(config.settings),
                          tokens.load_or_create_server_secret(state_dir))
         apps = {"bare starlette + HMAC": bare_app(target.secret), "hookd": create_app(state)}
 

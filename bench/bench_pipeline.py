@@ -205,10 +205,10 @@ def serve(state: Path, port: int, process: bool = False) -> None:
     """The hookd process: callback server + worker, one flow of one `log` step."""
     import uvicorn
 
+    from hookd import store as stores
     from hookd.config import model
     from hookd.ingest.app import AppState, create_app
     from hookd.runs.worker import Worker
-    from hookd.store.sqlite.db import open_db
     from hookd.subscriptions import tokens
     from tests.ingest_launcher import make_config
 
@@ -226,8 +226,8 @@ def serve(state: Path, port: int, process: bool = False) -> None:
     # journal under systemd; the `log` step writes there too.
     logs.configure("json", "info")
 
-    conn = open_db(state, check_same_thread=False)
-    app_state = AppState(config, conn, tokens.load_or_create_server_secret(state))
+    store = stores.open(config.settings)
+    app_state = AppState(config, store, tokens.load_or_create_server_secret(state))
     app_state.inbox.start()
     app = create_app(app_state)
 
@@ -239,6 +239,7 @@ def serve(state: Path, port: int, process: bool = False) -> None:
             worker = ProcessWorker(app_state, log_format="json", log_level="info")
         else:
             worker = Worker(app_state)
+        store.deliveries.on_arrival(worker.poke)  # as the daemon wires it
         await worker.start()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False,
@@ -247,7 +248,7 @@ def serve(state: Path, port: int, process: bool = False) -> None:
         await worker.stop(10)
 
     asyncio.run(main())
-    app_state.inbox.close()
+    store.close()
 
 
 def processed(db: Path) -> tuple[int, int, int]:

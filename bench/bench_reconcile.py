@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from hookd import store as stores  # noqa: E402
 from hookd.config.model import (  # noqa: E402
     Config,
     Connection,
@@ -47,8 +48,7 @@ from hookd.config.model import (  # noqa: E402
     Trigger,
 )
 from hookd.reconcile.reconciler import Reconciler  # noqa: E402
-from hookd.store.sqlite.db import open_db  # noqa: E402
-from hookd.store.sqlite.subscriptions import SubscriptionStore  # noqa: E402
+from hookd.store.interface import Store  # noqa: E402
 from hookd.upstream.client import RetryPolicy, Upstream  # noqa: E402
 from tests.fakes.github import FakeGitHub, free_port, github_connector  # noqa: E402
 
@@ -121,11 +121,11 @@ async def _baseline(base: str, n: int, per_repo: int,
         return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def _pass(config: Config, store: SubscriptionStore,
+async def _pass(config: Config, store: Store,
                 concurrency: int) -> tuple[float, float, Any]:
     async with Upstream(retry=RetryPolicy(retries=2), max_connections=concurrency) as up:
         started, cpu = time.perf_counter(), time.process_time()
-        report = await Reconciler(config, store, up, b"b" * 32).reconcile()
+        report = await Reconciler(config, store.subscriptions, up, b"b" * 32).reconcile()
         return time.perf_counter() - started, time.process_time() - cpu, report
 
 
@@ -151,14 +151,15 @@ def main() -> int:
         baseline, baseline_cpu = asyncio.run(_baseline(base, n, args.per_repo, conc))
         _stats(base, clear=True)  # hookd starts from the same empty fake as the baseline
         with tempfile.TemporaryDirectory() as tmp:
-            store = SubscriptionStore(open_db(Path(tmp)))
+            store = stores.open(Path(tmp), role="cli")
             config = _config(base, n, args.per_repo, conc)
             first, first_cpu, report = asyncio.run(_pass(config, store, conc))
             created = _stats(base)
             _stats(base, reset=True)
             second, _, report2 = asyncio.run(_pass(config, store, conc))
             unchanged = _stats(base)
-            active = sum(r.status == "active" for r in store.all())
+            active = sum(r.status == "active" for r in asyncio.run(store.subscriptions.all()))
+            store.close()
     finally:
         proc.terminate()
         proc.join(10)

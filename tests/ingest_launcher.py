@@ -222,13 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "bare":
         app = bare_app(subscription(config, state_dir, "push").secret)
     else:
+        from hookd import store as stores
         from hookd.ingest.app import AppState, create_app
-        from hookd.store.sqlite.db import open_db, wal_bytes
 
-        conn = open_db(state_dir, check_same_thread=False)
-        state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
+        store = stores.open(config.settings)
+        state = AppState(config, store, tokens.load_or_create_server_secret(state_dir))
         if args.window is not None:
-            state.inbox.window = args.window
+            state.inbox.window = args.window  # type: ignore[attr-defined]  # SQLite's inbox
         state.inbox.start()
         app = create_app(state)
     stop = threading.Event()
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             uvicorn.Server(server_config).run()
     stop.set()
     if state is not None:
-        wal_mb = wal_bytes(state.inbox.db_path) / 1e6
-        state.inbox.close()
+        wal_mb = (state.store.health.state().wal_bytes or 0) / 1e6
+        state.store.close()
         st = state.inbox.stats
         print(
             f"inbox: {st.jobs} requests, {st.deliveries} deliveries in {st.commits} write "
@@ -293,6 +293,7 @@ def run_with_worker(server_config: Any, state: Any, mode: str) -> None:
                 from hookd.runs.worker import Worker
 
                 worker = Worker(state)
+            state.store.deliveries.on_arrival(worker.poke)  # as the daemon wires it
             await worker.start()
             try:
                 await super().serve(sockets)

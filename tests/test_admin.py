@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from hookd import store as stores
 from hookd.admin.app import create_admin_app
 from hookd.callbacks.verify import sign
 from hookd.ingest.app import AppState, create_app
-from hookd.store.sqlite.db import open_db
 from hookd.subscriptions import tokens
 from hookd.telemetry.metrics import Family, Gauge, Metrics
 from tests.ingest_launcher import DATA, make_config, subscription
@@ -28,10 +28,11 @@ PUSH = (DATA / "github" / "push.0.json").read_bytes()
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[AppState]:
     state_dir = tmp_path / "state"
-    s = AppState(make_config(state_dir), open_db(state_dir, check_same_thread=False),
-                 tokens.load_or_create_server_secret(state_dir))
+    config = make_config(state_dir)
+    store = stores.open(config.settings)
+    s = AppState(config, store, tokens.load_or_create_server_secret(state_dir))
     yield s
-    s.inbox.close()
+    store.close()
 
 
 def _get(app: object, path: str) -> httpx.Response:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from starlette.testclient import TestClient
 
+from hookd import store as stores
 from hookd.admin.api import create_app
 from hookd.store.sqlite import db as dbmod
 from hookd.store.sqlite.deliveries import DeliveryStore
@@ -15,7 +17,9 @@ from hookd.store.sqlite.runs import RunStore
 from tests.pipeline_util import config, flow, record
 
 
-class FakeWorker:
+class Wakes:
+    """Counts the store's wake-up calls (the daemon wires them to the worker's poke)."""
+
     def __init__(self) -> None:
         self.pokes = 0
 
@@ -24,7 +28,7 @@ class FakeWorker:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[TestClient, SimpleNamespace, dict[str, str]]:
+def setup(tmp_path: Path) -> Iterator[tuple[TestClient, SimpleNamespace, dict[str, str]]]:
     state = tmp_path / "state"
     ids = record(state, "deploy", [{"n": 1}, {"n": 2}])
     conn = dbmod.open_db(state)
@@ -39,9 +43,12 @@ def setup(tmp_path: Path) -> tuple[TestClient, SimpleNamespace, dict[str, str]]:
     deliveries.finish(claimed[0].id, "done")
     deliveries.finish(claimed[1].id, "failed", "boom")
     conn.close()
-    state_obj = SimpleNamespace(config=config(state, [flow("deploy", [])]), worker=FakeWorker())
-    return TestClient(create_app(state_obj)), state_obj, {"ok": ok.id, "bad": bad.id,
-                                                           "d_bad": ids[1]}
+    store = stores.open(config(state, [flow("deploy", [])]).settings)
+    state_obj = SimpleNamespace(store=store, worker=Wakes())
+    store.deliveries.on_arrival(state_obj.worker.poke)
+    yield TestClient(create_app(store)), state_obj, {"ok": ok.id, "bad": bad.id,
+                                                      "d_bad": ids[1]}
+    store.close()
 
 
 def test_list_and_filters(setup: tuple[TestClient, SimpleNamespace, dict[str, str]]) -> None:

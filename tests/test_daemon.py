@@ -773,11 +773,10 @@ def test_docstring_examples_hold() -> None:
     """The examples in the daemon modules' docstrings are tests too."""
     import doctest
 
-    from hookd.daemon import lifecycle as daemon
-    from hookd.daemon import revision, sdnotify
+    from hookd.daemon import jobs, revision, sdnotify
     from hookd.telemetry import logs
 
-    for module in (daemon, reload, status, sdnotify, logs, revision):
+    for module in (jobs, reload, status, sdnotify, logs, revision):
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,11 +195,14 @@ def test_claim_seeks_the_queued_rows_whatever_the_history(
     if analyzed:
         store.conn.execute("ANALYZE")
     claimed: list[Delivery] = []
-    (one_flow,) = _plans(store, lambda: claimed.extend(store.claim(1, flows=["f"])))
+    *expiry, one_flow = _plans(store, lambda: claimed.extend(store.claim(1, flows=["f"])))
     assert "deliveries_queued" in one_flow, one_flow
+    # The look for expired leases (at most every EXPIRY_CHECK_INTERVAL) seeks the running
+    # rows, whatever the history.
+    assert all("deliveries_status" in p and "SCAN" not in p for p in expiry), expiry
     assert [d.body for d in claimed] == [b'{"n": 300}']  # the queued one, not history
     store.finish(claimed[0].id, "queued")
-    (any_flow,) = _plans(store, lambda: claimed.extend(store.claim(1)))
+    *_, any_flow = _plans(store, lambda: claimed.extend(store.claim(1)))
     assert "SCAN" not in any_flow and "deliveries_flow" not in any_flow, any_flow
     assert claimed[1].id == claimed[0].id
 
@@ -229,3 +233,27 @@ def test_add_flag_adds_once_and_says_when_there_is_no_such_delivery(tmp_path: Pa
     assert store.add_flag(did, "schema-warning") and store.add_flag(did, "schema-warning")
     assert store.get(did).flags == ("schema-warning",)  # type: ignore[union-attr]
     assert store.add_flag("nope", "schema-warning") is False
+
+
+def _open_when_released(state_dir: str, barrier: Any) -> None:
+    barrier.wait()
+    open_db(Path(state_dir)).close()
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """The daemon and its worker child start together on a fresh state directory: each
+    migration is applied once, by whichever takes the write lock first (the others used to
+    fail: "duplicate column name: lease_until")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(5):
+        state = tmp_path / f"state{attempt}"
+        barrier = context.Barrier(4)
+        procs = [context.Process(target=_open_when_released, args=(str(state), barrier))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hookd import store as stores
 from hookd.callbacks.verify import sign
 from hookd.ingest.app import AppState, create_app
-from hookd.store.sqlite.db import open_db
 from hookd.subscriptions import tokens
 from tests.ingest_launcher import make_config, subscription
 from tests.test_server import PUSH, Hookd
@@ -36,7 +36,8 @@ FLOWS = ["push", "strict", "items", "gitlab", "gitea", "standard", "open", "sign
 class Harness:
     def __init__(self, state_dir: Path) -> None:
         self.config = make_config(state_dir)
-        self.state = AppState(self.config, open_db(state_dir, check_same_thread=False),
+        self.store = stores.open(self.config.settings)
+        self.state = AppState(self.config, self.store,
                               tokens.load_or_create_server_secret(state_dir), max_body=4096)
         self.app = create_app(self.state)
         self.targets = {f: subscription(self.config, state_dir, f) for f in FLOWS}
@@ -69,7 +70,7 @@ class Harness:
         return int(start["status"])
 
     def close(self) -> None:
-        self.state.inbox.close()
+        self.store.close()
         self.loop.close()
 
 

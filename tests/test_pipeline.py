@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hookd import store as stores
 from hookd.config import model
 from hookd.runs.actions import ActionContext
 from hookd.runs.pipeline import Outcome, Pipeline, redact, retry_delay
@@ -31,13 +32,15 @@ class Harness:
     def __init__(self, state: Path, environ: dict[str, str] | None = None) -> None:
         self.state = state
         self.conn = dbmod.open_db(state)
-        self.store = RunStore(self.conn)
+        self.store = RunStore(self.conn)  # what the tests read back, straight from the file
         self.sleeps: list[float] = []
 
         async def fake_sleep(seconds: float) -> None:
             self.sleeps.append(seconds)
 
-        self.pipeline = Pipeline(store=self.store, sleep=fake_sleep, rng=lambda: 0.5,
+        # The pipeline writes through the store's interface, as the worker's does.
+        self.history = stores.open(state, role="cli")
+        self.pipeline = Pipeline(store=self.history.runs, sleep=fake_sleep, rng=lambda: 0.5,
                                  environ=environ or {})
 
     def run(self, f: model.Flow, body: Any, *, run_id: str | None = None,
@@ -60,8 +63,10 @@ class Harness:
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Harness:
-    return Harness(tmp_path / "state")
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path / "state")
+    yield harness
+    harness.history.close()
 
 
 def notify_main(url: str) -> model.Flow:

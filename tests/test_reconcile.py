@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from hookd import store as stores
 from hookd.config.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
 from hookd.connectors.model import Connector, DeleteStrategy, Operation, WebhookTrigger
 from hookd.reconcile.reconciler import Reconciler, Report
+from hookd.store.interface import Store
 from hookd.store.sqlite.db import open_db
 from hookd.store.sqlite.subscriptions import SubscriptionStore
 from hookd.subscriptions import tokens
@@ -50,16 +52,26 @@ def make_config(fake: FakeGitHub, flows: dict[str, dict[str, Any]], *, max_delet
     )
 
 
+def store_of(rows: SubscriptionStore) -> Store:
+    """The store interface on the file `rows` reads (the tests read it back directly)."""
+    path = Path(rows.conn.execute("PRAGMA database_list").fetchone()[2])
+    return stores.open(path.parent, role="cli")
+
+
 def reconcile(config: Config, store: SubscriptionStore, *, timeout: float = 5.0,
               allow_deletes: int | None = None, plan_only: bool = False,
               retries: int = 2) -> Any:
     async def go() -> Any:
-        async with Upstream(timeout=timeout, retry=RetryPolicy(retries=retries, base_delay=0.001),
-                            sleep=_no_sleep) as up:
-            r = Reconciler(config, store, up, SECRET)
-            if plan_only:
-                return await r.plan(allow_deletes=allow_deletes)
-            return await r.reconcile(allow_deletes=allow_deletes)
+        real = store_of(store)
+        try:
+            async with Upstream(timeout=timeout, sleep=_no_sleep,
+                                retry=RetryPolicy(retries=retries, base_delay=0.001)) as up:
+                r = Reconciler(config, real.subscriptions, up, SECRET)
+                if plan_only:
+                    return await r.plan(allow_deletes=allow_deletes)
+                return await r.reconcile(allow_deletes=allow_deletes)
+        finally:
+            await real.aclose()
 
     return asyncio.run(go())
 
@@ -240,8 +252,10 @@ def test_relative_location_is_resolved_against_the_request(store: SubscriptionSt
                     {"x": Flow("x", Trigger("rel", "sub"))})
 
     async def go() -> None:
+        real = store_of(store)
         async with Upstream(httpx.MockTransport(handler)) as up:
-            await Reconciler(config, store, up, SECRET).reconcile()
+            await Reconciler(config, real.subscriptions, up, SECRET).reconcile()
+        await real.aclose()
 
     asyncio.run(go())
     assert store.all()[0].location == "https://svc.example/api/subs/5"

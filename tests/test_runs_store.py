@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from hookd import store as stores
+from hookd.store import errors
 from hookd.store.sqlite import db as dbmod
 from hookd.store.sqlite.batch import LoopBatchingDb
 from hookd.store.sqlite.deliveries import DeliveryStore
-from hookd.store.sqlite.runs import ReplayError, RunStore, encode, prune, replay, steps_done
+from hookd.store.sqlite.runs import RunStore, encode, replay, steps_done
 from tests.pipeline_util import record
 
 
@@ -123,18 +125,30 @@ def test_prune_by_age_and_count_keeps_unfinished(conn: sqlite3.Connection) -> No
     assert left == {running_old.id, recent[2], recent[3]}
 
 
-def test_retention_prune_also_drops_unreferenced_old_deliveries(tmp_path: Path) -> None:
+def test_retention_prunes_old_finished_runs_and_deliveries(tmp_path: Path) -> None:
+    """The daemon's retention job (docs/daemon.md: finished runs older than max_age or
+    beyond max_runs, and finished deliveries older than max_age), through the store."""
+    import asyncio
+
     state = tmp_path / "state"
-    ids = record(state, "f", [{}, {}])
+    ids = record(state, "f", [{}, {}, {}])
     conn = dbmod.open_db(state)
-    deliveries = DeliveryStore(conn)
+    deliveries, runs = DeliveryStore(conn), RunStore(conn)
     for d in deliveries.claim(2):
         deliveries.finish(d.id, "done")
-    conn.execute("UPDATE deliveries SET received_at = 0")
-    run = RunStore(conn).create(ids[0], "f", status="running")  # unfinished: kept
-    assert prune(conn, max_age=3600, max_runs=100) == {"runs": 0, "deliveries": 1}
-    assert deliveries.get(ids[0]) is not None and deliveries.get(ids[1]) is None
-    assert RunStore(conn).get(run.id) is not None
+    conn.execute("UPDATE deliveries SET received_at = 0")  # all three are old
+    unfinished = runs.create(ids[0], "f", status="running")
+    old = runs.create(ids[1], "f")
+    runs.finish(old.id, "succeeded")
+    conn.execute("UPDATE runs SET created_at = 0")
+    store = stores.open(state, role="cli")
+    try:
+        pruned = asyncio.run(store.runs.prune(max_age=3600, max_runs=100))
+    finally:
+        store.close()
+    assert pruned == {"runs": 1, "deliveries": 2}
+    assert deliveries.get(ids[2]) is not None  # still queued: never pruned
+    assert runs.get(unfinished.id) is not None and runs.get(old.id) is None
 
 
 def test_replay_by_run_or_delivery(tmp_path: Path) -> None:
@@ -142,9 +156,8 @@ def test_replay_by_run_or_delivery(tmp_path: Path) -> None:
     [did] = record(state, "f", [{}])
     conn = dbmod.open_db(state)
     deliveries = DeliveryStore(conn)
-    with pytest.raises(ReplayError) as info:
-        replay(conn, did)
-    assert info.value.status == 409  # still queued: it will run anyway
+    with pytest.raises(errors.Conflict):
+        replay(conn, did)  # still queued: it will run anyway
     [d] = deliveries.claim(1)
     run = RunStore(conn).create(did, "f")
     deliveries.finish(d.id, "failed", "boom")
@@ -153,16 +166,13 @@ def test_replay_by_run_or_delivery(tmp_path: Path) -> None:
     deliveries.claim(1)
     deliveries.finish(did, "done")
     assert replay(conn, did, kind="delivery") == did
-    with pytest.raises(ReplayError) as info:
+    with pytest.raises(errors.NotFound):
         replay(conn, "nope")
-    assert info.value.status == 404
-    with pytest.raises(ReplayError) as info:
+    with pytest.raises(errors.NotFound):
         replay(conn, did, kind="run")  # a delivery id is not a run id
-    assert info.value.status == 404
     conn.execute("DELETE FROM deliveries")
-    with pytest.raises(ReplayError) as info:
+    with pytest.raises(errors.Gone):
         replay(conn, run.id)
-    assert info.value.status == 410
 
 
 def test_batched_writes_commit_together_and_isolate_a_failure(tmp_path: Path) -> None:

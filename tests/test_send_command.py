@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from hookd import store as stores
 from hookd.cli.main import main
 from hookd.config.loader import load_config
 from hookd.ingest.app import AppState, create_app
@@ -60,8 +61,8 @@ def server(config_dir: Path) -> Iterator[tuple[str, Path]]:
     config, diagnostics = load_config(config_dir)
     assert config is not None, diagnostics
     state_dir = Path(config.settings.state_dir)
-    conn = open_db(state_dir, check_same_thread=False)
-    state = AppState(config, conn, tokens.load_or_create_server_secret(state_dir))
+    store = stores.open(config.settings)
+    state = AppState(config, store, tokens.load_or_create_server_secret(state_dir))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port,
                                         log_level="warning", lifespan="off", loop="asyncio"))
@@ -74,7 +75,7 @@ def server(config_dir: Path) -> Iterator[tuple[str, Path]]:
     yield f"http://127.0.0.1:{port}", state_dir
     srv.should_exit = True
     thread.join(10)
-    state.inbox.close()
+    store.close()
 
 
 def test_send_to_a_running_hookd_is_accepted_and_recorded(

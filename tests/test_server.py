@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
+from hookd import store as stores
 from hookd.callbacks.verify import sign
 from hookd.ingest.app import AppState, create_app
 from hookd.runs.worker import Worker
@@ -75,16 +76,16 @@ class Hookd:
     """A running public listener plus handles on its state and store."""
 
     def __init__(self, state_dir: Path, *, max_body: int | None = None,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, **store_options: Any) -> None:
         self.state_dir = state_dir
         self.own_listener = listener is None
         self.listener = listener or Listener()
         self.port = self.listener.port
         self.config = make_config(state_dir, f"http://127.0.0.1:{self.port}")
-        self.conn = open_db(state_dir, check_same_thread=False)
-        self.state = AppState(
-            self.config, self.conn, tokens.load_or_create_server_secret(state_dir), max_body=max_body
-        )
+        self.conn = open_db(state_dir, check_same_thread=False)  # the tests' own, to look
+        self.hookd_store = stores.open(self.config.settings, **store_options)
+        self.state = AppState(self.config, self.hookd_store,
+                              tokens.load_or_create_server_secret(state_dir), max_body=max_body)
         self.listener.switch.app = create_app(self.state)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
         self.store = DeliveryStore(open_db(state_dir))
@@ -108,7 +109,7 @@ class Hookd:
         self.client.close()
         if self.own_listener:
             self.listener.close()
-        self.state.inbox.close()
+        self.hookd_store.close()
 
 
 @pytest.fixture(scope="module")

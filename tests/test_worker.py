@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_graceful_stop_finishes_the_step_and_resumes_later(tmp_path: Path, sink:
     async def first() -> None:
         worker = Worker(lambda: cfg, poll_interval=0.05)
         await worker.start()
-        while not sink.received:  # step one is in flight (the sink holds it 0.5 s)
+        while not sink.arrived:  # step one is in flight (the sink holds it 0.5 s)
             await asyncio.sleep(0.01)
         await worker.stop(5)
 
@@ -254,3 +255,73 @@ def test_process_worker_runs_flows_in_a_child_and_follows_config_changes(
     asyncio.run(go())
     assert [(r.path, r.text) for r in sink.received] == [("/v1", "1"), ("/v2", "2")]
     assert [r.status for r in RunStore(dbmod.open_db(state)).list()] == ["succeeded"] * 2
+
+
+class FailingFinish:
+    """A `RunHistory` whose run-outcome writes fail `times` times (a full disk)."""
+
+    def __init__(self, runs: Any, times: int) -> None:
+        self.real = runs
+        self.failures = times
+
+    def __getattr__(self, name: str) -> Any:  # the other RunHistory methods
+        return getattr(self.real, name)
+
+    async def finish(self, *args: Any, **kwargs: Any) -> None:
+        from hookd.store import errors
+
+        if self.failures:
+            self.failures -= 1
+            raise errors.Unavailable("the store cannot do this now: database or disk is full")
+        await self.real.finish(*args, **kwargs)
+
+
+def test_a_claim_whose_outcome_could_not_be_written_runs_again_after_its_lease(
+        tmp_path: Path, sink: Sink) -> None:
+    """Issue 16 item 10: the worker could not write the run's outcome (both the run's
+    write and the fallback failed, as at disk full). The delivery must not stay
+    ``running`` until a restart: its lease expires, the same worker claims it again,
+    resumes the run (the finished step is not sent again) and finishes it."""
+    state = tmp_path / "state"
+    cfg = config(state, [flow("f", [step("p", post(sink.url))])])
+    [did] = record(state, "f", [{"n": 1}])
+    from hookd import store as stores
+
+    store = stores.open(state, role="worker")
+    failing = FailingFinish(store.runs, times=2)
+    store.runs = failing  # type: ignore[misc]
+
+    async def go() -> None:
+        worker = Worker(lambda: cfg, store=store, poll_interval=0.05, lease=0.6)
+        await worker.start()
+        try:
+            await worker.idle(20)
+        finally:
+            await worker.stop(5)
+            await store.aclose()
+
+    asyncio.run(go())
+    conn = dbmod.open_db(state)
+    delivery = DeliveryStore(conn).get(did)
+    assert failing.failures == 0 and delivery is not None
+    assert (delivery.status, delivery.attempts) == ("done", 2)
+    [run] = RunStore(conn).list(delivery_id=did)
+    assert run.status == "succeeded"
+    assert len(sink.received) == 1  # resumed: the step that had finished was not repeated
+
+
+def test_leases_expire_and_renewals_keep_a_claim(tmp_path: Path) -> None:
+    conn = dbmod.open_db(tmp_path)
+    now = [1000.0]
+    store = DeliveryStore(conn, clock=lambda: now[0])
+    record(tmp_path, "f", [{}, {}])
+    first, second = store.claim(2, lease=10)
+    assert store.claim(1, lease=10) == []
+    now[0] += 8
+    store.renew([first.id], lease=10)  # still running: renewed to 1018
+    now[0] += 5  # 1013: the second's lease (1010) ran out, the first's did not
+    assert [d.id for d in store.claim(2, lease=10)] == [second.id]
+    store.finish(first.id, "done")
+    now[0] += 60
+    # The finished one is never claimed again; the other's renewed lease ran out (1023).
+    assert [d.id for d in store.claim(2, lease=10)] == [second.id]

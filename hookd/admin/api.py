@@ -12,61 +12,51 @@ starts at once). Errors are ``{"error": message}`` with 400 (bad query), 404 (un
 The admin listener is meant to be bound to localhost (or a management network): these
 routes show step inputs (secrets already redacted) and can re-run flows.
 
-`routes(state)` takes the daemon's app state: anything with a ``config`` attribute (the
-current `Config`, for the state directory) and optionally a ``worker`` (to poke).
-Each request opens its own short-lived SQLite connection in a thread, so the event loop
-never waits on the database and no connection is shared between threads.
+`routes(store)` takes the daemon's store (`hookd.store.interface.Store`); a replay wakes the
+worker through the store's wake-up hook. The store runs its calls off the event loop.
+The store raises domain errors; `STATUS` is where they become HTTP statuses.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from hookd.store.sqlite import db as dbmod
-from hookd.store.sqlite.runs import RUN_STATUSES, ReplayError, RunStore, replay
+from hookd.store import errors
+from hookd.store.interface import Store
+from hookd.store.records import RUN_STATUSES
 
 MAX_LIMIT = 1000
+# The store's errors as this API's answers (the store knows nothing of HTTP).
+STATUS: tuple[tuple[type[errors.StoreError], int], ...] = (
+    (errors.NotFound, 404), (errors.Conflict, 409), (errors.Gone, 410),
+    (errors.Unavailable, 503),
+)
 
 
-def routes(state: Any) -> list[BaseRoute]:
-    def state_dir() -> Path:
-        return Path(state.config.settings.state_dir)
-
-    def poke() -> None:
-        worker = getattr(state, "worker", None)
-        if worker is not None:
-            worker.poke()
-
-    return _routes(state_dir, poke)
+def status_of(exc: errors.StoreError) -> int:
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
 
-def create_app(state: Any) -> Starlette:
+def routes(store: Store) -> list[BaseRoute]:
+    return _routes(store)
+
+
+def create_app(store: Store) -> Starlette:
     """A Starlette app with only these routes (tests; the daemon mounts `routes`)."""
-    return Starlette(routes=routes(state))
+    return Starlette(routes=routes(store))
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _routes(state_dir: Callable[[], Path], poke: Callable[[], None]) -> list[BaseRoute]:
-    def with_conn(fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        conn = dbmod.connect(state_dir() / dbmod.DB_NAME)
-        try:
-            dbmod.migrate(conn)
-            return fn(conn)
-        finally:
-            conn.close()
-
+def _routes(store: Store) -> list[BaseRoute]:
     async def list_runs(request: Request) -> JSONResponse:
         q = request.query_params
         status = q.get("status") or None
@@ -77,27 +67,30 @@ def _routes(state_dir: Callable[[], Path], poke: Callable[[], None]) -> list[Bas
         except ValueError:
             return _error(400, "limit must be an integer")
         limit = max(0, min(limit, MAX_LIMIT))
-        runs = await run_in_threadpool(with_conn, lambda c: RunStore(c).list(
-            flow=q.get("flow") or None, status=status, limit=limit,
-            before=q.get("before") or None))
+        try:
+            runs = await store.runs.list(flow=q.get("flow") or None, status=status,
+                                         limit=limit, before=q.get("before") or None)
+        except errors.StoreError as exc:
+            return _error(status_of(exc), str(exc))
         return JSONResponse({"runs": [r.to_json(steps=False) for r in runs]})
 
     async def get_run(request: Request) -> JSONResponse:
         run_id = request.path_params["id"]
-        run = await run_in_threadpool(with_conn, lambda c: RunStore(c).get(run_id))
+        try:
+            run = await store.runs.get(run_id)
+        except errors.StoreError as exc:
+            return _error(status_of(exc), str(exc))
         if run is None:
             return _error(404, f"no run {run_id!r}")
         return JSONResponse(run.to_json())
 
-    def replay_route(kind: str) -> Callable[[Request], Any]:
+    def replay_route(kind: Literal["run", "delivery"]) -> Callable[[Request], Any]:
         async def handler(request: Request) -> JSONResponse:
             ident = request.path_params["id"]
             try:
-                delivery_id = await run_in_threadpool(
-                    with_conn, lambda c: replay(c, ident, kind=kind))
-            except ReplayError as exc:
-                return _error(exc.status, str(exc))
-            poke()
+                delivery_id = await store.runs.replay(ident, kind=kind)
+            except errors.StoreError as exc:
+                return _error(status_of(exc), str(exc))
             return JSONResponse({"delivery": delivery_id}, status_code=202)
 
         return handler

@@ -5,7 +5,9 @@ runs API) are never exposed to the internet by accident: the admin listener bind
 127.0.0.1 by default, the public one serves only ``/hooks/…``.
 
 - ``GET /healthz``  200 while the process runs (liveness).
-- ``GET /readyz``   200 when a config is loaded and the store is writable, else 503.
+- ``GET /readyz``   200 when a config is loaded and the store can record, else 503.
+  The store part is the store's last known state (`hookd.store.interface.StoreHealth`),
+  never a query: readiness must answer while another process holds the store's lock.
   A newer config that was rejected does not make hookd unready (the last good one is
   serving); it is reported in the body. 503 while draining.
 - ``GET /metrics``  Prometheus text format (`hookd.telemetry.metrics`).
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,8 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from hookd.admin.auth import AdminAuth, AdminGuard
 from hookd.ingest.app import AppState
-from hookd.store.sqlite import db
-from hookd.store.sqlite.deliveries import DeliveryStore
+from hookd.store import errors as store_errors
 
 log = logging.getLogger("hookd.admin.app")
 
@@ -44,12 +43,11 @@ def create_admin_app(
 
     With `auth` (the daemon always gives it: the current `AdminAuth`, which follows
     reloads), every request passes `hookd.admin.auth.AdminGuard` first."""
-    if state.metrics.inbox_depth.read is None and state.conn is not None:
-        conn = state.conn
-        state.metrics.inbox_depth.read = lambda: DeliveryStore(conn).depth()
+    depth: list[int | None] = [None]  # read by /metrics just before rendering
+    if state.metrics.inbox_depth.read is None:
+        state.metrics.inbox_depth.read = lambda: depth[0]
     if state.metrics.store_wal_bytes.read is None:
-        db_path = state.inbox.db_path
-        state.metrics.store_wal_bytes.read = lambda: db.wal_bytes(db_path)
+        state.metrics.store_wal_bytes.read = lambda: state.store.health.state().wal_bytes
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -59,6 +57,10 @@ def create_admin_app(
         return JSONResponse(doc, status_code=code)
 
     async def metrics(request: Request) -> Response:
+        try:
+            depth[0] = await state.store.deliveries.depth()
+        except store_errors.StoreError:
+            depth[0] = None
         return PlainTextResponse(state.metrics.render(), media_type=PROMETHEUS_TYPE)
 
     extra = list(routes) if routes is not None else _api_routes(state)
@@ -93,20 +95,9 @@ def readiness(state: AppState) -> tuple[int, dict[str, Any]]:
 
 
 def store_writable(state: AppState) -> tuple[bool, str]:
-    """Can deliveries be recorded? The inbox writer is healthy and the state file writable."""
-    if not state.inbox.healthy:
-        return False, state.inbox.last_error or "inbox closed"
-    path = state.inbox.db_path
-    if path.exists() and not os.access(path, os.W_OK):
-        return False, f"{path} is not writable"
-    if state.conn is not None:
-        try:
-            # Takes and releases the write lock: fails on a read-only or locked-up store.
-            state.conn.execute("BEGIN IMMEDIATE")
-            state.conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            return False, str(exc)
-    return True, ""
+    """Can deliveries be recorded? The store's last known state: never waits."""
+    health = state.store.health.state()
+    return health.ok, health.error or ""
 
 
 def _api_routes(state: AppState) -> list[BaseRoute]:
@@ -119,7 +110,7 @@ def _api_routes(state: AppState) -> list[BaseRoute]:
     if factory is None:
         return []
     try:
-        return list(factory(state) if callable(factory) else factory)
+        return list(factory(state.store) if callable(factory) else factory)
     except Exception:
         log.exception("cannot build the runs API routes")
         return []

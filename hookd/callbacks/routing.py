@@ -35,7 +35,7 @@ from hookd.subscriptions import tokens
 from hookd.subscriptions.desired import DesiredSubscription, desired_for_flow
 
 if TYPE_CHECKING:  # the pure core names store rows in annotations only
-    from hookd.store.sqlite.subscriptions import SubscriptionRow
+    from hookd.store.records import SubscriptionRow
 
 RouteState = Literal["active", "gone", "disabled"]
 Policy = Literal["reject", "warn", "off"]
@@ -130,6 +130,17 @@ def route_for_row(table: RouteTable, row: SubscriptionRow) -> Route:
     if flow is None or connector is None:
         return Route(row.id, row.flow, "gone", reason="flow no longer configured")
     return _route(flow, connector, None, row, table.resolve, sub_id=row.id)
+
+
+def needs_row(table: RouteTable, subscription_id: str, token: str) -> bool:
+    """Whether `lookup` would read the store for this request: an id the table does not
+    route, in a correctly signed URL (so guessing cannot load the store)."""
+    if subscription_id in table.routes:
+        return False
+    try:
+        return tokens.verify_token(table.server_secret, subscription_id, token)
+    except UnicodeError:
+        return False
 
 
 def lookup(

@@ -9,15 +9,16 @@ worker, tells systemd it is ready, reconciles once and then lives on events:
   nothing is deleted, the errors are logged, shown on ``/readyz`` and ``/api/status`` and
   counted in ``hookd_config_reloads_total{outcome="rejected"}``;
 - the scheduler (apscheduler 3) → periodic reconcile with jitter, retry of failed
-  subscriptions with backoff, run-history pruning; no job overlaps itself;
+  subscriptions with backoff, run-history pruning; no job overlaps itself
+  (`hookd.daemon.jobs`);
 - ``SIGTERM``/``SIGINT`` → ``STOPPING=1``, the public listener answers 503 while the
   worker finishes in-flight steps (up to ``shutdown_timeout``), the inbox and the store
   are flushed, exit 0. Upstream hooks are left in place: a restart must not churn upstream.
 
-hookd owns the signals, not uvicorn: a uvicorn server exits on SIGINT by itself, which
-would skip the drain. Requests see the config through `hookd.ingest.app.AppState`, whose
-``config`` is swapped as one attribute; runs already started keep the config they began
-with (the worker reads it once per run).
+The listeners are built and served by `hookd.daemon.listeners`. Requests see the config
+through `hookd.ingest.app.AppState`, whose ``config`` is swapped as one attribute; runs
+already started keep the config they began with (the worker reads it once per run). The
+daemon holds one `hookd.store.interface.Store`; the worker opens its own.
 """
 
 from __future__ import annotations
@@ -29,130 +30,33 @@ import faulthandler
 import importlib
 import logging
 import os
-import random
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
-from hookd.daemon import reload, revision, sdnotify, status
-from hookd.diagnostics import Diagnostic, has_errors
+from hookd.daemon import listeners, reload, revision, sdnotify, series, status
+from hookd.daemon.jobs import Jobs
+from hookd.daemon.loading import format_report, load, register_secrets
+from hookd.diagnostics import Diagnostic
 from hookd.telemetry import logs
 
 if TYPE_CHECKING:
-    import sqlite3
-
     import uvicorn
 
-    from hookd.admin.auth import AdminAuth
     from hookd.config.model import Config, Listener
-    from hookd.daemon.protocol import Guard
     from hookd.ingest.app import AppState
+    from hookd.runs.handle import WorkerHandle
+    from hookd.store.interface import Store
+    from hookd.store.records import SubscriptionRow
 
 log = logging.getLogger("hookd.daemon.lifecycle")
 
 EXIT_OK, EXIT_INVALID_CONFIG, EXIT_IO = 0, 1, 2
 RECENT_FAILURES = 10
-# A failed subscription is retried after RETRY_BASE * 2**n seconds (n = failed passes in
-# a row), at most RETRY_MAX, ±20 %; the periodic reconcile repairs everything else.
-RETRY_BASE, RETRY_MAX = 30.0, 1800.0
-PRUNE_EVERY = 3600.0  # seconds between run-history prunes (first one after a minute)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load(
-    directory: Path, state_dir: Path | None = None, *, public: Listener | None = None,
-    admin: Listener | None = None,
-) -> tuple[Config | None, list[Diagnostic], str]:
-    """Load and validate: the config (None when invalid), all diagnostics, the revision.
-
-    `state_dir`, `public` and `admin` are `hookd run`'s overrides of hookd.yaml.
-    """
-    from hookd.config.loader import load_config
-
-    config, diagnostics = load_config(directory)
-    if has_errors(diagnostics):
-        config = None
-    if config is not None:
-        settings = config.settings
-        if state_dir is not None:
-            settings = dataclasses.replace(settings, state_dir=Path(state_dir).absolute())
-        if public is not None:
-            settings = dataclasses.replace(settings, public=public)
-        if admin is not None:
-            settings = dataclasses.replace(settings, admin=admin)
-        config = dataclasses.replace(config, settings=settings)
-    exclude = [Path(directory) / "state", *([state_dir] if state_dir else [])]
-    if config is not None:
-        exclude.append(config.settings.state_dir)
-    rev = revision.config_revision(Path(directory), exclude)
-    if config is not None:
-        config = dataclasses.replace(config, revision=rev)
-    return config, diagnostics, rev
-
-
-def format_report(diagnostics: list[Diagnostic], directory: Path) -> list[str]:
-    """The lines `hookd check` prints: every problem (the loader sorts them), then a count."""
-    base = Path(directory).absolute()
-    lines = [d.format(relative_to=base) for d in diagnostics]
-    errors = sum(d.is_error for d in diagnostics)
-    warnings = len(diagnostics) - errors
-    summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
-    lines.append(f"{directory}: {'ok' if not errors else 'failed'} ({summary})")
-    return lines
-
-
-def register_secrets(config: Config) -> None:
-    """Mask every secret the config references in all log lines (see `hookd.telemetry.logs`)."""
-    from hookd.config import secrets
-    from hookd.config.model import SecretRef
-
-    values: list[Any] = [p for c in config.connections.values() for p in c.parameters.values()]
-    values += [f.verify_secret for f in config.flows.values() if f.verify_secret is not None]
-    for value in values:
-        if isinstance(value, SecretRef):
-            with contextlib.suppress(Exception):  # unresolvable: reported by the loader
-                logs.register_secret(secrets.resolve_value(value, base_dir=config.directory))
-
-
-# --------------------------------------------------------------------------- listeners
-
-
-def quiet_server(config: uvicorn.Config) -> uvicorn.Server:
-    """A uvicorn server that leaves the signals to hookd."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    return Server(config)
-
-
-async def serve(server: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
-    """Run one listener; uvicorn's ``sys.exit(3)`` when it cannot bind ends only this task
-    (the daemon then stops with exit code 2), not the whole event loop."""
-    with contextlib.suppress(SystemExit):
-        await server.serve(sockets=sockets)
-
-
-def inherited_socket(env: dict[str, str]) -> socket.socket | None:
-    """The public listener passed by systemd socket activation (fd 3), if any."""
-    if env.get("LISTEN_PID") != str(os.getpid()):
-        return None
-    try:
-        count = int(env.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return None
-    return socket.socket(fileno=3) if count >= 1 else None
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -188,18 +92,17 @@ class Daemon:
             loaded_hash=loaded_hash or revision.content_hash(self.directory, self._exclude()),
             warned=warned,
         )
-        self.conn: sqlite3.Connection | None = None
+        self.store: Store | None = None
         self.state: AppState | None = None
-        self.worker: Any = None  # hookd.runs.worker.Worker or hookd.runs.worker_process.ProcessWorker
+        self.worker: WorkerHandle | None = None
         self.server_secret = b""
         self.draining = False
-        self._next_retry: dict[str, float] = {}  # failed subscription id → when to retry
-        self._failed_passes: dict[str, int] = {}
+        self.jobs = Jobs(self)
+        self._rows: list[SubscriptionRow] = []  # as last read (summary, status)
         self._stop = asyncio.Event()
-        self._reconcile_lock = asyncio.Lock()
-        self._reconcile_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._auth: tuple[Any, AdminAuth] | None = None  # (settings, auth) of admin_auth()
+        # The admin listener's `AdminAuth` for the running config (follows reloads).
+        self.admin_auth = listeners.AdminAuthSource(lambda: self.config)
         self._bound: dict[str, int] = {}  # listener → the port it got (for port 0)
 
     # ------------------------------------------------------------------ lifecycle
@@ -213,41 +116,38 @@ class Daemon:
 
         settings = self.config.settings
         try:
-            self._open_store()
+            await self._open_store()  # fails here, loudly, on a bad state directory
         except Exception as exc:
             log.error("cannot open the state store",
                       extra={"state_dir": str(settings.state_dir), "error": str(exc)})
-            return EXIT_IO
-        register_secrets(self.config)
-        self.state = self._app_state()
-        try:
-            self.state.inbox.start()  # fails here, loudly, on a bad state directory
-        except Exception as exc:
-            log.error("cannot open the inbox", extra={"error": str(exc)})
             await self._close()
             return EXIT_IO
+        register_secrets(self.config)
+        self.state = await self._app_state()
         try:
             self.admin_auth()  # the token exists (or is readable) before anyone can ask
         except Exception as exc:
             log.error("cannot read or create the admin token", extra={"error": str(exc)})
             await self._close()
             return EXIT_IO
-        public, admin = self._apps(self.state)
-        guards = self._guards()
+        public, admin = listeners.build_apps(self.state, self.status_facts, self.admin_auth)
+        guards = listeners.guards(settings, self.state.metrics)
         servers = [
-            self._server(public, settings.public.host, settings.public.port, guards[0]),
-            self._server(admin, settings.admin.host, settings.admin.port, guards[1]),
+            listeners.make_server(public, settings.public.host, settings.public.port,
+                                  settings, guards[0]),
+            listeners.make_server(admin, settings.admin.host, settings.admin.port,
+                                  settings, guards[1]),
         ]
-        inherited = inherited_socket(self.env)
+        inherited = listeners.inherited_socket(self.env)
         serving = [
-            asyncio.create_task(serve(servers[0], [inherited] if inherited else None)),
-            asyncio.create_task(serve(servers[1], None)),
+            asyncio.create_task(listeners.serve(servers[0], [inherited] if inherited else None)),
+            asyncio.create_task(listeners.serve(servers[1], None)),
         ]
-        if not await self._started(servers, serving):
+        if not await listeners.started(servers, serving):
             log.error("a listener failed to start (address in use or not allowed?)", extra={
                 "public": f"{settings.public.host}:{settings.public.port}",
                 "admin": f"{settings.admin.host}:{settings.admin.port}"})
-            await self._stop_servers(servers, serving)
+            await listeners.stop_servers(servers, serving)
             await self._close()
             return EXIT_IO
         await self._learn_ports(servers)
@@ -266,13 +166,15 @@ class Daemon:
         # in the inbox before the worker runs them. Heavy modules are imported on a
         # thread so the listeners keep answering meanwhile.
         self._spawn(sdnotify.watchdog_loop(self.notifier), "watchdog")
-        self.worker = await self._make_worker()  # sets state.worker: commits poke it
+        self.worker = await self._make_worker()
+        assert self.store is not None
+        self.store.deliveries.on_arrival(self.worker.poke)  # inbox commits, replays
         await self.worker.start()
         self._spawn(self.reloader.watch(self._reconcile_soon), "watch")
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile.reconciler")
         if settings.reconcile.on_start:
             self._spawn(self.reconcile("start"), "reconcile")
-        scheduler = await self._start_scheduler()
+        scheduler = await self.jobs.start_scheduler()
 
         await self._stop.wait()
         return await self._shutdown(servers, serving, scheduler)
@@ -302,73 +204,10 @@ class Daemon:
                 await self.worker.stop(self.config.settings.shutdown_timeout)
             except Exception:
                 log.exception("error while stopping the worker")
-        await self._stop_servers(servers, serving)
+        await listeners.stop_servers(servers, serving)
         await self._close()
         log.info("stopped", extra={"uptime": round(time.time() - self.started_at, 3)})
         return EXIT_OK
-
-    async def _stop_servers(
-        self, servers: list[uvicorn.Server], serving: list[asyncio.Task[Any]]
-    ) -> None:
-        for server in servers:
-            server.should_exit = True
-        _, pending = await asyncio.wait(serving, timeout=5)
-        if pending:  # connections that will not close: stop waiting for them
-            for server in servers:
-                server.force_exit = True
-            await asyncio.wait(pending, timeout=2)
-
-    def _guards(self) -> list[Guard]:
-        """The public and admin listeners' bounds (`hookd.daemon.protocol`), on /metrics."""
-        from hookd.daemon import protocol
-
-        limits = self.config.settings.limits
-        open_files = protocol.open_file_limit()
-        policies = protocol.policies(limits, open_files)
-        guards = [protocol.Guard(name, policies[name]) for name in ("public", "admin")]
-        if policies["public"].max_connections < limits.max_connections:
-            log.warning("the open-file limit lowers the public listener's connection cap",
-                        extra={"open_files": open_files,
-                               "max_connections": policies["public"].max_connections,
-                               "hint": "raise LimitNOFILE= (systemd) or ulimit -n"})
-        assert self.state is not None
-        self.state.metrics.add(protocol.GuardMetrics(guards))
-        return guards
-
-    def _server(self, app: Any, host: str, port: int, guard: Guard) -> uvicorn.Server:
-        """The one place a listener's uvicorn config is made (`hookd.daemon.protocol`)."""
-        import uvicorn
-
-        from hookd.daemon import protocol
-
-        limits = self.config.settings.limits
-        config = uvicorn.Config(
-            app, host=host, port=port,
-            log_config=None,  # hookd's handler formats and redacts everything
-            access_log=False,  # callback paths carry tokens; hookd logs deliveries itself
-            lifespan="off", server_header=False,
-            timeout_graceful_shutdown=max(1, int(self.config.settings.shutdown_timeout)),
-            # httptools with hookd's header cap, header/body timeouts and connection cap
-            # (h11, and so h11_max_incomplete_event_size, is never used).
-            http=protocol.protocol_class(guard),
-            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
-            # A backstop only: uvicorn answers 503 when its count of connections or of
-            # requests in flight reaches this. The guard keeps connections at the cap, but
-            # those it closes leave uvicorn's count a moment later (during a burst of
-            # accepts), so the backstop sits well above the cap.
-            limit_concurrency=2 * guard.policy.max_connections,
-            backlog=min(2048, guard.policy.max_connections),
-        )
-        return quiet_server(config)
-
-    async def _started(
-        self, servers: list[uvicorn.Server], serving: list[asyncio.Task[Any]]
-    ) -> bool:
-        while not all(s.started for s in servers):
-            if any(t.done() for t in serving):
-                return False  # uvicorn exits its task when it cannot bind
-            await asyncio.sleep(0.005)
-        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -378,7 +217,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ parts
 
-    async def _make_worker(self) -> Any:
+    async def _make_worker(self) -> WorkerHandle:
         """The pipeline worker: in a child process of its own (`hookd.runs.worker_process`,
         ``worker.mode: process``, the default), which gives the pipelines a CPU core apart
         from the callback listener at the cost of a second interpreter, or in this process
@@ -388,92 +227,40 @@ class Daemon:
         if mode == "process":
             module = await asyncio.to_thread(importlib.import_module, "hookd.runs.worker_process")
             settings = self.config.settings
-            return module.ProcessWorker(self.state, log_format=settings.log_format,
-                                        log_level=settings.log_level)
+            worker: WorkerHandle = module.ProcessWorker(
+                self.state, log_format=settings.log_format, log_level=settings.log_level)
+            return worker
         module = await asyncio.to_thread(importlib.import_module, "hookd.runs.worker")
-        return module.Worker(self.state)
+        worker = module.Worker(self.state)
+        return worker
 
-    def _open_store(self) -> None:
-        from hookd.store.sqlite import db
-        from hookd.subscriptions import tokens
+    async def _open_store(self) -> None:
+        from hookd import store as stores
 
-        state_dir = self.config.settings.state_dir
-        self.conn = db.open_db(state_dir, check_same_thread=False)
-        self.server_secret = tokens.load_or_create_server_secret(state_dir)
+        self.store = stores.open(self.config.settings)
+        await self.store.start()
+        self.server_secret = await self.store.server_secret()
 
-    def _app_state(self) -> AppState:
+    async def _app_state(self) -> AppState:
         from hookd.ingest.app import AppState
         from hookd.telemetry import metrics
 
-        state = AppState(self.config, self.conn, self.server_secret)
-        for source in self._metrics(metrics):
+        assert self.store is not None
+        rows = await self.read_subscriptions()
+        state = AppState(self.config, self.store, self.server_secret, rows=rows)
+        for source in series.daemon_series(metrics, self.reloader, lambda: self.draining,
+                                           lambda: self.revision):
             state.metrics.add(source)
         return state
-
-    def _apps(self, state: AppState) -> tuple[Any, Any]:
-        """The public app, and the admin app with ``/api/status`` and the runs API."""
-        from hookd.admin import api
-        from hookd.admin.app import create_admin_app
-        from hookd.ingest.app import create_app
-
-        routes = [*status.routes(self.status_facts), *api.routes(state)]
-        return create_app(state), create_admin_app(state, routes, auth=self.admin_auth)
-
-    def admin_auth(self) -> AdminAuth:
-        """The admin listener's `AdminAuth` for the running config (`hookd.admin.auth`):
-        made again when a reload brings new settings; a token that cannot be resolved
-        then keeps the last one (and says so)."""
-        from hookd.admin import auth
-        from hookd.config import secrets
-
-        settings = self.config.settings
-        if self._auth is not None and self._auth[0] is settings:
-            return self._auth[1]
-        try:
-            token = auth.server_token(settings, lambda ref: secrets.resolve_value(
-                ref, base_dir=self.config.directory))
-        except Exception as exc:
-            if self._auth is None:
-                raise
-            log.error("cannot read the admin token; keeping the last one",
-                      extra={"error": str(exc)})
-            token = self._auth[1].token
-        logs.register_secret(token)
-        current = auth.AdminAuth.for_settings(settings, token)
-        self._auth = (settings, current)
-        return current
-
-    def _metrics(self, metrics: Any) -> list[Any]:
-        """The daemon's series, rendered with the others on ``/metrics``."""
-        reloader = self.reloader
-        return [
-            metrics.Family("hookd_config_reloads_total",
-                           "Config loads by outcome: applied (the start counts), or rejected "
-                           "(invalid; the last good config keeps running).",
-                           "counter", "outcome", lambda: reloader.counts),
-            metrics.Gauge("hookd_config_rejected",
-                          "1 while the newest config on disk is rejected, else 0.",
-                          lambda: 0 if reloader.last.ok else 1),
-            metrics.Gauge("hookd_config_last_reload_timestamp_seconds",
-                          "When the config was last loaded (applied or rejected).",
-                          lambda: reloader.last.at),
-            metrics.Gauge("hookd_draining", "1 while shutting down.", lambda: int(self.draining)),
-            # The running revision as Prometheus "info" metrics do it (a label on a
-            # constant), for dashboards that mark config changes.
-            metrics.Family("hookd_config_info", "The running config revision (label), always 1.",
-                           "gauge", "revision", lambda: {self.revision: 1}),
-        ]
 
     async def _close(self) -> None:
         if self.state is not None:
             with contextlib.suppress(Exception):
                 await self.state.aclose()  # commits what the inbox holds
-        if self.conn is not None:
+        if self.store is not None:
             with contextlib.suppress(Exception):
-                # Fold the WAL into the main file: a clean stop leaves one self-contained file.
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.conn.close()
-            self.conn = None
+                await self.store.aclose()
+            self.store = None
 
     # ------------------------------------------------------------------ reload
 
@@ -494,10 +281,8 @@ class Daemon:
         """Put the ports the listeners got into the running config where it says 0 (any
         free port): steps must never reach hookd's own listeners (`hookd.runs.egress`),
         and that check reads the ports from the config."""
-        for name, server in zip(("public", "admin"), servers, strict=True):
-            for listening in server.servers:
-                for sock in listening.sockets:
-                    self._bound.setdefault(name, int(sock.getsockname()[1]))
+        for name, port in listeners.bound_ports(servers).items():
+            self._bound.setdefault(name, port)
         config = self._with_bound_ports(self.config)
         if config is not self.config:
             self.config = config
@@ -505,14 +290,7 @@ class Daemon:
                 await asyncio.to_thread(setattr, self.state, "config", config)
 
     def _with_bound_ports(self, config: Config) -> Config:
-        settings, changed = config.settings, {}
-        for name, port in self._bound.items():
-            listener = getattr(settings, name)
-            if listener.port == 0:
-                changed[name] = dataclasses.replace(listener, port=port)
-        if not changed:
-            return config
-        return dataclasses.replace(config, settings=dataclasses.replace(settings, **changed))
+        return listeners.with_ports(config, self._bound)
 
     async def reload(self, trigger: str) -> bool | None:
         """Reload now (SIGHUP); reconcile when a new config was applied."""
@@ -533,10 +311,10 @@ class Daemon:
                             extra={"setting": key})
         register_secrets(config)
         if self.state is not None:
-            # Assigning builds the new route table (it compiles each flow's payload schema)
-            # and then swaps one attribute: requests see the old or the new config, never
-            # a mix. Built on a thread, so the listeners keep answering meanwhile.
-            await asyncio.to_thread(setattr, self.state, "config", config)
+            # Builds the new route table (it compiles each flow's payload schema) on a
+            # thread and then swaps one attribute: requests see the old or the new config,
+            # never a mix, and the listeners keep answering meanwhile.
+            await self.state.refresh(config)
             self.state.rejected_config = None
         self.config = config
         self.revision = revision_
@@ -556,136 +334,31 @@ class Daemon:
     # ------------------------------------------------------------------ reconcile
 
     async def reconcile(self, reason: str) -> None:
-        """One pass at a time; a request during a pass runs one more pass after it."""
-        if self._reconcile_lock.locked():
-            self._reconcile_again = True
-            return
-        async with self._reconcile_lock:
-            while True:
-                self._reconcile_again = False
-                await self._reconcile_pass(reason)
-                if not self._reconcile_again:
-                    break
-                reason = "coalesced"
-
-    async def _reconcile_pass(self, reason: str) -> None:
-        from hookd.reconcile import reconciler as reconcile
-        from hookd.store.sqlite.subscriptions import SubscriptionStore
-
-        assert self.conn is not None and self.state is not None
-        config = self.config  # the pass works on one config from start to end
-        try:
-            report = await reconcile.reconcile_once(
-                config, SubscriptionStore(self.conn), self.server_secret)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("reconcile failed", extra={"reason": reason, "error": str(exc)},
-                      exc_info=log.isEnabledFor(logging.DEBUG))
-            self.state.metrics.reconcile_results.inc("pass", "error")
-            changed = True  # it may have got part of the way
-        else:
-            changed = any(o.action != "keep" or o.result != "ok" for o in report.outcomes)
-            counts: dict[str, int] = {}
-            for o in report.outcomes:
-                counts[f"{o.action}:{o.result}"] = counts.get(f"{o.action}:{o.result}", 0) + 1
-                self.state.metrics.reconcile_results.inc(str(o.action), str(o.result))
-            log.info("reconciled", extra={
-                "reason": reason, "revision": self.revision, "ok": report.ok,
-                "seconds": round(report.duration, 3), "outcomes": counts,
-                **({"warnings": list(report.plan.warnings)} if report.plan.warnings else {}),
-            })
-        if changed:
-            # Route callbacks of subscriptions created or removed. Rebuilding the routes
-            # costs time per flow, so a pass that kept everything as it was skips it.
-            await asyncio.to_thread(self.state.refresh)
-        self._schedule_retries()
-        self.notifier.status(self.summary())
-
-    def _schedule_retries(self) -> None:
-        from hookd.subscriptions import tokens
-
-        rows = self._subscriptions()
-        for row in rows:
-            # Signing secrets and callback tokens end up in URLs and errors: mask them.
-            logs.register_secret(row.secret)
-            logs.register_secret(tokens.callback_token(self.server_secret, row.id))
-        failing = [r.id for r in rows
-                   if status.shown_state(r.status, r.last_error) in status.FAILING_STATES]
-        self._next_retry, self._failed_passes = retry_schedule(
-            failing, self._failed_passes, time.time(), lambda: random.uniform(0.8, 1.2))
-
-    async def retry_failed(self) -> None:
-        """Scheduled: reconcile when a failed subscription's backoff has elapsed."""
-        now = time.time()
-        if any(at <= now for at in self._next_retry.values()):
-            await self.reconcile("retry")
-
-    async def prune(self) -> None:
-        """Scheduled: drop finished runs and deliveries beyond ``retention``."""
-        try:
-            pruned = await asyncio.to_thread(self._prune)
-        except Exception as exc:
-            log.error("pruning run history failed", extra={"error": str(exc)})
-            return
-        if any(pruned.values()):
-            log.info("pruned history", extra=pruned)
-
-    def _prune(self) -> dict[str, int]:
-        from hookd.store.sqlite import db
-        from hookd.store.sqlite.deliveries import DeliveryStore
-        from hookd.store.sqlite.runs import RunStore
-
-        retention = self.config.settings.retention
-        # Its own connection: this runs on a thread, and a long delete must not hold the
-        # event loop's connection.
-        conn = db.connect(self.config.settings.state_dir / db.DB_NAME)
-        try:
-            runs = RunStore(conn).prune(max_age=retention.max_age, max_runs=retention.max_runs)
-            deliveries = DeliveryStore(conn).prune(time.time() - retention.max_age)
-        finally:
-            conn.close()
-        return {"runs": runs, "deliveries": deliveries}
-
-    async def _start_scheduler(self) -> Any:
-        # Imported on a thread: apscheduler takes ~0.1 s to import, and the listeners are
-        # already answering on this loop.
-        module = await asyncio.to_thread(importlib.import_module, "apscheduler.schedulers.asyncio")
-        policy = self.config.settings.reconcile
-        scheduler = module.AsyncIOScheduler(job_defaults={
-            "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
-        scheduler.add_job(self.reconcile, "interval", args=["scheduled"], id="reconcile",
-                          seconds=policy.interval, jitter=policy.interval * policy.jitter)
-        scheduler.add_job(self.retry_failed, "interval", id="retry", seconds=15, jitter=5)
-        first_prune = time.time() + 60
-        scheduler.add_job(self.prune, "interval", id="prune", seconds=PRUNE_EVERY,
-                          jitter=PRUNE_EVERY / 10,
-                          next_run_time=datetime.fromtimestamp(first_prune, UTC))
-        scheduler.start()
-        return scheduler
+        """One pass at a time (`hookd.daemon.jobs.Jobs.reconcile`)."""
+        await self.jobs.reconcile(reason)
 
     # ------------------------------------------------------------------ status
 
-    def _subscriptions(self) -> list[Any]:
-        from hookd.store.sqlite.subscriptions import SubscriptionStore
-
-        if self.conn is None:
-            return []
-        return SubscriptionStore(self.conn).all()
+    async def read_subscriptions(self) -> list[SubscriptionRow]:
+        """The subscriptions from the store (kept for `summary`); the last known ones
+        when the store cannot answer now."""
+        if self.store is not None:
+            try:
+                self._rows = await self.store.subscriptions.all()
+            except Exception as exc:
+                log.warning("cannot read subscriptions", extra={"error": str(exc)})
+        return self._rows
 
     def summary(self) -> str:
-        counts = status.state_counts((r.status, r.last_error) for r in self._subscriptions())
+        counts = status.state_counts((r.status, r.last_error) for r in self._rows)
         line = status.summary_line(sum(f.enabled for f in self.config.flows.values()), counts)
         if not self.reloader.last.ok:
             line += f"; config {self.reloader.last.revision} rejected"
         return line
 
-    def status_facts(self) -> status.StatusFacts:
-        from hookd.store.sqlite.deliveries import DeliveryStore
-        from hookd.store.sqlite.runs import RunStore
-
-        assert self.conn is not None
-        rows = self._subscriptions()
+    async def status_facts(self) -> status.StatusFacts:
+        assert self.store is not None
+        rows = await self.read_subscriptions()
         counts = status.state_counts((r.status, r.last_error) for r in rows)
         failures = [
             status.Failure("subscription", r.flow, r.id, r.last_error or r.status, r.updated_at)
@@ -693,7 +366,7 @@ class Daemon:
         ]
         failures += [
             status.Failure("run", r.flow, r.id, r.error or "failed", r.finished_at)
-            for r in RunStore(self.conn).list(status="failed", limit=RECENT_FAILURES)
+            for r in await self.store.runs.list(status="failed", limit=RECENT_FAILURES)
         ]
         failures.sort(key=lambda f: f.at or 0, reverse=True)
         # Errors quote upstream answers and URLs: mask secrets as the logs do.
@@ -702,8 +375,8 @@ class Daemon:
             version=__version__, started_at=self.started_at, now=time.time(),
             revision=self.revision, flows=sum(f.enabled for f in self.config.flows.values()),
             last_reload=self.reloader.last, subscriptions=counts,
-            inbox_depth=DeliveryStore(self.conn).depth(),
-            runs_last_hour=runs_since(self.conn, time.time() - 3600),
+            inbox_depth=await self.store.deliveries.depth(),
+            runs_last_hour=await self.store.runs.since(time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
             connections=self._unready_connections(),
         )
@@ -720,36 +393,6 @@ class Daemon:
         except OSError as exc:
             return {"?": (str(exc), "check the state directory")}
         return {u.connection.name: (u.problem, u.hint) for u in found}
-
-
-def retry_schedule(
-    failing: list[str], passes: dict[str, int], now: float, jitter: Callable[[], float]
-) -> tuple[dict[str, float], dict[str, int]]:
-    """When to retry each failing subscription, after the pass that found it failing.
-
-    `passes` counts the passes in a row each one has failed; the delay doubles with each
-    (RETRY_BASE, at most RETRY_MAX) times `jitter()`. Subscriptions that recovered or are
-    gone drop out.
-
-    >>> retry_schedule(["a", "b"], {"b": 3, "gone": 1}, 100.0, lambda: 1.0)
-    ({'a': 130.0, 'b': 340.0}, {'a': 1, 'b': 4})
-    >>> retry_schedule(["a"], {"a": 20}, 0.0, lambda: 1.0)[0]
-    {'a': 1800.0}
-    """
-    next_at: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for sub_id in failing:
-        n = passes.get(sub_id, 0)
-        counts[sub_id] = n + 1
-        next_at[sub_id] = now + min(RETRY_MAX, RETRY_BASE * 2**n) * jitter()
-    return next_at, counts
-
-
-def runs_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:
-    """Runs created since `since`, by status (uses the runs table's created_at index)."""
-    rows = conn.execute(
-        "SELECT status, count(*) FROM runs WHERE created_at >= ? GROUP BY status", (since,))
-    return {str(s): int(n) for s, n in rows}
 
 
 # --------------------------------------------------------------------------- entry point

@@ -13,7 +13,7 @@ summary sent to systemd as ``STATUS=``, and the text `hookd status` prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,14 +182,14 @@ def exit_code(doc: Mapping[str, Any]) -> int:
     return 1 if reload.get("outcome") == "rejected" or failing or unready else 0
 
 
-def routes(collect: Callable[[], StatusFacts]) -> list[Any]:
+def routes(collect: Callable[[], Awaitable[StatusFacts]]) -> list[Any]:
     """Starlette routes for the admin listener: ``GET /api/status``. `collect` gathers
-    the facts (a few indexed SQLite reads, fast enough for the event loop)."""
+    the facts (a few indexed reads of the store, off the event loop)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(document(collect()))
+        return JSONResponse(document(await collect()))
 
     return [Route("/api/status", status, methods=["GET"])]

@@ -20,17 +20,17 @@ store itself failing (503, so the upstream retries).
 
 `AppState` holds what requests read: the config and its route table (swapped as one
 attribute on reload, so a request sees the old or the new config, never a mix), the
-store connection, the inbox, the metrics and the draining flag.
+store (`hookd.store.interface.Store`: its inbox records, its subscriptions answer for ids
+the table does not route), the metrics and the draining flag.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,10 +39,9 @@ from starlette.routing import Route as StarletteRoute
 
 from hookd.callbacks import payload, routing, verify
 from hookd.config.model import Config
-from hookd.store.sqlite import db
-from hookd.store.sqlite.deliveries import NewDelivery
-from hookd.store.sqlite.inbox import Inbox, InboxError
-from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore
+from hookd.store import errors as store_errors
+from hookd.store.interface import Inbox, Store
+from hookd.store.records import NewDelivery, SubscriptionRow
 from hookd.telemetry.metrics import Metrics
 from hookd.telemetry.throttle import Throttle
 
@@ -102,7 +101,7 @@ def error_response(exc: Exception) -> tuple[Answer, str]:
     elif isinstance(exc, payload.Refused):
         status, outcome = 400, exc.outcome
         body = {"error": exc.reason, **({"violations": exc.violations} if exc.violations else {})}
-    elif isinstance(exc, InboxError):
+    elif isinstance(exc, store_errors.Unavailable):
         status, outcome, body = 503, "unavailable", {"error": "cannot record the delivery now; retry"}
     else:
         log.exception("unexpected error handling a callback", exc_info=exc)
@@ -117,24 +116,25 @@ class AppState:
     """What the public and admin apps read; the daemon owns it and swaps `config`.
 
     Assigning `config` builds the new route table first and then replaces one attribute,
-    so a request sees the old or the new routes, never a mix. `conn` is the daemon's
-    store connection (used on the event loop for rare reads: a subscription that is not
-    in the current config); the inbox opens its own connection to the same file.
+    so a request sees the old or the new routes, never a mix. The table is built from the
+    config and the subscriptions read last (`rows`, re-read by `refresh` after a
+    reconcile); a request for an id it does not route reads that subscription from the
+    store (`find_row`), off the event loop.
     """
 
     def __init__(
         self,
         config: Config,
-        conn: sqlite3.Connection | None,
+        store: Store,
         server_secret: bytes,
         *,
+        rows: Iterable[SubscriptionRow] = (),
         metrics: Metrics | None = None,
-        inbox: Inbox | None = None,
         clock: Callable[[], float] = time.time,
         max_body: int | None = None,
         resolve: Callable[[Any], str] | None = None,
     ) -> None:
-        self.conn = conn
+        self.store = store
         self.server_secret = server_secret
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -143,17 +143,10 @@ class AppState:
         self.refusals = Throttle()  # the "delivery refused" log lines
         self._max_body = max_body
         self._resolve = resolve or _default_resolve
+        self._rows = {r.id: r for r in rows}
         self._current: tuple[Config, routing.RouteTable] = (config, self._build(config))
-        self.inbox = inbox or Inbox(
-            self._db_path(config),
-            dedup_window=config.settings.retention.dedup_window,
-            clock=clock,
-        )
+        self.inbox: Inbox = store.inbox
         self.inbox.on_commit(self.metrics.observe_commit)
-        # The pipeline worker sets itself here (`hookd.runs.worker.Worker`); it is poked after
-        # each commit that recorded deliveries, so runs start without waiting for a poll.
-        self.worker: Any = None
-        self.inbox.add_listener(self._poke_worker)
 
     @property
     def config(self) -> Config:
@@ -171,43 +164,30 @@ class AppState:
     def max_body(self) -> int:
         return self._max_body if self._max_body is not None else self.config.settings.max_body
 
-    def refresh(self) -> None:
-        """Rebuild the routes from the store (after a reconcile changed subscriptions)."""
-        self.config = self.config
-
-    def find_row(self, subscription_id: str) -> SubscriptionRow | None:
-        if self.conn is None:
-            return None
+    async def refresh(self, config: Config | None = None) -> None:
+        """Re-read the subscriptions (after a reconcile changed them) and rebuild the routes,
+        for `config` when given (a reload). Built on a thread (it compiles each flow's
+        payload schema), so the listeners keep answering meanwhile."""
         try:
-            return SubscriptionStore(self.conn).get(subscription_id)
-        except sqlite3.Error:
-            return None
+            self._rows = {r.id: r for r in await self.store.subscriptions.all()}
+        except store_errors.StoreError as exc:
+            log.warning("cannot read subscriptions; routing from the last known ones",
+                        extra={"error": str(exc)})
+        await asyncio.to_thread(setattr, self, "config", config or self.config)
 
-    def _poke_worker(self) -> None:
-        poke = getattr(self.worker, "poke", None)
-        if poke is not None:
-            poke()
+    async def find_row(self, subscription_id: str) -> SubscriptionRow | None:
+        try:
+            return await self.store.subscriptions.get(subscription_id)
+        except store_errors.StoreError:
+            return None
 
     async def aclose(self) -> None:
-        """Commit what the inbox holds and stop its writer (the daemon calls this last)."""
+        """Answer 503 from now on; commit what the inbox holds and stop its writer."""
         self.draining = True
         await self.inbox.aclose()
 
     def _build(self, config: Config) -> routing.RouteTable:
-        rows: dict[str, SubscriptionRow] = {}
-        if self.conn is not None:
-            try:
-                rows = {r.id: r for r in SubscriptionStore(self.conn).all()}
-            except sqlite3.Error:
-                log.warning("cannot read subscriptions; routing from the config alone")
-        return routing.build(config, self.server_secret, rows=rows, resolve=self._resolve)
-
-    def _db_path(self, config: Config) -> Path:
-        if self.conn is not None:
-            for row in self.conn.execute("PRAGMA database_list"):
-                if row[1] == "main" and row[2]:
-                    return Path(row[2])
-        return Path(config.settings.state_dir) / db.DB_NAME
+        return routing.build(config, self.server_secret, rows=self._rows, resolve=self._resolve)
 
 
 def _default_resolve(value: Any) -> str:
@@ -275,7 +255,7 @@ class HookApp:
         try:
             if state.draining:
                 raise Draining("hookd is shutting down; retry")
-            route = self._route(subscription_id, token)
+            route = await self._route(subscription_id, token)
             answer, outcome = await _accept(state, route, scope, receive, received_at)
         except Exception as exc:
             answer, outcome = error_response(exc)
@@ -290,14 +270,17 @@ class HookApp:
         await _send_answer(send, answer)
 
 
-    def _route(self, subscription_id: str, token: str) -> routing.Route:
+    async def _route(self, subscription_id: str, token: str) -> routing.Route:
         table = self.state.routes
         if table is not self._known_table:  # a reload or a reconcile swapped the table
             self._known, self._known_table = {}, table
         key = (subscription_id, token)
         route = self._known.get(key)
         if route is None:
-            route = routing.lookup(table, subscription_id, token, self.state.find_row)
+            row = None
+            if routing.needs_row(table, subscription_id, token):
+                row = await self.state.find_row(subscription_id)
+            route = routing.lookup(table, subscription_id, token, lambda _: row)
             if table.routes.get(subscription_id) is route:
                 self._known[key] = route
         return route

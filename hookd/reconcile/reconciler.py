@@ -40,8 +40,8 @@ from urllib.parse import urljoin
 
 from hookd.config.model import Config, Connection
 from hookd.connectors.model import Connector, WebhookTrigger
-from hookd.store.sqlite import db
-from hookd.store.sqlite.subscriptions import SubscriptionRow, SubscriptionStore, Update
+from hookd.store.interface import Subscriptions
+from hookd.store.records import SubscriptionRow, Update
 from hookd.subscriptions import plan as planning
 from hookd.subscriptions import tokens
 from hookd.subscriptions.desired import DesiredSubscription, desired_subscriptions
@@ -99,7 +99,7 @@ class Reconciler:
     def __init__(
         self,
         config: Config,
-        store: SubscriptionStore,
+        store: Subscriptions,
         upstream: Upstream,
         server_secret: bytes,
         *,
@@ -124,7 +124,7 @@ class Reconciler:
     async def plan(self, *, allow_deletes: int | None = None) -> planning.Plan:
         """Observe and decide; writes nothing."""
         desired = desired_subscriptions(self.config, self.server_secret)
-        rows = self.store.all()
+        rows = await self.store.all()
         observed = await self.observe(desired, rows)
         limit = self.config.settings.reconcile.max_deletes if allow_deletes is None \
             else allow_deletes
@@ -215,7 +215,7 @@ class Reconciler:
             if item.action == "delete" and item.row is not None:
                 intents.append(Update("set", item.row.id, fields={"status": "deleting"}))
         if intents:
-            self.store.apply_many(intents)
+            await self.store.apply_many(intents)
 
         work = [i for i in the_plan.items if i.action != "keep"]
         # Creates, replaces and adoptions before plain deletes: never leave a flow without
@@ -640,25 +640,20 @@ def _maybe_pause() -> None:
 class _GroupWriter:
     """Commits store updates in batches: all that arrived while the last commit ran.
 
-    The commit (an fsync: ``synchronous=FULL``) runs in a worker thread on a second
-    connection to the same file, so the event loop keeps sending requests meanwhile. An
-    in-memory store (tests) is written inline.
+    The store runs each commit off the event loop, so the loop keeps sending requests
+    meanwhile, and one commit (one fsync) covers every outcome that arrived during the
+    last.
     """
 
-    def __init__(self, store: SubscriptionStore) -> None:
+    def __init__(self, store: Subscriptions) -> None:
         self.store = store
         self._queue: list[Update] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._side: SubscriptionStore | None = None
         self.commits = 0
 
     def start(self) -> None:
-        row = self.store.conn.execute("PRAGMA database_list").fetchone()
-        path = row[2] if row is not None else ""
-        if path:
-            self._side = SubscriptionStore(db.connect(Path(path), check_same_thread=False))
         self._task = asyncio.create_task(self._run())
 
     def put(self, update: Update) -> None:
@@ -677,27 +672,20 @@ class _GroupWriter:
         if not self._queue:
             return
         batch, self._queue = self._queue, []
-        if self._side is not None:
-            await asyncio.to_thread(self._side.apply_many, batch)
-        else:
-            self.store.apply_many(batch)
+        await self.store.apply_many(batch)
         self.commits += 1
 
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
-        try:
-            if self._task is not None:
-                await self._task
-            await self.flush()
-        finally:
-            if self._side is not None:
-                self._side.conn.close()
+        if self._task is not None:
+            await self._task
+        await self.flush()
 
 
 async def reconcile_once(
     config: Config,
-    store: SubscriptionStore,
+    store: Subscriptions,
     server_secret: bytes,
     *,
     upstream: Upstream | None = None,

@@ -14,9 +14,9 @@ was interrupted mid-way runs again (at-least-once), so side-effecting steps shou
 idempotent or guarded by ``if``.
 
 The decisions (`retry_delay`, `truthy` conditions, `redact`) are pure functions; the
-store is reached through an injected ``db`` callable (the worker runs it on its database
-thread; tests call straight through), and ``sleep``/``rng`` are injectable so retry tests
-take no time.
+run history is the injected `hookd.store.interface.RunHistory` (the worker's store groups
+the writes of one loop turn into one commit), and ``sleep``/``rng`` are injectable so
+retry tests take no time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -34,30 +33,20 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from hookd.callbacks import payload
 from hookd.config import model
 from hookd.config.secrets import SecretError
 from hookd.runs import egress
 from hookd.runs.actions import ActionContext, ActionError, executor
-from hookd.store.sqlite.runs import RunStore, steps_done
+from hookd.store.interface import RunHistory
+from hookd.store.records import Delivery, steps_done
 from hookd.templating import engine as templating
 
 log = logging.getLogger("hookd.runs.pipeline")
 
 MASK = "***"
-
-
-class Db(Protocol):
-    """Runs a store method somewhere safe (the worker's database thread)."""
-
-    def __call__(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]: ...
-
-
-async def direct_db(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """A `Db` that calls the store on the event loop's thread (tests, CLI)."""
-    return fn(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -249,8 +238,8 @@ class Secrets(Mapping[str, str]):
         return "<secrets>"
 
 
-def trigger_context(delivery: Any) -> dict[str, Any]:
-    """``trigger`` for templates from a recorded delivery (`hookd.store.sqlite.deliveries`)."""
+def trigger_context(delivery: Delivery) -> dict[str, Any]:
+    """``trigger`` for templates from a recorded delivery."""
     raw = delivery.body or b""
     body: Any
     try:
@@ -270,7 +259,7 @@ def trigger_context(delivery: Any) -> dict[str, Any]:
 
 
 def base_context(
-    flow: model.Flow, delivery: Any, run_id: str, attempt: int, *,
+    flow: model.Flow, delivery: Delivery, run_id: str, attempt: int, *,
     env_allow: Iterable[str] = (), environ: Mapping[str, str] | None = None,
     secrets: Secrets | None = None,
 ) -> dict[str, Any]:
@@ -334,8 +323,7 @@ class _StepFailed(Exception):
 class Pipeline:
     """Executes runs; one instance per worker (it holds the injected dependencies)."""
 
-    store: RunStore
-    db: Db = direct_db
+    store: RunHistory
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     rng: Callable[[], float] = random.random
     environ: Mapping[str, str] | None = None
@@ -343,7 +331,7 @@ class Pipeline:
     async def execute(
         self,
         flow: model.Flow,
-        delivery: Any,
+        delivery: Delivery,
         run_id: str,
         actx: ActionContext,
         *,
@@ -351,15 +339,15 @@ class Pipeline:
         env_allow: Iterable[str] = (),
         should_stop: Callable[[], bool] = lambda: False,
         fresh: bool = False,
-        on_finish: Callable[[Outcome], Any] | None = None,
+        finish_delivery: bool = False,
     ) -> Outcome:
         """Run (or resume) `run_id` of `flow` for `delivery`; returns how it ended and
         has recorded that in the store.
 
         `fresh` says the run was just created as ``running`` with no steps (nothing to
-        load or start). `on_finish(outcome)` is called on the database side in the same
-        write as the run's outcome (the worker finishes the delivery there), so both
-        commit together."""
+        load or start). With `finish_delivery` the delivery's outcome is written in the
+        same transaction as the run's (the worker's case), so both commit together."""
+        on_finish = delivery.id if finish_delivery else None
         base_dir = actx.config.directory if actx.config is not None else None
         secrets = Secrets(self.environ, base_dir)
         ctx = base_context(flow, delivery, run_id, attempt, env_allow=env_allow,
@@ -370,8 +358,8 @@ class Pipeline:
             return await self._finish(run_id, "failed", f"flow does not compile: {exc}", on_finish)
         done = {}
         if not fresh:
-            await self.db(self.store.start, run_id)
-            done = steps_done(await self.db(self.store.steps, run_id))
+            await self.store.start(run_id)
+            done = steps_done(await self.store.steps(run_id))
         for cs in steps:
             step = cs.step
             previous = done.get(step.id)
@@ -392,24 +380,19 @@ class Pipeline:
         return await self._finish(run_id, "succeeded", None, on_finish)
 
     async def _finish(self, run_id: str, status: Literal["succeeded", "failed", "queued"],
-                      error: str | None,
-                      on_finish: Callable[[Outcome], Any] | None = None) -> Outcome:
-        outcome = Outcome(status, error)
-
-        def write() -> None:
-            self.store.finish(run_id, status, error)
-            if on_finish is not None:
-                on_finish(outcome)
-
-        await self.db(write)
-        return outcome
+                      error: str | None, delivery_id: str | None = None) -> Outcome:
+        await self.store.finish(run_id, status, error, delivery_id=delivery_id)
+        return Outcome(status, error)
 
     async def _run_step(self, cs: CompiledStep, ctx: dict[str, Any], actx: ActionContext,
                         run_id: str, secrets: Secrets) -> dict[str, Any]:
         step = cs.step
         kind = step.kind
-        record = functools.partial(self.db, self.store.step_finished, run_id, step.id,
-                                   index=cs.index, kind=kind)
+
+        async def record(status: Literal["succeeded", "failed", "skipped"],
+                         output: Any = None, error: str | None = None) -> None:
+            await self.store.step_finished(run_id, step.id, status, output=output,
+                                           error=error, index=cs.index, kind=kind)
 
         async def failed(message: str, output: Any = None) -> dict[str, Any]:
             # Recorded and returned with every resolved secret value masked.
@@ -479,8 +462,8 @@ class Pipeline:
                 if target is not None:
                     inputs["url"] = target.url
                 actx = dataclasses.replace(actx, url=target)
-            await self.db(self.store.step_started, run_id, step.id, cs.index, step.kind,
-                          attempt, redact(inputs, secrets.resolved))
+            await self.store.step_started(run_id, step.id, cs.index, step.kind, attempt,
+                                          redact(inputs, secrets.resolved))
             retryable, retry_after, output = True, None, None
             try:
                 if step.timeout is not None:
@@ -500,10 +483,11 @@ class Pipeline:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise _StepFailed(error + suffix, output)
             delay = retry_delay(policy, attempt, self.rng(), retry_after)
-            await self.db(self.store.step_retrying, run_id, step.id,
-                          redact(f"attempt {attempt} failed: {error}; retrying in {delay:.1f}s",
-                                 secrets.resolved),
-                          redact(output, secrets.resolved))
+            await self.store.step_retrying(
+                run_id, step.id,
+                redact(f"attempt {attempt} failed: {error}; retrying in {delay:.1f}s",
+                       secrets.resolved),
+                redact(output, secrets.resolved))
             log.info("step retry", extra={"run": run_id, "step": step.id, "attempt": attempt,
                                           "delay": round(delay, 3), "error": error})
             await self.sleep(delay)

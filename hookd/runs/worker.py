@@ -1,10 +1,17 @@
 """Take recorded deliveries from the durable inbox and run their flows.
 
 The callback server only records; this is the consumer. One asyncio task loops: claim as
-many queued deliveries as there are free slots (the global ``workers`` limit, and each
-flow's ``concurrency``), start one task per delivery, and sleep until `poke` (the inbox
-committed something) or a short poll interval — the poll is the fallback that also picks
-up work requeued by another process (``hookd replay``).
+many deliveries as there are free slots (the global ``workers`` limit, and each flow's
+``concurrency``), start one task per delivery, and sleep until `poke` (the store's
+wake-up hook: the inbox committed something, a replay) or a short poll interval — the
+poll is the fallback for what no wake-up reports (another process's write, a lease that
+expired).
+
+Claims are leases (`LEASE` seconds, renewed every third of that while the run goes on):
+when the worker cannot write a run's outcome (disk full), it stops renewing and the
+delivery is claimed again once the lease ran out, instead of staying ``running`` until
+a restart. A delivery claimed again while this worker still runs it (a renewal that
+failed) is left to the task that has it.
 
 Per delivery: resume its unfinished run if there is one (a crash or a stop interrupted
 it; finished steps are not executed again), otherwise create a new run (the first, or a
@@ -16,12 +23,9 @@ stopped before the run finished. Before a fresh run of a single body whose flow 
 (the listener only checked that it is JSON: `hookd.callbacks.payload`), logs the violations and
 flags the delivery ``schema-warning``; the run goes ahead either way.
 
-Store writes go through `hookd.store.sqlite.batch.LoopBatchingDb`: the writes all runs make
-during one turn of the event loop commit together, on the loop's thread, without ever
-waiting for SQLite's write lock there. The worker's connection uses
-``synchronous=NORMAL``: in WAL mode a commit still survives a crash of hookd (kill -9);
-only a power loss can forget the last run-history writes, which at worst runs a step
-again — the delivery itself was committed with ``synchronous=FULL`` by the inbox.
+The store is opened with the ``worker`` role (`hookd.store.open`): the SQLite backend then
+commits the writes all runs make during one turn of the event loop together, without
+waiting for the write lock on the loop.
 
 `hookd.runs.worker_process.ProcessWorker` runs this same worker in a child process, so that
 pipelines and the callback listener use two cores.
@@ -34,7 +38,6 @@ import contextlib
 import logging
 import os
 import random
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,50 +46,54 @@ from typing import Any
 
 import httpx
 
+from hookd import store as stores
 from hookd.callbacks import payload, routing
 from hookd.config import model
 from hookd.runs.actions import ActionContext
 from hookd.runs.actions.run import base_env
+from hookd.runs.handle import ConfigSource
 from hookd.runs.pipeline import Outcome, Pipeline
-from hookd.store.sqlite import db as dbmod
-from hookd.store.sqlite.batch import LoopBatchingDb
-from hookd.store.sqlite.deliveries import FLAG_SCHEMA_WARNING, Delivery, DeliveryStore
-from hookd.store.sqlite.runs import RunStore
+from hookd.store.interface import DeliveryQueue, RunHistory, Store
+from hookd.store.records import FLAG_SCHEMA_WARNING, Delivery
+from hookd.upstream.client import Upstream
 
 log = logging.getLogger("hookd.runs.worker")
 
-ConfigSource = Callable[[], model.Config | None]
+LEASE = 60.0  # seconds a claim lasts without renewal (renewed every third of it)
 
 
 class Worker:
     """Runs flows for recorded deliveries (see module docstring).
 
     `source` is either a callable returning the current `Config`, or an object with a
-    ``config`` attribute (the daemon's app state, whose config is swapped on reload). When
-    that object has a ``worker`` attribute it is set to this worker, so the callback
-    server can call ``state.worker.poke()`` after each inbox commit.
+    ``config`` attribute (the daemon's app state, whose config is swapped on reload).
+    `store` defaults to the config's, opened with the ``worker`` role at `start`; whoever
+    records deliveries wakes the worker through that store's ``on_arrival`` (the daemon
+    wires its own store's to `poke`).
     """
 
     def __init__(
         self,
-        source: ConfigSource | Any,
+        source: ConfigSource,
         *,
+        store: Store | None = None,
         state_dir: Path | None = None,
         limit: int | None = None,
         poll_interval: float = 0.5,
         sweep_interval: float = 10.0,
+        lease: float = LEASE,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
         if callable(source):
-            self._get_config: ConfigSource = source
+            self._get_config: Callable[[], model.Config | None] = source
         else:
             self._get_config = lambda: source.config
-            if hasattr(source, "worker"):
-                with contextlib.suppress(AttributeError):
-                    source.worker = self
+        self._store = store
+        self._own_store = store is None
+        self.lease = lease
         self._state_dir = state_dir
         self.limit = limit
         self.poll_interval = poll_interval
@@ -95,10 +102,10 @@ class Worker:
         self._environ = os.environ if environ is None else environ
         self._sleep = sleep
         self._rng = rng
-        self._dbt: LoopBatchingDb | None = None
-        self._conn: Any = None
-        self.runs: RunStore
-        self.deliveries: DeliveryStore
+        self.runs: RunHistory
+        self.deliveries: DeliveryQueue
+        self._unsubscribe: Callable[[], None] | None = None
+        self._renewed = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -106,25 +113,12 @@ class Worker:
         self._by_flow: Counter[str] = Counter()
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
-        self._upstream: Any = None
+        self._upstream: Upstream | None = None
         self._env_cache: tuple[model.Config, Mapping[str, str]] | None = None
         # Schema checks by flow name, for one config (see _check_payload).
         self._checks: tuple[model.Config | None, dict[str, routing.SchemaCheck | None]] = (
             None, {})
         self.counts: Counter[str] = Counter()  # runs by outcome, for metrics
-
-    # ------------------------------------------------------------------ database thread
-
-    def _open(self) -> sqlite3.Connection:
-        # Runs on the database thread: the connection is only ever used there.
-        conn = dbmod.open_db(self.state_dir, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    async def _db(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run a store call on the database thread (committed with whatever else waits)."""
-        assert self._dbt is not None, "worker not started"
-        return await self._dbt.call(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,25 +135,24 @@ class Worker:
         """Open the store, put back deliveries a dead process left running, start looping."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._dbt = LoopBatchingDb(self._open)
-        conn = self._dbt.start()
-        self._conn = conn
-        self.runs = RunStore(conn)
-        self.deliveries = DeliveryStore(conn)
+        if self._store is None:
+            config = self._get_config()
+            where = self._state_dir or (config.settings if config is not None else self.state_dir)
+            self._store = stores.open(where, role="worker")
+        await self._store.start()
+        self.runs = self._store.runs
+        self.deliveries = self._store.deliveries
+        self._unsubscribe = self.deliveries.on_arrival(self.poke)
         self._http = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                        headers={"User-Agent": "hookd"})
-        try:
-            from hookd.store.tokens import FileTokenStore
-            from hookd.upstream.client import Upstream
-            from hookd.upstream.oauth import attach
+        from hookd.store.tokens import FileTokenStore
+        from hookd.upstream.oauth import attach
 
-            self._upstream = attach(Upstream(transport=self._transport),
-                                    FileTokenStore(self.state_dir))
-        except ImportError:  # pragma: no cover - upstream ships with hookd
-            self._upstream = None
-        self.pipeline = Pipeline(store=self.runs, db=self._db, sleep=self._sleep, rng=self._rng,
+        self._upstream = attach(Upstream(transport=self._transport),
+                                FileTokenStore(self.state_dir))
+        self.pipeline = Pipeline(store=self.runs, sleep=self._sleep, rng=self._rng,
                                  environ=self._environ)
-        requeued = await self._db(self.deliveries.requeue_running)
+        requeued = await self.deliveries.recover()
         if requeued:
             log.info("requeued interrupted deliveries", extra={"count": requeued})
         self._stopping = False
@@ -204,9 +197,12 @@ class Worker:
         if self._upstream is not None:
             with contextlib.suppress(Exception):
                 await self._upstream.aclose()
-        if self._dbt is not None:
-            self._dbt.close()
-            self._dbt = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._store is not None and self._own_store:
+            await self._store.aclose()
+            self._store = None
 
     @property
     def active(self) -> int:
@@ -216,7 +212,7 @@ class Worker:
         """Wait until nothing is queued or running (tests and benchmarks)."""
         async with asyncio.timeout(timeout):
             while True:
-                depth = await self._db(self.deliveries.depth)
+                depth = await self.deliveries.depth()
                 if depth == 0 and not self._active:
                     return
                 self.poke()
@@ -229,6 +225,7 @@ class Worker:
         idle_for = 0.0
         while not self._stopping:
             self._wake.clear()
+            await self._renew_leases()
             try:
                 started = await self._claim_and_start()
             except Exception:
@@ -237,13 +234,27 @@ class Worker:
             if started:
                 idle_for = 0.0
                 continue
+            wait = min(self.poll_interval, self.lease / 3)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            idle_for += self.poll_interval
+                await asyncio.wait_for(self._wake.wait(), wait)
+            idle_for += wait
             if idle_for >= self.sweep_interval and not self._stopping:
                 idle_for = 0.0
                 with contextlib.suppress(Exception):
                     await self._sweep_unknown_flows()
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease: extend the claims of the deliveries still running. A
+        failure is logged and retried at the next turn; if it lasts, the leases expire
+        and the deliveries are claimed again (`_start` leaves those still running here)."""
+        now = time.monotonic()
+        if not self._active or now - self._renewed < self.lease / 3:
+            return
+        try:
+            await self.deliveries.renew([d.id for d in self._active.values()], self.lease)
+            self._renewed = now
+        except Exception as exc:
+            log.warning("worker: cannot renew its claims", extra={"error": str(exc)})
 
     def _slots(self, config: model.Config) -> int:
         limit = self.limit if self.limit is not None else config.settings.workers
@@ -264,19 +275,24 @@ class Worker:
                 continue
             room = min(flow.concurrency - self._by_flow[name], free - len(claimed))
             if room > 0:
-                claimed += await self._db(self.deliveries.claim, room, flows=[name])
+                claimed += await self.deliveries.claim(room, flows=[name], lease=self.lease,
+                                                       max_running=flow.concurrency)
         room = free - len(claimed)
         if room > 0 and len(unlimited) == len(config.flows):
             # No flow is limited: claim without a flow filter (the plain status index is
             # the fast path; deliveries of unknown flows are failed in _process).
-            claimed += await self._db(self.deliveries.claim, room)
+            claimed += await self.deliveries.claim(room, lease=self.lease)
         elif room > 0 and unlimited:
-            claimed += await self._db(self.deliveries.claim, room, flows=unlimited)
-        for delivery in sorted(claimed, key=lambda d: d.id):
+            claimed += await self.deliveries.claim(room, flows=unlimited, lease=self.lease)
+        running = {d.id for d in self._active.values()}
+        fresh = [d for d in sorted(claimed, key=lambda d: d.id) if d.id not in running]
+        for delivery in fresh:
             self._start(delivery, config)
-        return len(claimed)
+        return len(fresh)
 
     def _start(self, delivery: Delivery, config: model.Config) -> None:
+        if not self._active:
+            self._renewed = time.monotonic()  # the first claim's lease is fresh
         task = asyncio.create_task(self._process(delivery, config),
                                    name=f"hookd-run-{delivery.id}")
         self._active[task] = delivery
@@ -296,23 +312,17 @@ class Worker:
         config = self._get_config()
         if config is None:
             return
-
-        def queued_flows() -> list[str]:
-            rows = self._conn.execute(
-                "SELECT DISTINCT flow FROM deliveries WHERE status = 'queued'").fetchall()
-            return [r[0] for r in rows]
-
-        unknown = [f for f in await self._db(queued_flows) if f not in config.flows]
+        unknown = [f for f in await self.deliveries.queued_flows() if f not in config.flows]
         if not unknown:
             return
-        for delivery in await self._db(self.deliveries.claim, 1000, flows=unknown):
+        for delivery in await self.deliveries.claim(1000, flows=unknown, lease=self.lease):
             await self._fail_unknown(delivery, config)
 
     async def _fail_unknown(self, delivery: Delivery, config: model.Config) -> None:
         error = f"flow '{delivery.flow}' is not in the current config"
-        await self._db(self.runs.create, delivery.id, delivery.flow,
-                       config_revision=config.revision, status="failed", error=error)
-        await self._db(self.deliveries.finish, delivery.id, "failed", error)
+        await self.runs.create(delivery.id, delivery.flow, config_revision=config.revision,
+                               status="failed", error=error)
+        await self.deliveries.finish(delivery.id, "failed", error)
         self.counts["failed"] += 1
         log.warning("delivery of an unknown flow", extra={"delivery": delivery.id,
                                                           "flow": delivery.flow})
@@ -330,11 +340,11 @@ class Worker:
         # interrupted (crash, stop) or replayed: resume its unfinished run, if any.
         latest = None
         if delivery.attempts > 1:
-            latest = await self._db(runs.latest_for_delivery, delivery.id)
+            latest = await runs.latest_for_delivery(delivery.id)
         fresh = not (latest is not None and latest.status in ("queued", "running"))
         if fresh:
-            run = await self._db(runs.create, delivery.id, flow.name,
-                                 config_revision=config.revision, status="running")
+            run = await runs.create(delivery.id, flow.name, config_revision=config.revision,
+                                    status="running")
             run_id, attempt = run.id, run.attempt
             await self._check_payload(delivery, flow, config)
         else:
@@ -353,8 +363,7 @@ class Worker:
             outcome = await self.pipeline.execute(
                 flow, delivery, run_id, actx, attempt=attempt,
                 env_allow=config.settings.env_allow, should_stop=lambda: self._stopping,
-                fresh=fresh, on_finish=lambda o: self.deliveries.finish(
-                    delivery.id, _DELIVERY_STATUS[o.status], o.error),
+                fresh=fresh, finish_delivery=True,
             )
         except asyncio.CancelledError:
             # Stopped past the shutdown timeout: resume this run at the next start.
@@ -364,8 +373,8 @@ class Worker:
             log.exception("run crashed", extra={"run": run_id, "flow": flow.name})
             outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
-                await self._db(runs.finish, run_id, "failed", outcome.error)
-                await self._db(self.deliveries.finish, delivery.id, "failed", outcome.error)
+                # If this write fails too, the lease expires and the delivery runs again.
+                await runs.finish(run_id, "failed", outcome.error, delivery_id=delivery.id)
         self.counts[outcome.status] += 1
         # One line per finished run, as operators of adnanh/webhook expect to tail.
         fields = {"run": run_id, "flow": flow.name, "delivery": delivery.id,
@@ -396,7 +405,7 @@ class Worker:
         if problems:
             log.warning("payload does not match the trigger's schema",
                         extra={"flow": flow.name, "delivery": delivery.id, "violations": problems})
-            await self._db(self.deliveries.add_flag, delivery.id, FLAG_SCHEMA_WARNING)
+            await self.deliveries.add_flag(delivery.id, FLAG_SCHEMA_WARNING)
 
     def _base_env(self, config: model.Config) -> Mapping[str, str]:
         # Computed once per config (reading os.environ for every run adds up).
@@ -408,8 +417,4 @@ class Worker:
 
     async def _requeue(self, run_id: str, delivery_id: str) -> None:
         with contextlib.suppress(Exception):
-            await self._db(self.runs.finish, run_id, "queued")
-            await self._db(self.deliveries.finish, delivery_id, "queued")
-
-
-_DELIVERY_STATUS: dict[str, Any] = {"succeeded": "done", "failed": "failed", "queued": "queued"}
+            await self.runs.finish(run_id, "queued", delivery_id=delivery_id)

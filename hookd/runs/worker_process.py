@@ -3,11 +3,11 @@
 CPython executes one thread at a time: in a single process, every run's templating and
 run-history writes take turns with the callback listener's request handling. With the
 worker in a child process the listener (parent) and the pipelines (child) run in
-parallel on two cores; they share only the SQLite file, which both already use safely
-(the durable inbox is the queue between them).
+parallel on two cores; they share only the store, which both open (the durable inbox is the queue between
+them), each with its own connections.
 
-`ProcessWorker` has the interface the daemon uses on `hookd.runs.worker.Worker` — `start()`,
-`poke()` (from any thread), `stop(timeout)` — and forwards them over a pipe. The child
+`ProcessWorker` is a `hookd.runs.handle.WorkerHandle` like `hookd.runs.worker.Worker` —
+`start()`, `poke()` (from any thread), `stop(timeout)` — and forwards them over a pipe. The child
 keeps the config the parent last sent; the parent sends the current config at start
 and whenever its source returns a different object (checked on every poke and twice a
 second), so reloads reach the child and in-flight runs keep the config they started
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, TypedDict
 
 from hookd.config import model
+from hookd.runs.handle import ConfigSource
 
 log = logging.getLogger("hookd.runs.worker")
 
@@ -50,7 +51,7 @@ class ChildOptions(TypedDict):
 class ProcessWorker:
     """A `hookd.runs.worker.Worker` in a child process (see module docstring)."""
 
-    def __init__(self, source: Callable[[], model.Config | None] | Any, *,
+    def __init__(self, source: ConfigSource, *,
                  state_dir: Path | None = None, limit: int | None = None,
                  poll_interval: float = 0.5, log_format: str | None = None,
                  log_level: str | None = None) -> None:
@@ -58,10 +59,8 @@ class ProcessWorker:
             self._get_config: Callable[[], model.Config | None] = source
         else:
             self._get_config = lambda: source.config
-            if hasattr(source, "worker"):
-                with contextlib.suppress(AttributeError):
-                    source.worker = self
-        self._options: ChildOptions = {"state_dir": state_dir, "limit": limit, "poll_interval": poll_interval,
+        self._options: ChildOptions = {"state_dir": state_dir, "limit": limit,
+                                       "poll_interval": poll_interval,
                          "log_format": log_format, "log_level": log_level}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()

@@ -40,7 +40,7 @@ from hookd.subscriptions import drift
 from hookd.subscriptions.desired import DesiredSubscription
 
 if TYPE_CHECKING:  # the row type only: the plan reads rows, the store module does I/O
-    from hookd.store.sqlite.subscriptions import SubscriptionRow
+    from hookd.store.records import SubscriptionRow
 
 Action = Literal["create", "replace", "update", "adopt", "delete", "forget", "keep", "blocked"]
 ACTIONS: tuple[Action, ...] = ("create", "replace", "update", "adopt", "delete", "forget",

@@ -194,7 +194,7 @@ class Metrics:
         return collector
 
     def observe_commit(self, jobs: int, recorded: int, seconds: float) -> None:
-        """`hookd.store.sqlite.inbox.Inbox.on_commit` callback."""
+        """`hookd.store.interface.Inbox.on_commit` callback."""
         self.inbox_commits.inc()
         self.inbox_recorded.inc(by=recorded)
         self.inbox_commit_seconds.observe(seconds)

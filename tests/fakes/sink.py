@@ -40,7 +40,8 @@ class Sink:
     responses: list[int] = field(default_factory=list)
     default_status: int = 200
     delay: float = 0.0
-    received: list[Received] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)  # as answered (after `delay`)
+    arrived: list[str] = field(default_factory=list)  # paths as they arrive (before `delay`)
     headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class Sink:
                 started = time.time()
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with sink._lock:
+                    sink.arrived.append(self.path)
                 if sink.delay:
                     time.sleep(sink.delay)
                 with sink._lock:

@@ -25,12 +25,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    import sqlite3
+    from collections.abc import Callable, Coroutine
 
-    from hookd.config.model import Config, Listener
+    from hookd.config.model import Config, Listener, Settings
+    from hookd.store.interface import Store
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
 CONFIG_HELP = "config directory (default: $HOOKD_CONFIG, else the current directory)"
@@ -252,23 +255,35 @@ def _raw_settings(root: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def open_existing_store(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection | None:
-    """A connection to the state store, or None when hookd has not created one there.
+def open_existing_store(where: Settings | Path, *, readonly: bool = False) -> Store | None:
+    """The store `where` names (a valid config's settings: its ``store:``; a bare state
+    directory: the SQLite file there), or None when hookd has not created one there (close
+    it after use).
 
-    `readonly` opens the file without migrating it (`hookd send` next to a running
-    daemon must not write to its store)."""
-    import sqlite3
+    `readonly` opens it without migrating it (`hookd send` next to a running daemon must
+    not write to its store)."""
+    from hookd import store as stores
+    from hookd.store import errors
 
-    from hookd.store.sqlite import db
-
-    path = state_dir / db.DB_NAME
-    if not path.is_file():
+    try:
+        return stores.open(where, role="cli", mode="readonly" if readonly else "existing")
+    except errors.NotFound:
         return None
-    if not readonly:
-        return db.open_db(state_dir)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
+
+
+def run_on(store: Store, call: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+    """`call(store)` on the started store, in one event loop (a server backend's pool
+    belongs to one); the store is closed afterwards, whatever happened."""
+    import asyncio
+
+    async def go() -> T:
+        try:
+            await store.start()
+            return await call(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
 
 
 def existing_server_secret(state_dir: Path) -> bytes | None:

@@ -25,6 +25,7 @@ from hookd.cli.commands._common import (
     add_config_args,
     add_format_arg,
     add_state_arg,
+    run_on,
 )
 from hookd.cli.commands.plan import (
     SYMBOLS,
@@ -38,6 +39,7 @@ from hookd.cli.commands.plan import (
 
 if TYPE_CHECKING:
     from hookd.config.model import Config
+    from hookd.store.interface import Subscriptions
 
 PROGRESS_MIN_ITEMS = 20
 RESULT_WORDS = {"create": "created", "replace": "replaced", "update": "updated",
@@ -61,7 +63,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
 
     if args.allow_deletes is not None and args.allow_deletes < 0:
         print("hookd apply: --allow-deletes must be 0 or more", file=sys.stderr)
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     color = use_color(sys.stdout)
-    report = asyncio.run(_apply(config, store, secret, args.allow_deletes,
-                                None if args.format == "json" else sys.stderr))
+    report = run_on(store, lambda s: _apply(config, s.subscriptions, secret, args.allow_deletes,
+                                            None if args.format == "json" else sys.stderr))
     if args.format == "json":
         data = report.to_json()
         data["plan"] = [item_json(i) for i in report.plan.changes]
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if any(o.result == "blocked" for o in report.outcomes) else EXIT_OK
 
 
-async def _apply(config: Config, store: Any, secret: bytes, allow_deletes: int | None,
+async def _apply(config: Config, store: Subscriptions, secret: bytes, allow_deletes: int | None,
                  progress_stream: Any) -> Any:
     from hookd.reconcile.reconciler import Reconciler
 

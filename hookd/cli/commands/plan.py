@@ -34,10 +34,12 @@ from hookd.cli.commands._common import (
     existing_server_secret,
     load_valid_config,
     open_existing_store,
+    run_on,
 )
 
 if TYPE_CHECKING:
     from hookd.config.model import Config
+    from hookd.store.interface import Store, Subscriptions
 
 JSON_VERSION = 1
 
@@ -69,44 +71,41 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------------- shared helpers
 
 
-def open_state(config: Config, *, create: bool) -> tuple[Any, bytes]:
-    """(SubscriptionStore, server secret) for `config`.
+def open_state(config: Config, *, create: bool) -> tuple[Store, bytes]:
+    """(the store, server secret) for `config`; the caller closes the store.
 
     With ``create=False`` (plan) nothing is created: a missing state directory reads as
-    empty (an in-memory store) and an ephemeral secret stands in — with no secret file,
+    empty (an ephemeral store) and an ephemeral secret stands in — with no secret file,
     no callback URL upstream can be ours.
     """
     import secrets as pysecrets
-    import sqlite3
 
-    from hookd.store.sqlite import db
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd import store as stores
     from hookd.subscriptions import tokens
 
     state = config.settings.state_dir
     if create:
-        return SubscriptionStore(db.open_db(state)), tokens.load_or_create_server_secret(state)
-    secret = existing_server_secret(state) or pysecrets.token_bytes(32)
-    conn = open_existing_store(state)
-    if conn is None:
-        conn = sqlite3.connect(":memory:")
-        conn.row_factory = sqlite3.Row
-        db.migrate(conn)
-    return SubscriptionStore(conn), secret
+        store = stores.open(config.settings, role="cli")
+        secret = tokens.load_or_create_server_secret(state)
+    else:
+        secret = existing_server_secret(state) or pysecrets.token_bytes(32)
+        store = (open_existing_store(config.settings)
+                 or stores.open(state, role="cli", mode="ephemeral"))
+    return store, secret
 
 
 def config_and_state(args: argparse.Namespace, command: str,
-                     *, create: bool) -> tuple[Config, Any, bytes] | None:
-    """(config, SubscriptionStore, server secret) for plan, apply and teardown, or None
-    after saying why not (an invalid config, an unreadable state)."""
-    import sqlite3
+                     *, create: bool) -> tuple[Config, Store, bytes] | None:
+    """(config, the store, server secret) for plan, apply and teardown, or None after
+    saying why not (an invalid config, an unreadable state); the caller closes the store."""
+    from hookd.store.errors import StoreError
 
     config = load_valid_config(args, command)
     if config is None:
         return None
     try:
         store, secret = open_state(config, create=create)
-    except (OSError, ValueError, sqlite3.Error) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         print(f"hookd {command}: cannot {'open' if create else 'read'} the state: {exc}",
               file=sys.stderr)
         return None
@@ -234,13 +233,12 @@ def plan_json(the_plan: Any,
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
 
     loaded = config_and_state(args, "plan", create=False)
     if loaded is None:
         return EXIT_ERRORS
     config, store, secret = loaded
-    the_plan, requests = asyncio.run(_plan(config, store, secret))
+    the_plan, requests = run_on(store, lambda s: _plan(config, s.subscriptions, secret))
     if args.format == "json":
         print(json.dumps(plan_json(the_plan, requests), indent=2))
     else:
@@ -249,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if the_plan.has_changes else EXIT_OK
 
 
-async def _plan(config: Config, store: Any, secret: bytes) -> Any:
+async def _plan(config: Config, store: Subscriptions, secret: bytes) -> Any:
     from hookd.reconcile.reconciler import Reconciler
 
     async with make_upstream(config) as upstream:

@@ -10,11 +10,10 @@ pruned; 2 usage or I/O error.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from hookd.cli.commands._common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
-from hookd.cli.commands.runs import add_location_args, open_store
+from hookd.cli.commands._common import EXIT_OK
+from hookd.cli.commands.runs import add_location_args, with_store
 
 
 def register(subparsers: Any) -> None:
@@ -30,17 +29,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hookd.store.sqlite.runs import ReplayError, replay
-
-    conn = open_store(args)
-    if conn is None:
-        return EXIT_USAGE
-    try:
-        delivery_id = replay(conn, args.target)
-    except ReplayError as exc:
-        print(f"hookd replay: {exc}", file=sys.stderr)
-        return EXIT_ERRORS
-    finally:
-        conn.close()
+    # Every refusal (unknown, still queued or running, pruned: the store's NotFound,
+    # Conflict, Gone) is exit 1 with the store's reason; no store is exit 2.
+    delivery_id = with_store(args, lambda s: s.runs.replay(args.target))
+    if isinstance(delivery_id, int):
+        return delivery_id
     print(f"queued delivery {delivery_id} for a new run")
     return EXIT_OK

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hookd.cli.commands._common import (
     EXIT_ERRORS,
@@ -24,14 +24,18 @@ from hookd.cli.commands._common import (
     add_dir_or_subcommands,
     add_format_arg,
     add_state_arg,
-    open_existing_store,
+    run_on,
     table_lines,
     unvalidated_state_dir,
     utc_time,
 )
 
 if TYPE_CHECKING:
-    import sqlite3
+    from collections.abc import Callable, Coroutine
+
+    from hookd.store.interface import Store
+
+T = TypeVar("T")
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -65,28 +69,39 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=run_show)
 
 
-def open_store(args: argparse.Namespace) -> sqlite3.Connection | None:
+def open_store(args: argparse.Namespace) -> Store | None:
     """The store, or None after saying there is none (hookd has not run there yet)."""
-    from hookd.store.sqlite import db
+    from hookd import store as stores
+    from hookd.store.errors import NotFound
 
-    directory = unvalidated_state_dir(args)
-    conn = open_existing_store(directory)
-    if conn is None:
-        print(f"hookd {args.command}: no store at {directory / db.DB_NAME} "
-              "(has hookd run with this config?)", file=sys.stderr)
-    return conn
+    try:
+        return stores.open(unvalidated_state_dir(args), role="cli", mode="existing")
+    except NotFound as exc:
+        print(f"hookd {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def with_store(args: argparse.Namespace,
+               call: Callable[[Store], Coroutine[Any, Any, T]]) -> T | int:
+    """`call(store)` on the command's store, closed afterwards; an exit code when there is
+    no store or it cannot answer (said on stderr)."""
+    from hookd.store.errors import StoreError
+
+    store = open_store(args)
+    if store is None:
+        return EXIT_USAGE
+    try:
+        return run_on(store, call)
+    except StoreError as exc:
+        print(f"hookd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from hookd.store.sqlite.runs import RunStore
-
-    conn = open_store(args)
-    if conn is None:
-        return EXIT_USAGE
-    try:
-        runs = RunStore(conn).list(flow=args.flow, status=args.status, limit=args.limit)
-    finally:
-        conn.close()
+    runs = with_store(args, lambda s: s.runs.list(flow=args.flow, status=args.status,
+                                                  limit=args.limit))
+    if isinstance(runs, int):
+        return runs
     if args.format == "json":
         # The shape of the admin API's `GET /api/runs`.
         print(json.dumps({"runs": [r.to_json(steps=False) for r in runs]}, indent=2))
@@ -103,15 +118,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from hookd.store.sqlite.runs import RunStore
-
-    conn = open_store(args)
-    if conn is None:
-        return EXIT_USAGE
-    try:
-        run = RunStore(conn).get(args.run)
-    finally:
-        conn.close()
+    run = with_store(args, lambda s: s.runs.get(args.run))
+    if isinstance(run, int):
+        return run
     if run is None:
         print(f"hookd runs show: no run {args.run!r}", file=sys.stderr)
         return EXIT_ERRORS

@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd.cli.commands._common import (
     EXIT_OK,
@@ -38,7 +38,11 @@ from hookd.cli.commands._common import (
     load_valid_config,
     local_url,
     open_existing_store,
+    run_on,
 )
+
+if TYPE_CHECKING:
+    from hookd.config.model import Settings
 
 EXIT_REFUSED = 1
 
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     # In-process only: any secret gives consistent URLs.
     server_secret = found_secret if found_secret is not None else bytes(32)
     # The same resolver the daemon uses: a flow's `verify_secret` signs with its value.
-    table = routing.build(config, server_secret, rows=_store_rows(state_dir),
+    table = routing.build(config, server_secret, rows=_store_rows(config.settings),
                           resolve=secrets.resolve_value)
     route = _find_route(table, args.target)
     if route is None:
@@ -137,21 +141,17 @@ def build_headers(
     return headers
 
 
-def _store_rows(state_dir: Path) -> dict[str, Any]:
+def _store_rows(settings: Settings) -> dict[str, Any]:
     """The store's subscriptions (read-only; empty when there is no store yet)."""
-    import sqlite3
 
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd.store.errors import StoreError
 
+    store = open_existing_store(settings, readonly=True)
+    if store is None:
+        return {}
     try:
-        conn = open_existing_store(state_dir, readonly=True)
-        if conn is None:
-            return {}
-        try:
-            return {r.id: r for r in SubscriptionStore(conn).all()}
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        return {r.id: r for r in run_on(store, lambda s: s.subscriptions.all())}
+    except StoreError:
         return {}
 
 
@@ -182,17 +182,20 @@ def _send_in_process(
 
     import httpx
 
+    from hookd import store as stores
     from hookd.ingest.app import AppState, create_app
 
     async def go(state_dir: Path) -> tuple[int, Any]:
         settings = dataclasses.replace(config.settings, state_dir=state_dir)
-        state = AppState(dataclasses.replace(config, settings=settings), None, server_secret)
+        store = stores.open(settings)  # a throw-away store in `state_dir`
+        state = AppState(dataclasses.replace(config, settings=settings), store, server_secret)
         transport = httpx.ASGITransport(app=create_app(state))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://hookd") as client:
                 r = await client.post(path, content=body, headers=headers)
         finally:
             await state.aclose()
+            await store.aclose()
         return r.status_code, _decode(r.content)
 
     with tempfile.TemporaryDirectory(prefix="hookd-send-") as tmp:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd.cli.commands._common import (
     EXIT_ERRORS,
@@ -32,10 +32,15 @@ from hookd.cli.commands._common import (
     existing_server_secret,
     load_valid_config,
     open_existing_store,
+    run_on,
     table_lines,
     unvalidated_state_dir,
     utc_time,
 )
+
+if TYPE_CHECKING:
+    from hookd.store.interface import Store
+    from hookd.store.records import SubscriptionRow
 
 
 def register(subparsers: Any) -> None:
@@ -66,9 +71,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sqlite3
 
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd.store.errors import StoreError
     from hookd.subscriptions import desired
 
     config = load_valid_config(args, "subscriptions", resolve_secrets=False)
@@ -76,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     state = config.settings.state_dir
     try:
-        conn = open_existing_store(state)
-        rows = SubscriptionStore(conn).all() if conn is not None else []
+        store = open_existing_store(config.settings)
+        rows = run_on(store, lambda s: s.subscriptions.all()) if store is not None else []
         secret = existing_server_secret(state)
-    except (OSError, ValueError, sqlite3.Error) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         print(f"hookd subscriptions: cannot read the state: {exc}", file=sys.stderr)
         return EXIT_ERRORS
     routes = []
@@ -115,21 +119,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_forget(args: argparse.Namespace) -> int:
-    from hookd.store.sqlite.subscriptions import SubscriptionStore
+    from hookd.store.errors import StoreError
 
     state = unvalidated_state_dir(args)
-    conn = open_existing_store(state)
-    if conn is None:
+    store = open_existing_store(state)
+    if store is None:
         print(f"hookd subscriptions forget: no store in {state} "
               "(has hookd run with this config?)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        store = SubscriptionStore(conn)
-        row = store.get(args.id)
+
+    async def forget(store: Store) -> tuple[int, SubscriptionRow | None, str]:
+        row = await store.subscriptions.get(args.id)
         if row is None:
             print(f"hookd subscriptions forget: no subscription {args.id!r} is recorded "
                   "(`hookd subscriptions` lists them)", file=sys.stderr)
-            return EXIT_ERRORS
+            return EXIT_ERRORS, None, ""
         upstream = ", ".join(p for p in (
             f"upstream id {row.upstream_id}" if row.upstream_id else "",
             f"Location {row.location}" if row.location else "") if p)
@@ -139,10 +143,17 @@ def run_forget(args: argparse.Namespace) -> int:
                   "leave that hook delivering to a callback URL that no longer answers. "
                   "Remove its flow and run `hookd apply` to delete it upstream, or delete "
                   "it upstream by hand and then pass --force.", file=sys.stderr)
-            return EXIT_ERRORS
-        store.remove(row.id)
-    finally:
-        conn.close()
+            return EXIT_ERRORS, None, ""
+        await store.subscriptions.remove(row.id)
+        return EXIT_OK, row, upstream
+
+    try:
+        code, row, upstream = run_on(store, forget)
+    except StoreError as exc:
+        print(f"hookd subscriptions forget: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    if row is None:
+        return code
     print(f"forgot subscription {row.id}: flow {row.flow}, {row.connector}, status "
           f"{row.status}" + (f", {upstream} (left upstream as it is)" if upstream else ""))
     if row.last_error:

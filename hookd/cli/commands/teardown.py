@@ -22,12 +22,14 @@ from hookd.cli.commands._common import (
     EXIT_USAGE,
     add_config_args,
     add_state_arg,
+    run_on,
 )
 from hookd.cli.commands.apply import render_report
 from hookd.cli.commands.plan import config_and_state, make_upstream, render_plan, use_color
 
 if TYPE_CHECKING:
     from hookd.config.model import Config
+    from hookd.store.interface import Subscriptions
 
 UNLIMITED = 1_000_000
 
@@ -46,7 +48,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import dataclasses
 
     loaded = config_and_state(args, "teardown", create=True)
@@ -54,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     empty = dataclasses.replace(config, flows={}, empty_flow_files=())
-    return asyncio.run(_teardown(empty, store, secret, args.yes))
+    return run_on(store, lambda s: _teardown(empty, s.subscriptions, secret, args.yes))
 
 
-async def _teardown(config: Config, store: Any, secret: bytes, yes: bool) -> int:
+async def _teardown(config: Config, store: Subscriptions, secret: bytes, yes: bool) -> int:
     from hookd.reconcile.reconciler import Reconciler
 
     color = use_color(sys.stdout)

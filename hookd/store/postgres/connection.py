@@ -19,14 +19,17 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from hookd.store import errors
+
 Conn = psycopg.AsyncConnection[TupleRow]
 
 POOL_WAIT = 10.0  # seconds
 SESSION_SETTINGS = {"synchronous_commit": "on", "timezone": "UTC"}
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be reached or refused the work; nothing was committed.
+class StoreUnavailable(errors.Unavailable):
+    """The database cannot be reached or refused the work; nothing was committed (the
+    store's `hookd.store.errors.Unavailable`: the listener answers 503, the API 503).
 
     The message names the server (host, port, database), never the password.
     """

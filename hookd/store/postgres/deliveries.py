@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hookd.store.postgres.connection import Conn, StoreUnavailable, describe
 from hookd.store.postgres.schema import LOCK_FLOW, LOCK_NAMESPACE
-from hookd.store.sqlite.deliveries import Delivery
+from hookd.store.records import Delivery
 
 # The channel of "deliveries may be claimable" (hookd.store.postgres.wakeup listens).
 CHANNEL = "hookd_deliveries"

@@ -33,8 +33,8 @@ from hookd.callbacks import payload
 from hookd.callbacks.payload import SchemaCheck
 from hookd.store.postgres.connection import Conn, StoreUnavailable
 from hookd.store.postgres.deliveries import CHANNEL, transaction
-from hookd.store.sqlite.deliveries import FLAG_SCHEMA_WARNING, NewDelivery, PreparedRow, prepare
-from hookd.store.sqlite.engine import Recorded
+from hookd.store.records import FLAG_SCHEMA_WARNING, NewDelivery, Recorded
+from hookd.store.sqlite.deliveries import PreparedRow, prepare
 
 log = logging.getLogger("hookd.store.postgres.inbox")
 

@@ -16,19 +16,11 @@ from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
 
+from hookd.store import errors
 from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import CHANNEL, finish_in, transaction
-from hookd.store.sqlite.runs import (
-    FINISHED,
-    OUTPUT_CAP,
-    ReplayError,
-    Run,
-    RunStatus,
-    StepResult,
-    StepStatus,
-    encode,
-    new_run_id,
-)
+from hookd.store.records import FINISHED, Run, RunStatus, StepResult, StepStatus, new_run_id
+from hookd.store.sqlite.runs import OUTPUT_CAP, encode
 
 RUN_COLUMNS = (
     "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
@@ -210,11 +202,11 @@ class PgRunHistory:
                     r = await (await conn.execute("SELECT 1 FROM deliveries WHERE id = %s",
                                                   (delivery_id,))).fetchone()
                     if r is None:
-                        raise ReplayError(f"delivery {delivery_id} of run {run[0]} was pruned;"
-                                          " it cannot be replayed", 410)
+                        raise errors.Gone(f"delivery {delivery_id} of run {run[0]} was pruned;"
+                                          " it cannot be replayed")
             if delivery_id is None:
                 what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
-                raise ReplayError(f"no {what} {ident!r}", 404)
+                raise errors.NotFound(f"no {what} {ident!r}")
             r = await (await conn.execute(
                 "UPDATE deliveries SET status = 'queued', error = NULL, updated_at = %s"
                 " WHERE id = %s AND status IN ('done', 'failed') RETURNING id",
@@ -222,8 +214,8 @@ class PgRunHistory:
             if r is None:
                 s = await (await conn.execute("SELECT status FROM deliveries WHERE id = %s",
                                               (delivery_id,))).fetchone()
-                raise ReplayError(f"delivery {delivery_id} is {s[0] if s else 'gone'};"
-                                  " it will run anyway", 409)
+                raise errors.Conflict(f"delivery {delivery_id} is {s[0] if s else 'gone'};"
+                                      " it will run anyway")
             await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         return str(delivery_id)
 

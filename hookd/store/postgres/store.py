@@ -21,14 +21,13 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from psycopg_pool import AsyncConnectionPool
 
 from hookd.config import secrets as config_secrets
 from hookd.config.model import MaybeSecret
+from hookd.store.interface import Health, Mode, Role
 from hookd.store.postgres import meta, replicas, schema
 from hookd.store.postgres.connection import (
     Conn,
@@ -53,8 +52,6 @@ log = logging.getLogger("hookd.store.postgres")
 REPLICA_FILE = "replica.id"
 PROBE_EVERY = 2.0  # seconds between the health probe's queries
 
-Role = Literal["daemon", "worker", "cli"]
-Mode = Literal["create", "existing", "readonly", "ephemeral"]
 
 
 def resolve_url(url: MaybeSecret, *, env: dict[str, str] | None = None) -> str:
@@ -90,14 +87,8 @@ def replica_name(state_dir: Path | None) -> str:
     return fresh
 
 
-@dataclass(frozen=True)
-class HealthState:
-    """The last known state (the shape of `hookd.store.interface.Health`)."""
-
-    ok: bool
-    error: str | None = None
-    checked_at: float = 0.0
-    wal_bytes: int | None = None
+# The last known state: the interface's own record.
+HealthState = Health
 
 
 class PgHealth(SessionTask):

@@ -16,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import transaction
-from hookd.store.sqlite.subscriptions import STATUSES, SubscriptionRow, Update
+from hookd.store.records import SUBSCRIPTION_STATUSES as STATUSES
+from hookd.store.records import SubscriptionRow, Update
 
 COLUMNS = (
     "id, flow, fingerprint, connector, operation, connection, scope, parameters, location,"

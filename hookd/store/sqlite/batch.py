@@ -1,13 +1,14 @@
-"""Group commit for the worker's store writes.
+"""Group commit for the worker's store writes (the "worker" role's executor).
 
 The worker records every step start and end as it happens; with dozens of runs in flight
 that is thousands of tiny transactions a second, and each commit has a fixed cost.
-`LoopBatchingDb` collects the store calls made during one turn of the event loop and
-runs them in a single transaction at the end of that turn. A caller's await returns only
-after that COMMIT, so "recorded" still means committed before the run goes on.
+`LoopBatchingDb` collects the store calls made during one turn of the event loop and runs
+them in a single transaction by a callback at the end of that turn, on the loop's own
+thread. A caller's await returns only after that COMMIT, so "recorded" still means
+committed before the run goes on.
 
-Store methods open their own ``BEGIN IMMEDIATE`` transactions; `_Nesting` hands them a
-connection on which, inside the batch, those are no-ops.
+The table modules open their own ``BEGIN IMMEDIATE`` transactions; `Nesting` hands them
+a connection on which, inside the batch, those are no-ops (`executor.Nesting`).
 """
 
 from __future__ import annotations
@@ -16,43 +17,28 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from hookd.store.sqlite.executor import Nesting, Tables, domain_error
 
-class _Nesting:
-    """A connection proxy for store methods run inside a batch: their own BEGIN, COMMIT
-    and ROLLBACK become no-ops while the batch transaction is open (an exception still
-    propagates, and the batch then rolls back and replays its calls one by one)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if self._conn.in_transaction:
-            word = sql.lstrip()[:8].upper()
-            if word.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-                return None
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+T = TypeVar("T")
 
 
 class LoopBatchingDb:
-    """The same group commit, on the event loop's own thread.
+    """Calls made during one turn of the loop, executed together in one transaction.
 
-    Calls made during one turn of the loop are executed together, in one transaction,
-    by a callback scheduled for the end of that turn. Each SQLite statement takes tens of
-    microseconds, so running them inline costs the loop less than handing them to a
-    thread: a worker thread must win the GIL back after every statement, and while the
-    loop is busy that wait is up to the interpreter's 5 ms switch interval.
+    Why on the loop's thread: each SQLite statement takes tens of microseconds, so running
+    them inline costs the loop less than handing them to a thread, which must win the GIL
+    back after every statement (up to the interpreter's 5 ms switch interval while the
+    loop is busy). Why it never waits for the write lock: see `_flush`.
     """
 
     def __init__(self, open: Callable[[], sqlite3.Connection], *, max_batch: int = 512) -> None:
         self._open = open
         self.max_batch = max_batch
         self._raw: sqlite3.Connection | None = None
-        self._conn: _Nesting | None = None
+        self._conn: Nesting | None = None
+        self._tables: Tables | None = None
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self.commits = 0
@@ -63,8 +49,21 @@ class LoopBatchingDb:
     def start(self) -> Any:
         self._raw = self._open()
         self._raw.execute("PRAGMA busy_timeout=0")  # see _flush
-        self._conn = _Nesting(self._raw)
+        self._conn = Nesting(self._raw)
+        self._tables = Tables.over(self._conn)
         return self._conn
+
+    async def run(self, fn: Callable[[Tables], T], *, write: bool = True) -> T:
+        """The executor interface (`hookd.store.sqlite.executor.Executor`): `fn` of the
+        tables, in this turn's transaction (reads too: they are as cheap inside it);
+        SQLite's errors become the store's."""
+        tables = self._tables
+        assert tables is not None, "LoopBatchingDb.run before start"
+        try:
+            result: T = await self.call(fn, tables)
+        except sqlite3.Error as exc:
+            raise domain_error(exc) from exc
+        return result
 
     async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -62,11 +62,25 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
         path, timeout=30.0, isolation_level=None, check_same_thread=check_same_thread
     )
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    _wal_mode(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _wal_mode(conn: sqlite3.Connection) -> None:
+    """``journal_mode=WAL``, retried: on a new file opened by several processes at once
+    (the daemon and its worker child) SQLite answers "locked" at once, without waiting."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 _migrate_lock = threading.Lock()
@@ -88,6 +102,12 @@ def migrate(conn: sqlite3.Connection, migrations: Iterable[Migration] | None = N
         for m in todo:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # Another process may have applied it since the look above (two starting
+                # at once: the daemon and its worker child): the write lock decides.
+                if conn.execute("SELECT 1 FROM schema_migrations WHERE component = ? AND"
+                                " version = ?", (m.component, m.version)).fetchone():
+                    conn.execute("ROLLBACK")
+                    continue
                 for statement in _split(m.sql):
                     conn.execute(statement)
                 conn.execute(
@@ -135,6 +155,14 @@ class immediate_transaction:
 
 def _split(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an existing file (`hookd send` reads the subscriptions
+    of a store a running daemon owns, and must never write to it)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 def open_db(state_dir: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:

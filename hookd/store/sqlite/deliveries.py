@@ -2,9 +2,11 @@
 
 The callback server records deliveries here (through `hookd.store.sqlite.inbox`, which batches many
 requests into one transaction) *before* it answers, and the worker takes them out with
-`claim` and reports with `finish`. Because the row is committed first, a delivery
-acknowledged to the upstream survives a crash; `requeue_running` at start puts back the
-ones that were being processed when the process died, so each runs at least once.
+`claim` (with a lease, renewed while it runs) and reports with `finish`. Because the
+row is committed first, a delivery acknowledged to the upstream survives a crash;
+`requeue_running` at start puts back the ones that were being processed when the process
+died, and a claim whose lease expired (its worker could not write its outcome) is
+claimable again, so each runs at least once.
 
 Ids are time-ordered (``<ms timestamp hex><sequence hex><random hex>``) so that sorting
 by id is sorting by arrival, and `claim` hands out the oldest first.
@@ -16,23 +18,26 @@ the worker wants another attempt later).
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
+from hookd.store.records import (
+    FINAL_STATUSES,
+    FLAG_SCHEMA_WARNING,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    new_id,
+)
 from hookd.store.sqlite.db import Migration, immediate_transaction, where_equal
 
-Status = Literal["queued", "running", "done", "failed"]
-FINAL_STATUSES = ("done", "failed")
-
-# Flag set when the payload did not match the trigger's schema under policy "warn".
-FLAG_SCHEMA_WARNING = "schema-warning"
+Status = DeliveryStatus
+__all__ = ["FINAL_STATUSES", "FLAG_SCHEMA_WARNING", "Delivery", "DeliveryStore", "NewDelivery",
+           "new_id", "prepare"]
 
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -75,88 +80,23 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX deliveries_queued ON deliveries (flow, id) WHERE status = 'queued'
         """,
     ),
+    # Leases (issue 16 item 10): a claim is ``running`` until `lease_until`; a worker that
+    # cannot write its outcome (disk full) or dies stops renewing it, and the delivery is
+    # claimable again once it expired, instead of staying ``running`` until a restart.
+    Migration(
+        "deliveries",
+        3,
+        """
+        ALTER TABLE deliveries ADD COLUMN lease_until REAL
+        """,
+    ),
 ]
 
+DEFAULT_LEASE = 60.0  # seconds a claim lasts unless the claimer says otherwise
+# Seconds between two looks for expired leases by one connection: the look is cheap (the
+# status index holds few running rows) but a claim runs many times a second.
+EXPIRY_CHECK_INTERVAL = 0.25
 
-@dataclass(frozen=True)
-class NewDelivery:
-    """A delivery about to be recorded (no id, no status yet).
-
-    `headers` are the request headers as received (lower-cased names); `body` is the raw
-    body, or for one item of a batch trigger that item as JSON; `item` is then its index.
-    `dedup_key` is ``<subscription id>:<delivery-id header value>`` when the connector
-    names such a header.
-    """
-
-    subscription_id: str
-    flow: str
-    received_at: float
-    headers: Mapping[str, str]
-    body: bytes
-    event: str | None = None
-    dedup_key: str | None = None
-    flags: tuple[str, ...] = ()
-    item: int | None = None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: str
-    subscription_id: str
-    flow: str
-    received_at: float
-    headers: Mapping[str, str]
-    body: bytes
-    event: str | None
-    dedup_key: str | None
-    item: int | None
-    status: Status
-    attempts: int
-    flags: tuple[str, ...] = field(default=())
-    error: str | None = None
-    updated_at: float = 0.0
-
-    def json(self) -> Any:
-        """The body parsed as JSON (the server only records bodies that parse)."""
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def delivery_id(self) -> str | None:
-        """The upstream's own delivery id (the part of `dedup_key` after the subscription)."""
-        if self.dedup_key is None:
-            return None
-        return self.dedup_key.split(":", 1)[1] if ":" in self.dedup_key else self.dedup_key
-
-
-class _IdGenerator:
-    """Time-ordered ids: 12 hex ms timestamp, 4 hex sequence, 8 hex random.
-
-    The sequence makes ids generated in the same millisecond by this process sort in
-    generation order; the random part keeps two processes from colliding.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = 0
-        self._seq = 0
-
-    def __call__(self, now: float | None = None) -> str:
-        ms = int((time.time() if now is None else now) * 1000)
-        with self._lock:
-            if ms <= self._last_ms:
-                ms = self._last_ms
-                self._seq += 1
-                if self._seq > 0xFFFF:  # more than 65k ids in one ms: borrow the next ms
-                    ms += 1
-                    self._seq = 0
-            else:
-                self._seq = 0
-            self._last_ms = ms
-            seq = self._seq
-        return f"{ms:012x}{seq:04x}{random.getrandbits(32):08x}"
-
-
-new_id = _IdGenerator()
 
 _COLUMNS = (
     "id, subscription_id, flow, received_at, headers, body, event, dedup_key, item,"
@@ -226,6 +166,7 @@ class DeliveryStore:
     def __init__(self, conn: sqlite3.Connection, *, clock: Any = time.time) -> None:
         self.conn = conn
         self._clock = clock
+        self._expiry_checked = 0.0
 
     # ------------------------------------------------------------------ writing
 
@@ -267,11 +208,14 @@ class DeliveryStore:
                 args,
             )
 
-    def claim(self, limit: int = 1, *, flows: Sequence[str] | None = None) -> list[Delivery]:
-        """Move up to `limit` queued deliveries to running, oldest first, and return them.
+    def claim(self, limit: int = 1, *, flows: Sequence[str] | None = None,
+              lease: float = DEFAULT_LEASE) -> list[Delivery]:
+        """Move up to `limit` claimable deliveries to running until ``now + lease``, oldest
+        first, and return them.
 
         Atomic: two workers (or processes) never claim the same delivery. `flows`
-        restricts the claim to those flows (e.g. to respect per-flow concurrency).
+        restricts the claim to those flows (e.g. to respect per-flow concurrency). Running
+        deliveries whose lease expired are put back in the queue first (`expire`).
         """
         if limit <= 0:
             return []
@@ -282,14 +226,46 @@ class DeliveryStore:
                 return []
             where += f" AND flow IN ({','.join('?' * len(flows))})"
             args.extend(flows)
+        now = self._clock()
         with immediate_transaction(self.conn):
+            if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL:
+                self._expiry_checked = now
+                self.expire(now)
             rows = self.conn.execute(
                 f"UPDATE deliveries SET status = 'running', attempts = attempts + 1,"
-                f" updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE {where}"
-                f" ORDER BY id LIMIT ?) RETURNING {_COLUMNS}",
-                (self._clock(), *args, limit),
+                f" updated_at = ?, lease_until = ? WHERE id IN (SELECT id FROM deliveries"
+                f" WHERE {where} ORDER BY id LIMIT ?) RETURNING {_COLUMNS}",
+                (now, now + lease, *args, limit),
             ).fetchall()
         return sorted((_row(r) for r in rows), key=lambda d: d.id)
+
+    def expire(self, now: float) -> int:
+        """Running deliveries whose lease ended go back to queued (in the caller's
+        transaction); a missing lease (a row claimed before leases existed) has ended."""
+        cur = self.conn.execute(
+            "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = ?"
+            " WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?)",
+            (now, now),
+        )
+        return max(cur.rowcount, 0)
+
+    def renew(self, delivery_ids: Sequence[str], lease: float = DEFAULT_LEASE) -> None:
+        """Extend the leases of running deliveries (one statement per 500)."""
+        until = self._clock() + lease
+        with immediate_transaction(self.conn):
+            for start in range(0, len(delivery_ids), 500):
+                chunk = list(delivery_ids[start:start + 500])
+                self.conn.execute(
+                    f"UPDATE deliveries SET lease_until = ? WHERE status = 'running'"
+                    f" AND id IN ({','.join('?' * len(chunk))})",
+                    (until, *chunk),
+                )
+
+    def queued_flows(self) -> list[str]:
+        """The flows with queued deliveries (covered by the deliveries_queued index)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT flow FROM deliveries WHERE status = 'queued'").fetchall()
+        return [r[0] for r in rows]
 
     def finish(self, delivery_id: str, status: Status, error: str | None = None) -> None:
         """Record the outcome of a claimed delivery: done, failed, or queued (try again)."""
@@ -297,7 +273,8 @@ class DeliveryStore:
             raise ValueError(f"finish: status must be done, failed or queued, not {status!r}")
         with immediate_transaction(self.conn):
             self.conn.execute(
-                "UPDATE deliveries SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                "UPDATE deliveries SET status = ?, error = ?, updated_at = ?, lease_until = NULL"
+                " WHERE id = ?",
                 (status, error, self._clock(), delivery_id),
             )
 
@@ -322,7 +299,8 @@ class DeliveryStore:
         now = self._clock()
         with immediate_transaction(self.conn):
             self.conn.executemany(
-                "UPDATE deliveries SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                "UPDATE deliveries SET status = ?, error = ?, updated_at = ?, lease_until = NULL"
+                " WHERE id = ?",
                 [(status, error, now, i) for i in delivery_ids],
             )
 
@@ -330,7 +308,8 @@ class DeliveryStore:
         """At start: deliveries left running by a dead process go back to queued."""
         with immediate_transaction(self.conn):
             cur = self.conn.execute(
-                "UPDATE deliveries SET status = 'queued', updated_at = ? WHERE status = 'running'",
+                "UPDATE deliveries SET status = 'queued', updated_at = ?, lease_until = NULL"
+                " WHERE status = 'running'",
                 (self._clock(),),
             )
         return cur.rowcount

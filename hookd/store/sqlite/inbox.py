@@ -21,15 +21,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hookd.store.sqlite.deliveries import NewDelivery
+from hookd.store.records import NewDelivery, Recorded
 from hookd.store.sqlite.engine import (
+    LOCKED_GIVE_UP,
     CommitInfo,
     Engine,
     InboxError,
     InboxStats,
     Job,
     Outcome,
-    Recorded,
 )
 
 log = logging.getLogger("hookd.store.sqlite.inbox")
@@ -54,8 +54,12 @@ class Inbox:
         window: float = 0.0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
+        datasync: Callable[[int], None] | None = None,
+        locked_give_up: float = LOCKED_GIVE_UP,
     ) -> None:
         self.db_path = Path(db_path)
+        self._engine_options: dict[str, Any] = {"datasync": datasync,
+                                                 "locked_give_up": locked_give_up}
         self.dedup_window = dedup_window
         self.window = window
         self.max_batch = max_batch
@@ -122,7 +126,8 @@ class Inbox:
         if self._engine is not None or self._closed:
             return
         engine = Engine(self.db_path, self._deliver, dedup_window=self.dedup_window,
-                        max_batch=self.max_batch, clock=self.clock, stats=self.stats)
+                        max_batch=self.max_batch, clock=self.clock, stats=self.stats,
+                        **self._engine_options)
         engine.start()
         self._engine = engine
         self._error = None

@@ -23,17 +23,24 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hookd.store import errors
+from hookd.store.records import (
+    FINISHED,
+    RUN_STATUSES,
+    Run,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    new_run_id,
+    steps_done,
+)
 from hookd.store.sqlite.db import Migration, immediate_transaction, where_equal
-from hookd.store.sqlite.deliveries import new_id
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StepStatus = Literal["running", "succeeded", "failed", "skipped"]
-RUN_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+__all__ = ["FINISHED", "RUN_STATUSES", "Run", "RunStore", "StepResult", "replay",
+           "steps_done"]
+
 OUTPUT_CAP = 256 * 1024  # bytes of JSON kept per step output
 
 MIGRATIONS: list[Migration] = [
@@ -75,82 +82,6 @@ MIGRATIONS: list[Migration] = [
     ),
 ]
 
-
-@dataclass(frozen=True)
-class StepResult:
-    step_id: str
-    index: int
-    kind: str
-    status: StepStatus
-    attempt: int
-    started_at: float
-    ended_at: float | None
-    input: Any
-    output: Any
-    error: str | None
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.ended_at is None else self.ended_at - self.started_at
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.step_id,
-            "index": self.index,
-            "kind": self.kind,
-            "status": self.status,
-            "attempt": self.attempt,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration": self.duration,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    delivery_id: str
-    flow: str
-    status: RunStatus
-    attempt: int
-    config_revision: str
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    error: str | None
-    steps: tuple[StepResult, ...] = field(default=())
-
-    @property
-    def duration(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-    def to_json(self, *, steps: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "delivery": self.delivery_id,
-            "flow": self.flow,
-            "status": self.status,
-            "attempt": self.attempt,
-            "config_revision": self.config_revision,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration": self.duration,
-            "error": self.error,
-        }
-        if steps:
-            out["steps"] = [s.to_json() for s in self.steps]
-        return out
-
-
-# Run ids are time-ordered like delivery ids (sorting by id is sorting by creation, ids
-# from two processes do not collide): one generator serves both.
-new_run_id = new_id
 
 _RUN_COLUMNS = (
     "id, delivery_id, flow, status, attempt, config_revision, created_at, started_at,"
@@ -287,6 +218,12 @@ class RunStore:
         ).fetchall()
         return [_run(r) for r in rows]
 
+    def since(self, when: float) -> dict[str, int]:
+        """Runs created since `when`, by status (the runs_created index)."""
+        rows = self.conn.execute(
+            "SELECT status, count(*) FROM runs WHERE created_at >= ? GROUP BY status", (when,))
+        return {str(s): int(n) for s, n in rows}
+
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(RUN_STATUSES, 0)
         for status, n in self.conn.execute("SELECT status, count(*) FROM runs GROUP BY status"):
@@ -382,40 +319,14 @@ class RunStore:
         return removed
 
 
-def prune(conn: sqlite3.Connection, *, max_age: float, max_runs: int) -> dict[str, int]:
-    """Retention for the daemon's scheduler: prune runs by age and count, then finished
-    deliveries older than `max_age` that no kept run refers to."""
-    runs = RunStore(conn).prune(max_age=max_age, max_runs=max_runs)
-    cutoff = time.time() - max_age
-    with immediate_transaction(conn):
-        cur = conn.execute(
-            "DELETE FROM deliveries WHERE received_at < ? AND status IN ('done', 'failed')"
-            " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.delivery_id = deliveries.id)",
-            (cutoff,),
-        )
-    return {"runs": runs, "deliveries": max(cur.rowcount, 0)}
-
-
-def steps_done(results: Sequence[StepResult]) -> dict[str, StepResult]:
-    """The steps of a run that finished (any status but running), by step id."""
-    return {s.step_id: s for s in results if s.status != "running"}
-
-
-class ReplayError(Exception):
-    """Replay impossible; `status` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def replay(conn: sqlite3.Connection, ident: str, *, kind: str | None = None) -> str:
+def replay(conn: sqlite3.Connection, ident: str, *,
+           kind: Literal["run", "delivery"] | None = None) -> str:
     """Put the delivery of run `ident` (or delivery `ident`: hookd's id, or the upstream's
     own delivery id when one delivery has it) back in the queue; the worker
     then creates a new run for it (the next attempt), keeping the earlier runs in the
     history. `kind` restricts `ident` to ``"run"`` or ``"delivery"``. Returns the
-    delivery id. Raises `ReplayError` (404 unknown, 409 still queued or running, 410 the
-    delivery was pruned)."""
+    delivery id. Raises `errors.NotFound` (unknown), `errors.Conflict` (still queued or
+    running) or `errors.Gone` (the delivery was pruned)."""
     from hookd.store.sqlite.deliveries import DeliveryStore
 
     deliveries = DeliveryStore(conn)
@@ -427,21 +338,21 @@ def replay(conn: sqlite3.Connection, ident: str, *, kind: str | None = None) -> 
         if run is not None:
             delivery_id = run.delivery_id
             if deliveries.get(delivery_id) is None:
-                raise ReplayError(f"delivery {delivery_id} of run {run.id} was pruned; "
-                                  "it cannot be replayed", 410)
+                raise errors.Gone(f"delivery {delivery_id} of run {run.id} was pruned; "
+                                  "it cannot be replayed")
     if delivery_id is None and kind in (None, "delivery"):
         # The upstream's own delivery id (X-GitHub-Delivery): what the user has at hand.
         found = deliveries.with_upstream_id(ident)
         if len(found) > 1:
-            raise ReplayError(f"{len(found)} deliveries were received with delivery id "
-                              f"{ident!r} (by different subscriptions); replay one by hookd's "
-                              f"id: {', '.join(found)}", 409)
+            raise errors.Conflict(f"{len(found)} deliveries were received with delivery id "
+                                  f"{ident!r} (by different subscriptions); replay one by "
+                                  f"hookd's id: {', '.join(found)}")
         delivery_id = found[0] if found else None
     if delivery_id is None:
         what = {"run": "run", "delivery": "delivery"}.get(kind or "", "run or delivery")
-        raise ReplayError(f"no {what} {ident!r}", 404)
+        raise errors.NotFound(f"no {what} {ident!r}")
     if not deliveries.requeue(delivery_id):
         current = deliveries.get(delivery_id)
         status = current.status if current is not None else "gone"
-        raise ReplayError(f"delivery {delivery_id} is {status}; it will run anyway", 409)
+        raise errors.Conflict(f"delivery {delivery_id} is {status}; it will run anyway")
     return delivery_id

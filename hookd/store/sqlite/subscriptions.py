@@ -23,14 +23,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
+from hookd.store.records import (
+    SETTABLE,
+    SUBSCRIPTION_STATUSES,
+    SubscriptionRow,
+    SubscriptionStatus,
+    Update,
+)
 from hookd.store.sqlite.db import Migration
 
-Status = Literal["pending", "active", "failed", "deleting", "orphaned"]
-STATUSES: tuple[Status, ...] = ("pending", "active", "failed", "deleting", "orphaned")
+Status = SubscriptionStatus
+STATUSES = SUBSCRIPTION_STATUSES
+__all__ = ["STATUSES", "SubscriptionRow", "SubscriptionStore", "Update"]
 
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -67,39 +74,6 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class SubscriptionRow:
-    id: str
-    flow: str
-    fingerprint: str
-    connector: str
-    operation: str
-    connection: str | None
-    scope: str | None  # list scope (hookd.subscriptions.desired.scope_key) or None
-    # Non-secret subscribe parameters (path/query, e.g. owner/repo): a delete operation
-    # needs them next to the upstream id. Secret references are stored as their text.
-    parameters: Mapping[str, Any]
-    location: str | None
-    upstream_id: str | None
-    secret: str = field(repr=False)
-    status: Status = "pending"
-    last_error: str | None = None
-    verified_at: float | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-    def public_dict(self) -> dict[str, Any]:
-        """Every field except the secret (for `hookd subscriptions --format json`)."""
-        return {
-            "id": self.id, "flow": self.flow, "status": self.status,
-            "connector": self.connector, "operation": self.operation,
-            "connection": self.connection, "fingerprint": self.fingerprint,
-            "location": self.location, "upstream_id": self.upstream_id,
-            "last_error": self.last_error, "verified_at": self.verified_at,
-            "created_at": self.created_at, "updated_at": self.updated_at,
-        }
-
-
 def _row(r: sqlite3.Row) -> SubscriptionRow:
     return SubscriptionRow(
         id=r["id"], flow=r["flow"], fingerprint=r["fingerprint"], connector=r["connector"],
@@ -111,21 +85,6 @@ def _row(r: sqlite3.Row) -> SubscriptionRow:
     )
 
 
-@dataclass(frozen=True)
-class Update:
-    """One change to one row, for `SubscriptionStore.apply_many` (group commit).
-
-    kind: ``upsert`` (`row` replaces any row with its id), ``set`` (`fields` on `sub_id`),
-    ``remove`` (drop `sub_id`).
-    """
-
-    kind: Literal["upsert", "set", "remove"]
-    sub_id: str
-    row: SubscriptionRow | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-_SETTABLE = {"status", "location", "upstream_id", "last_error", "verified_at"}
 
 
 class SubscriptionStore:
@@ -178,7 +137,7 @@ class SubscriptionStore:
                     assert u.row is not None
                     self._upsert(u.row, now)
                 elif u.kind == "set":
-                    bad = set(u.fields) - _SETTABLE
+                    bad = set(u.fields) - SETTABLE
                     if bad:
                         raise ValueError(f"not settable: {sorted(bad)}")
                     if "status" in u.fields and u.fields["status"] not in STATUSES:
