@@ -172,8 +172,7 @@ class Daemon:
         await self.worker.start()
         self._spawn(self.reloader.watch(self._reconcile_soon), "watch")
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile.reconciler")
-        if settings.reconcile.on_start:
-            self._spawn(self.reconcile("start"), "reconcile")
+        self.jobs.start_leading()  # reconciles at once when elected (on_start: at start)
         scheduler = await self.jobs.start_scheduler()
 
         await self._stop.wait()
@@ -254,6 +253,7 @@ class Daemon:
         return state
 
     async def _close(self) -> None:
+        await self.jobs.stop_leading()  # another replica may lead at once
         if self.state is not None:
             with contextlib.suppress(Exception):
                 await self.state.aclose()  # commits what the inbox holds
@@ -379,6 +379,7 @@ class Daemon:
             runs_last_hour=await self.store.runs.since(time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
             connections=self._unready_connections(),
+            extra={"store": {**await self.store.describe(), "leading": self.jobs.leading}},
         )
 
     def _unready_connections(self) -> dict[str, tuple[str, str]]:

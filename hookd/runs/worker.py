@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -136,8 +137,10 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self._store is None:
+            # hookd.yaml's store (PostgreSQL or SQLite), in this worker's state directory.
             config = self._get_config()
-            where = self._state_dir or (config.settings if config is not None else self.state_dir)
+            where: model.Settings | Path = self.state_dir if config is None else dataclasses.replace(
+                config.settings, state_dir=self.state_dir)
             self._store = stores.open(where, role="worker")
         await self._store.start()
         self.runs = self._store.runs
