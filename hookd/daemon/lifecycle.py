@@ -386,9 +386,9 @@ class Daemon:
         """``oauth:`` connections in use that cannot authenticate (read from the token
         files: a few small reads, on the admin listener's request)."""
         from hookd.oauth.readiness import unready, used_connections
-        from hookd.store.tokens import FileTokenStore
+        from hookd.store.tokens import open_tokens
 
-        store = FileTokenStore(self.config.settings.state_dir)
+        store = open_tokens(self.config.settings)
         try:
             found = unready(self.config, store.get, time.time(), used_connections(self.config))
         except OSError as exc:

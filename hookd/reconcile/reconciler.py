@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
 
-from hookd.config.model import Config, Connection
+from hookd.config.model import Config, Connection, Settings
 from hookd.connectors.model import Connector, WebhookTrigger
 from hookd.store.interface import Subscriptions
 from hookd.store.records import SubscriptionRow, Update
@@ -699,7 +699,7 @@ async def reconcile_once(
     own = upstream is None
     client = upstream or with_tokens(
         Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries)),
-        config.settings.state_dir)
+        config.settings)
     try:
         reconciler = Reconciler(config, store, client, server_secret, progress=progress)
         return await reconciler.reconcile(allow_deletes=allow_deletes)
@@ -708,10 +708,11 @@ async def reconcile_once(
             await client.aclose()
 
 
-def with_tokens(upstream: Upstream, state_dir: Path) -> Upstream:
-    """`upstream` taking the access tokens of ``oauth:`` connections from the state
-    directory (refreshing them there); the one way hookd's clients are given tokens."""
-    from hookd.store.tokens import FileTokenStore
+def with_tokens(upstream: Upstream, where: Settings | Path) -> Upstream:
+    """`upstream` taking the access tokens of ``oauth:`` connections from the store of
+    `where` (its settings, or a state directory; refreshing them there); the one way
+    hookd's clients are given tokens."""
+    from hookd.store.tokens import open_tokens
     from hookd.upstream.oauth import attach
 
-    return attach(upstream, FileTokenStore(state_dir))
+    return attach(upstream, open_tokens(where))
