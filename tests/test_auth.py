@@ -126,3 +126,18 @@ def test_run_warns_when_admin_flag_binds_beyond_loopback(tmp_path: Path) -> None
         proc.terminate()
         _, err = proc.communicate(timeout=15)
     assert "the admin listener binds 0.0.0.0" in err
+
+
+def test_the_status_page_forms_pass_the_guard_but_not_from_another_site() -> None:
+    """The page's forms are urlencoded (an HTML form cannot send JSON): the guard lets them
+    through to the page, which checks its CSRF token; cross-site ones stop at the guard."""
+    from hookd.admin.auth import AdminAuth
+
+    guard = AdminAuth("t0ken", frozenset())
+    form = {"host": "127.0.0.1:8081", "content-type": "application/x-www-form-urlencoded"}
+    assert guard.refusal("POST", "/runs/abc/replay", form) is None
+    assert guard.refusal("POST", "/signin", form) is None
+    assert guard.refusal("POST", "/api/runs/abc/replay",
+                         {**form, "authorization": "Bearer t0ken"})[0] == 415  # type: ignore[index]
+    assert guard.refusal("POST", "/runs/abc/replay",
+                         {**form, "origin": "https://evil.example"})[0] == 403  # type: ignore[index]

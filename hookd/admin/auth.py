@@ -14,8 +14,10 @@ answers. So, in this order:
    (``Origin`` other than the ``Host``, or ``Sec-Fetch-Site: cross-site``) → else ``403``;
 3. ``/api/…`` (and ``/metrics`` with ``admin.open_metrics: false``) requires
    ``Authorization: Bearer <token>`` (`token_matches`, constant time) → else ``401``;
-4. a mutation must say ``Content-Type: application/json`` (what no HTML form or simple
-   cross-site request can send) → else ``415``.
+4. a mutation of the API must say ``Content-Type: application/json`` (what no HTML form
+   or simple cross-site request can send) → else ``415``. The status page's forms
+   (`hookd.admin.pages`, urlencoded, signed in with a session cookie) carry a CSRF token
+   bound to the session instead, which the page checks.
 
 ``/healthz`` and ``/readyz`` stay open (load balancers probe them without credentials).
 
@@ -204,11 +206,11 @@ class AdminAuth:
         mutation = method not in SAFE_METHODS
         if mutation and cross_site(headers):
             return 403, "cross-site request refused"
-        protected = path.startswith("/api/") or path == "/api" or (
-            path == "/metrics" and not self.open_metrics)
+        api = path.startswith("/api/") or path == "/api"
+        protected = api or (path == "/metrics" and not self.open_metrics)
         if protected and not token_matches(self.token, headers.get("authorization")):
             return 401, "admin token required (Authorization: Bearer …; see docs/daemon.md)"
-        if mutation:
+        if mutation and api:
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media != "application/json":
                 return 415, "content type must be application/json"

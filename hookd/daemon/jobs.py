@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hookd.daemon import status
+from hookd.daemon import pages, status
 from hookd.telemetry import logs
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ class Jobs:
         self._lock = asyncio.Lock()
         self._again = False
         self._leadership: Leadership | None = None
+        self.last_pass: pages.ReconcilePass | None = None  # the status page shows it
+        self.scheduler: Any = None  # once started: when the next pass is due
 
     # ------------------------------------------------------------------ leadership
 
@@ -109,12 +111,15 @@ class Jobs:
                       exc_info=log.isEnabledFor(logging.DEBUG))
             d.state.metrics.reconcile_results.inc("pass", "error")
             changed = True  # it may have got part of the way
+            self.last_pass = pages.ReconcilePass(time.time(), reason, False, error=str(exc))
         else:
             changed = any(o.action != "keep" or o.result != "ok" for o in report.outcomes)
             counts: dict[str, int] = {}
             for o in report.outcomes:
                 counts[f"{o.action}:{o.result}"] = counts.get(f"{o.action}:{o.result}", 0) + 1
                 d.state.metrics.reconcile_results.inc(str(o.action), str(o.result))
+            self.last_pass = pages.ReconcilePass(time.time(), reason, report.ok,
+                                                 pages.outcome_summary(counts))
             log.info("reconciled", extra={
                 "reason": reason, "revision": d.revision, "ok": report.ok,
                 "seconds": round(report.duration, 3), "outcomes": counts,
@@ -183,6 +188,7 @@ class Jobs:
                           jitter=PRUNE_EVERY / 10,
                           next_run_time=datetime.fromtimestamp(first_prune, UTC))
         scheduler.start()
+        self.scheduler = scheduler
         return scheduler
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
-from hookd.daemon import listeners, reload, revision, sdnotify, series, status
+from hookd.daemon import listeners, pages, reload, revision, sdnotify, series, status
 from hookd.daemon.jobs import Jobs
 from hookd.daemon.loading import format_report, load, register_secrets
 from hookd.diagnostics import Diagnostic
@@ -130,7 +130,8 @@ class Daemon:
             log.error("cannot read or create the admin token", extra={"error": str(exc)})
             await self._close()
             return EXIT_IO
-        public, admin = listeners.build_apps(self.state, self.status_facts, self.admin_auth)
+        public, admin = listeners.build_apps(self.state, self.status_facts, self.admin_auth,
+                                             self._page_routes(self.state))
         guards = listeners.guards(settings, self.state.metrics)
         servers = [
             listeners.make_server(public, settings.public.host, settings.public.port,
@@ -239,6 +240,17 @@ class Daemon:
         self.store = stores.open(self.config.settings)
         await self.store.start()
         self.server_secret = await self.store.server_secret()
+
+    def _page_routes(self, state: AppState) -> list[Any]:
+        jobs = self.jobs
+        return pages.routes(
+            state, self.server_secret, lambda: pages.daemon_view(
+                revision=self.revision, started_at=self.started_at,
+                last_reload=self.reloader.last, last_reconcile=jobs.last_pass,
+                scheduler=jobs.scheduler),
+            token=lambda: self.admin_auth().token,
+            poke=lambda: self.worker.poke() if self.worker is not None else None,
+            draining=lambda: self.draining)
 
     async def _app_state(self) -> AppState:
         from hookd.ingest.app import AppState

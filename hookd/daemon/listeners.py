@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -106,15 +106,16 @@ def inherited_socket(env: dict[str, str]) -> socket.socket | None:
 
 
 def build_apps(state: AppState, collect: Callable[[], Awaitable[StatusFacts]],
-               auth: Callable[[], AdminAuth]) -> tuple[Any, Any]:
-    """The public app, and the admin app with ``/api/status`` and the runs API, behind
-    `auth` (the running config's `hookd.admin.auth.AdminAuth`)."""
+               auth: Callable[[], AdminAuth], pages: Sequence[Any] = ()) -> tuple[Any, Any]:
+    """The public app, and the admin app with ``/api/status``, the runs API and `pages`
+    (the status page's routes, `hookd.daemon.pages.routes`), behind `auth` (the running
+    config's `hookd.admin.auth.AdminAuth`)."""
     from hookd.admin import api
     from hookd.admin.app import create_admin_app
     from hookd.daemon import status
     from hookd.ingest.app import create_app
 
-    routes = [*status.routes(collect), *api.routes(state.store)]
+    routes = [*status.routes(collect), *api.routes(state.store), *pages]
     return create_app(state), create_admin_app(state, routes, auth=auth)
 
 

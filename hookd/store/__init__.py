@@ -4,6 +4,8 @@ it ran.
 - `hookd.store.interface` — the Protocols every caller uses (`Store` and its parts:
   `Subscriptions`, `Inbox`, `DeliveryQueue`, `RunHistory`, `StoreHealth`);
 - `hookd.store.records` — the dataclasses that cross it (rows, deliveries, runs);
+- `hookd.store.activity` — the records of the history's summaries (the status page;
+  SQLite's ``store.activity``, not yet a part of the interface);
 - `hookd.store.errors` — the domain errors it raises (`NotFound`, `Conflict`, `Gone`,
   `Unavailable`, `Busy`); the HTTP layer and the CLI choose statuses and exit codes;
 - `hookd.store.sqlite` — the only backend today: one WAL file in the state directory,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hookd.store import errors, interface
+from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
 from hookd.store.interface import FinishedStatus, Mode, Role
 from hookd.store.leadership import Solo
 from hookd.store.records import (
@@ -37,6 +38,7 @@ from hookd.store.records import (
     Update,
 )
 from hookd.store.sqlite import db
+from hookd.store.sqlite.activity import ActivityStore
 from hookd.store.sqlite.batch import LoopBatchingDb
 from hookd.store.sqlite.executor import Executor, Tables, ThreadExecutor
 from hookd.store.sqlite.health import SqliteHealth
@@ -141,6 +143,45 @@ class SqliteDeliveries:
         return self._arrivals.add(callback)
 
 
+class SqliteActivity:
+    """The history's summaries for the status page (`hookd.store.sqlite.activity`), reads."""
+
+    def __init__(self, x: Executor) -> None:
+        self._x = x
+
+    async def counts_since(self, since: float) -> Counts:
+        return await self._x.run(lambda t: ActivityStore(t.conn).counts_since(since), write=False)
+
+    async def per_minute(self, start: float, minutes: int) -> list[Minute]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).per_minute(start, minutes),
+                                 write=False)
+
+    async def deliveries(self, *, flow: str | None = None, status: str | None = None,
+                         since: float | None = None, until: float | None = None,
+                         before: str | None = None, limit: int = 50) -> list[DeliverySummary]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).deliveries(
+            flow=flow, status=status, since=since, until=until, before=before, limit=limit),
+            write=False)
+
+    async def deliveries_after(self, after: str, limit: int = 100) -> list[DeliverySummary]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).deliveries_after(after, limit),
+                                 write=False)
+
+    async def runs_after(self, after: str, limit: int = 100) -> list[Run]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).runs_after(after, limit),
+                                 write=False)
+
+    async def flow_facts(self, flows: list[str], rate_of: int) -> dict[str, FlowFacts]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).flow_facts(flows, rate_of),
+                                 write=False)
+
+    async def cursors(self) -> tuple[str, str]:
+        return await self._x.run(lambda t: ActivityStore(t.conn).cursors(), write=False)
+
+    async def body(self, delivery_id: str) -> bytes | None:
+        return await self._x.run(lambda t: ActivityStore(t.conn).body(delivery_id), write=False)
+
+
 class SqliteRuns:
     def __init__(self, x: Executor, arrivals: Arrivals, clock: Callable[[], float]) -> None:
         self._x = x
@@ -242,6 +283,8 @@ class SqliteStore:
                                                                     self._arrivals)
         self.runs: interface.RunHistory = SqliteRuns(self._executor, self._arrivals, clock)
         self.health: interface.StoreHealth = self._health
+        # Not a part of the interface (yet): the status page's summaries.
+        self.activity = SqliteActivity(self._executor)
         self._started = False
 
     @property
