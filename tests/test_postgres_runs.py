@@ -90,7 +90,7 @@ def test_prune_keeps_unfinished_work(postgres_url: str) -> None:
         now[0] = time.time()
         pruned = await PgRunHistory(a).prune(max_age=30 * 86400, max_runs=100,
                                              dedup_window=7 * 86400)
-        assert pruned == {"runs": 1, "deliveries": 1, "dedup_keys": 1}
+        assert pruned == {"runs": 1, "deliveries": 1, "dedup_keys": 1, "replicas": 0}
         assert await queue.depth() == 2  # one running, one queued: kept
 
     run_with(postgres_url, go)
