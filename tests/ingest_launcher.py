@@ -1,7 +1,7 @@
 """A real hookd ingest process for end-to-end tests, the crash test and bench/bench_ingest.py.
 
     python tests/ingest_launcher.py --state DIR --port N [--mode hookd|bare] [--consume]
-                                    [--worker inline|process]
+                                    [--worker inline|process] [--store sqlite|postgresql]
 
 `--mode hookd` serves `hookd.ingest.app.create_app` (routing, verification, schema, dedup,
 durable group-commit inbox) under uvicorn; `--mode bare` serves the baseline the
@@ -11,10 +11,15 @@ claim → done), so a test can see deliveries *processed* after a crash. `--work
 the real pipeline worker instead — in the listener's process or in a child
 (`hookd.runs.worker_process`) — with the ``push`` flow given one ``log`` step, so the
 ingest benchmark can measure the listener while deliveries are being processed.
+`--store postgresql` keeps everything in the PostgreSQL database whose URL is in
+``$HOOKD_LAUNCHER_STORE_URL`` (`STORE_URL_ENV`: never on a command line, where ``ps``
+shows it): the store is started on uvicorn's event loop (its pool and LISTEN session
+belong to that loop) and the server secret is read from the store, as the daemon does.
 
 `make_config` builds the config in code (no YAML loader needed): a GitHub-shaped connector
 plus connectors for each other verification kind, and one flow per case the tests need.
-`subscription(config, state_dir, flow)` gives a client the callback URL and signing secret.
+`subscription(config, state_dir, flow)` gives a client the callback URL and signing secret
+(`store_server_secret(config)` first, for a PostgreSQL store: its secret is in the database).
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookd.config.model import Config, Flow, Retention, Settings, Trigger
+from hookd.config.model import Config, Flow, Retention, SecretRef, Settings, StoreSetting, Trigger
 from hookd.connectors.model import Connector, Operation, Verification, WebhookTrigger
 from hookd.subscriptions import tokens
 from hookd.subscriptions.desired import desired_for_flow
 
 DATA = Path(__file__).resolve().parent / "data"
+# The environment variable that holds a PostgreSQL store's URL (`store_setting`).
+STORE_URL_ENV = "HOOKD_LAUNCHER_STORE_URL"
 
 # A partial push-event schema, as a connector's x-ms-notification-content would give it.
 PUSH_SCHEMA: dict[str, Any] = {
@@ -147,8 +154,37 @@ class Target:
     verification: Verification
 
 
-def subscription(config: Config, state_dir: Path, flow_name: str) -> Target:
-    server_secret = tokens.load_or_create_server_secret(state_dir)
+def store_setting(kind: str) -> StoreSetting:
+    """hookd.yaml's ``store:`` for `kind`: PostgreSQL's URL as a reference to
+    `STORE_URL_ENV`, resolved only where the store opens (also in a worker process)."""
+    if kind == "postgresql":
+        return StoreSetting("postgresql", SecretRef("env", STORE_URL_ENV))
+    return StoreSetting()
+
+
+def store_server_secret(config: Config) -> bytes:
+    """The server secret of `config`'s store, created (and the store migrated) if new:
+    for a PostgreSQL store, call it before `subscription` and before the launcher starts."""
+    import asyncio
+
+    from hookd import store as stores
+
+    async def read() -> bytes:
+        store = stores.open(config.settings, role="cli")
+        await store.start()
+        try:
+            return await store.server_secret()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def subscription(config: Config, state_dir: Path, flow_name: str,
+                 server_secret: bytes | None = None) -> Target:
+    """Where to send to `flow_name`; `server_secret` defaults to the SQLite store's file."""
+    if server_secret is None:
+        server_secret = tokens.load_or_create_server_secret(state_dir)
     flow = config.flows[flow_name]
     connector = config.connectors[flow.trigger.connector]
     sub = desired_for_flow(flow, connector, config.settings.public_url, server_secret)
@@ -207,30 +243,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=None, help="group-commit window, s")
     parser.add_argument("--consume", action="store_true")
     parser.add_argument("--worker", choices=["inline", "process"], default=None)
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                        help=f"postgresql: the database of ${STORE_URL_ENV}")
     parser.add_argument("--loop", default="auto")
     parser.add_argument("--http", default="auto")
     args = parser.parse_args(argv)
+    if args.store == "postgresql" and (args.window is not None or args.consume):
+        parser.error("--window and --consume are for the SQLite store")
 
     import uvicorn
 
     state_dir: Path = args.state
-    config = make_config(state_dir, f"http://127.0.0.1:{args.port}")
+    config = make_config(state_dir, f"http://127.0.0.1:{args.port}",
+                         store=store_setting(args.store))
     if args.worker:
         config = with_log_step(config)
-    app: Any
-    state: Any = None
+    launched = Launched(config, args.window, args.worker)
+    app: Any = launched  # a stand-in: hookd's app is made on uvicorn's loop
     if args.mode == "bare":
         app = bare_app(subscription(config, state_dir, "push").secret)
-    else:
-        from hookd import store as stores
-        from hookd.ingest.app import AppState, create_app
-
-        store = stores.open(config.settings)
-        state = AppState(config, store, tokens.load_or_create_server_secret(state_dir))
-        if args.window is not None:
-            state.inbox.window = args.window  # type: ignore[attr-defined]  # SQLite's inbox
-        state.inbox.start()
-        app = create_app(state)
     stop = threading.Event()
     if args.consume:
         threading.Thread(target=consume, args=(state_dir, stop), daemon=True).start()
@@ -241,27 +272,108 @@ def main(argv: list[str] | None = None) -> int:
     )
     # uvicorn re-raises the SIGINT that stopped it once it has shut down (as uvicorn.run).
     with contextlib.suppress(KeyboardInterrupt):
-        if args.worker and state is not None:
-            run_with_worker(server_config, state, args.worker)
-        else:
-            uvicorn.Server(server_config).run()
+        launched.server(server_config, bare=args.mode == "bare").run()
     stop.set()
-    if state is not None:
-        wal_mb = (state.store.health.state().wal_bytes or 0) / 1e6
-        state.store.close()
-        st = state.inbox.stats
-        print(
-            f"inbox: {st.jobs} requests, {st.deliveries} deliveries in {st.commits} write "
-            f"transactions (mean batch {st.jobs / max(st.commits, 1):.1f}, max {st.max_batch}, "
-            f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms in the writer thread) and "
-            f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
-            f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
-            f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
-            f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms); "
-            f"WAL {wal_mb:.1f} MB at the end, started over {st.wal_rewinds} times",
-            file=sys.stderr, flush=True,
-        )
+    if launched.report:
+        print(launched.report, file=sys.stderr, flush=True)
     return 0
+
+
+class Commits:
+    """The inbox's write transactions as `Inbox.on_commit` reports them (any backend)."""
+
+    def __init__(self) -> None:
+        self.requests = self.deliveries = self.commits = self.max_batch = 0
+        self.seconds = 0.0
+
+    def __call__(self, requests: int, deliveries: int, seconds: float) -> None:
+        self.requests += requests
+        self.deliveries += deliveries
+        self.commits += 1
+        self.max_batch = max(self.max_batch, requests)
+        self.seconds += seconds
+
+    def line(self) -> str:
+        return (f"inbox: {self.requests} requests, {self.deliveries} deliveries in "
+                f"{self.commits} transactions (mean batch "
+                f"{self.requests / max(self.commits, 1):.1f}, max {self.max_batch}, mean "
+                f"{1000 * self.seconds / max(self.commits, 1):.2f} ms per transaction, "
+                "COMMIT included)")
+
+
+def sqlite_inbox_line(state: Any) -> str:
+    """The SQLite inbox's own statistics (fsyncs, WAL), read before the store closes."""
+    wal_mb = (state.store.health.state().wal_bytes or 0) / 1e6
+    st = state.inbox.stats
+    return (
+        f"inbox: {st.jobs} requests, {st.deliveries} deliveries in {st.commits} write "
+        f"transactions (mean batch {st.jobs / max(st.commits, 1):.1f}, max {st.max_batch}, "
+        f"mean {1000 * st.commit_seconds / max(st.commits, 1):.2f} ms in the writer thread) and "
+        f"{st.syncs} fsyncs (mean {1000 * st.sync_seconds / max(st.syncs, 1):.2f} ms); "
+        f"mean time to durable {1000 * st.latency_seconds / max(st.jobs, 1):.2f} ms "
+        f"(commit → fsync start {1000 * st.sync_wait_seconds / max(st.commits, 1):.2f} ms, "
+        f"fsync end → loop {1000 * st.resolve_seconds / max(st.syncs, 1):.2f} ms); "
+        f"WAL {wal_mb:.1f} MB at the end, started over {st.wal_rewinds} times"
+    )
+
+
+class Launched:
+    """hookd's app made on uvicorn's event loop (`server`), before uvicorn loads it: the
+    store started there, the server secret read from it, the worker (if any) beside it,
+    and all of it closed there once uvicorn has stopped."""
+
+    def __init__(self, config: Config, window: float | None, worker: str | None) -> None:
+        self.config, self.window, self.worker = config, window, worker
+        self.report = ""  # the inbox's statistics, once closed
+
+    async def open(self) -> Any:
+        from hookd import store as stores
+        from hookd.ingest.app import AppState
+
+        store = stores.open(self.config.settings)
+        if self.config.settings.store.kind == "postgresql":
+            await store.start()  # its pool, LISTEN session and inbox belong to this loop
+        elif self.window is not None:
+            store.inbox.window = self.window  # type: ignore[attr-defined]  # SQLite's inbox
+        # SQLite: the inbox alone, as this launcher always ran it (no health probe thread).
+        state = AppState(self.config, store, await store.server_secret())
+        state.inbox.start()
+        return state
+
+    async def close(self, state: Any, commits: Commits) -> None:
+        sqlite = self.config.settings.store.kind == "sqlite"
+        report = sqlite_inbox_line(state) if sqlite else ""
+        await state.store.aclose()
+        self.report = report or commits.line()
+
+    def server(self, server_config: Any, *, bare: bool = False) -> Any:
+        """A uvicorn server for `server_config` (`bare`: its app as it is)."""
+        import uvicorn
+
+        from hookd.ingest.app import create_app
+
+        launched = self
+
+        class Server(uvicorn.Server):
+            # `_serve`, not `serve`: inside uvicorn's signal capture, so the SIGINT that
+            # stopped it is re-raised (cancelling this task) only after the teardown.
+            async def _serve(self, sockets: Any = None) -> None:
+                if bare:
+                    await super()._serve(sockets)
+                    return
+                state = await launched.open()
+                self.config.app = create_app(state)  # uvicorn loads it in serve
+                commits = Commits()
+                state.inbox.on_commit(commits)
+                worker = await start_worker(state, launched.worker)
+                try:
+                    await super()._serve(sockets)
+                finally:
+                    if worker is not None:
+                        await worker.stop(10)
+                    await launched.close(state, commits)
+
+        return Server(server_config)
 
 
 def with_log_step(config: Config) -> Config:
@@ -278,29 +390,22 @@ def with_log_step(config: Config) -> Config:
     return dataclasses.replace(config, flows={**config.flows, "push": push})
 
 
-def run_with_worker(server_config: Any, state: Any, mode: str) -> None:
-    """Run uvicorn with the pipeline worker (``inline`` or ``process``) on its loop."""
-    import uvicorn
+async def start_worker(state: Any, mode: str | None) -> Any:
+    """The pipeline worker (``inline`` or ``process``) started on this loop, or None."""
+    if mode is None:
+        return None
+    worker: Any
+    if mode == "process":
+        from hookd.runs.worker_process import ProcessWorker
 
-    class Server(uvicorn.Server):
-        async def serve(self, sockets: Any = None) -> None:
-            worker: Any
-            if mode == "process":
-                from hookd.runs.worker_process import ProcessWorker
+        worker = ProcessWorker(state, log_format="json", log_level="info")
+    else:
+        from hookd.runs.worker import Worker
 
-                worker = ProcessWorker(state, log_format="json", log_level="info")
-            else:
-                from hookd.runs.worker import Worker
-
-                worker = Worker(state)
-            state.store.deliveries.on_arrival(worker.poke)  # as the daemon wires it
-            await worker.start()
-            try:
-                await super().serve(sockets)
-            finally:
-                await worker.stop(10)
-
-    Server(server_config).run()
+        worker = Worker(state)
+    state.store.deliveries.on_arrival(worker.poke)  # as the daemon wires it
+    await worker.start()
+    return worker
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:

@@ -1,11 +1,15 @@
 """The PostgreSQL server the store tests use: `HOOKD_TEST_POSTGRES_URL` (`.ci/run` starts
 one and exports it). Without it those tests skip, saying why; under ``CI=true`` the run
-fails instead (`tests/conftest.py`), so CI cannot pass by skipping them."""
+fails instead (`tests/conftest.py`), so CI cannot pass by skipping them. The benchmarks
+(bench/bench_ingest.py, bench/bench_pipeline.py ``--store postgresql``) use it too: a
+fresh database per run, and the server's CPU for it (`ServerCpu`)."""
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -46,3 +50,56 @@ def drop_database(url: str, database_url: str) -> None:
     name = urlsplit(database_url).path.lstrip("/")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def server_pids(url: str, database_url: str) -> list[int]:
+    """The server processes that work for `database_url`'s database: its sessions, the
+    shared background processes (WAL writer, checkpointer, ...) and the postmaster; not
+    the sessions of other databases (other tests on the same server)."""
+    name = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(url, autocommit=True) as conn:  # `url`'s database: not counted
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s OR datname IS NULL",
+            (name,)).fetchall()
+    pids = [int(r[0]) for r in rows]
+    if pids:
+        parent = _stat(pids[0])
+        if parent is not None:
+            pids.append(int(parent[1]))  # the postmaster
+    return pids
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/`pid`/stat's fields after the command (state, ppid, ...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class ServerCpu:
+    """CPU seconds the PostgreSQL server spent for one database between `start` and
+    `stop`: sessions opened in between count whole; one that ended in between is lost
+    (a pool keeps its sessions, so a benchmark loses none)."""
+
+    def __init__(self, url: str, database_url: str) -> None:
+        self.url, self.database_url = url, database_url
+        self._before: dict[int, float] = {}
+
+    def start(self) -> None:
+        self._before = cpu_seconds(server_pids(self.url, self.database_url))
+
+    def stop(self) -> float:
+        after = cpu_seconds(server_pids(self.url, self.database_url))
+        return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
