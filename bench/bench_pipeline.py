@@ -1,6 +1,7 @@
 """Pipeline throughput: deliveries fully processed per second, hookd against adnanh/webhook.
 
     python bench/bench_pipeline.py [--deliveries 2000] [--connections 32] [--repeat 3]
+                                   [--store sqlite|postgresql|both] [--store-url URL]
 
 The same burst of signed 7 KB GitHub push payloads (``X-Hub-Signature-256``, a unique
 ``X-GitHub-Delivery`` each) is sent over keep-alive connections by one raw-socket load
@@ -24,13 +25,18 @@ Every hookd run is checked in the store: N deliveries done, N runs and N steps
 succeeded. "Pipeline alone" is N deliveries pre-recorded in the store, then drained by
 the worker: the worker's cost apart from HTTP ingest. ``BENCH_WORKERS`` sets hookd's
 global worker limit (default 8, hookd's default).
+
+``--store postgresql`` runs the hookd setups on a PostgreSQL store instead (``both``: on
+SQLite and on PostgreSQL in each round, and the ratios PostgreSQL/SQLite); the server is
+``--store-url`` or ``$HOOKD_TEST_POSTGRES_URL``, each run on a database of its own (created
+before, dropped after). The PostgreSQL server's CPU per delivery is printed beside hookd's
+(`tests.pgserver.ServerCpu`: the processes that work for that database).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -201,141 +207,186 @@ def run_webhook(tmp: Path, n: int, connections: int, tag: str) -> tuple[float, f
 # --------------------------------------------------------------------------- hookd
 
 
-def serve(state: Path, port: int, process: bool = False) -> None:
-    """The hookd process: callback server + worker, one flow of one `log` step."""
+def pipeline_config(state: Path, port: int, store: str) -> Any:
+    """The benchmark's config: the push flow of one `log` step, hookd's worker limit."""
+    from tests.ingest_launcher import make_config, store_setting, with_log_step
+
+    return with_log_step(make_config(state, f"http://127.0.0.1:{port}",
+                                     workers=int(os.environ.get("BENCH_WORKERS", "8")),
+                                     store=store_setting(store)))
+
+
+def serve(state: Path, port: int, process: bool = False, store: str = "sqlite") -> None:
+    """The hookd process: callback server + worker, one flow of one `log` step; the store
+    started on uvicorn's loop (`tests.ingest_launcher.Launched`)."""
+    import contextlib
+
     import uvicorn
 
-    from hookd import store as stores
-    from hookd.config import model
-    from hookd.ingest.app import AppState, create_app
-    from hookd.runs.worker import Worker
-    from hookd.subscriptions import tokens
-    from tests.ingest_launcher import make_config
-
-    config = make_config(state, f"http://127.0.0.1:{port}",
-                         workers=int(os.environ.get("BENCH_WORKERS", "8")))
-    push = config.flows["push"]
-    push = dataclasses.replace(push, steps=(model.Step(
-        id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
-                                         fields={"after": "{{ trigger.body.after }}"})),))
-    config = dataclasses.replace(config, flows={**config.flows, "push": push})
-
     from hookd.telemetry import logs
+    from tests.ingest_launcher import Launched
 
     # One JSON line per event on stderr (the benchmark sends it to a file), like the
     # journal under systemd; the `log` step writes there too.
     logs.configure("json", "info")
-
-    store = stores.open(config.settings)
-    app_state = AppState(config, store, tokens.load_or_create_server_secret(state))
-    app_state.inbox.start()
-    app = create_app(app_state)
-
-    async def main() -> None:
-        worker: Any
-        if process:
-            from hookd.runs.worker_process import ProcessWorker
-
-            worker = ProcessWorker(app_state, log_format="json", log_level="info")
-        else:
-            worker = Worker(app_state)
-        store.deliveries.on_arrival(worker.poke)  # as the daemon wires it
-        await worker.start()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False,
-                                               lifespan="off"))
-        await server.serve()
-        await worker.stop(10)
-
-    asyncio.run(main())
-    store.close()
+    launched = Launched(pipeline_config(state, port, store), None,
+                        "process" if process else "inline")
+    server_config = uvicorn.Config(launched, host="127.0.0.1", port=port,
+                                   log_level="warning", access_log=False, lifespan="off")
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT that stopped it
+        launched.server(server_config).run()
 
 
-def processed(db: Path) -> tuple[int, int, int]:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-        done = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'done'").fetchone()[0]
-        steps = conn.execute("SELECT count(*) FROM run_steps WHERE status = 'succeeded'"
-                             ).fetchone()[0]
-        return int(runs), int(done), int(steps)
-    finally:
-        conn.close()
+COUNTS = ("SELECT count(*) FROM runs WHERE status = 'succeeded'",
+          "SELECT count(*) FROM deliveries WHERE status = 'done'",
+          "SELECT count(*) FROM run_steps WHERE status = 'succeeded'")
+
+
+def processed(where: Any) -> tuple[int, int, int]:
+    """(runs succeeded, deliveries done, steps succeeded) in the SQLite file `where` or
+    on the PostgreSQL connection `where`."""
+    if not isinstance(where, Path):
+        rows = [where.execute(q).fetchone() for q in COUNTS]
+    else:
+        conn = sqlite3.connect(where, timeout=30)
+        try:
+            rows = [conn.execute(q).fetchone() for q in COUNTS]
+        finally:
+            conn.close()
+    runs, done, steps = (int(r[0]) if r else 0 for r in rows)
+    return runs, done, steps
+
+
+class Database:
+    """Where one hookd run keeps its state: the SQLite file in `state`, or a fresh
+    PostgreSQL database (its URL in the launcher's environment variable) dropped after."""
+
+    def __init__(self, store: str, state: Path, server_url: str | None) -> None:
+        self.store, self.state, self.server_url = store, state, server_url
+        self.url: str | None = None
+        self.cpu: Any = None
+        self.conn: Any = None  # one session for the progress polls (no fork per poll)
+
+    def __enter__(self) -> Database:
+        from tests import pgserver
+        from tests.ingest_launcher import STORE_URL_ENV
+
+        if self.store == "postgresql":
+            assert self.server_url is not None
+            self.url = pgserver.create_database(self.server_url)
+            os.environ[STORE_URL_ENV] = self.url  # hookd and its worker inherit it
+            import psycopg
+
+            self.conn = psycopg.connect(self.url, autocommit=True)
+            self.cpu = pgserver.ServerCpu(self.server_url, self.url,
+                                          exclude=[self.conn.info.backend_pid])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from tests import pgserver
+        from tests.ingest_launcher import STORE_URL_ENV
+
+        if self.conn is not None:
+            self.conn.close()
+        if self.url is not None and self.server_url is not None:
+            os.environ.pop(STORE_URL_ENV, None)
+            pgserver.drop_database(self.server_url, self.url)
+
+    @property
+    def where(self) -> Any:
+        """What `processed` counts in: the PostgreSQL session, or the SQLite file."""
+        from hookd.store.sqlite.db import DB_NAME
+
+        return self.conn if self.conn is not None else self.state / DB_NAME
 
 
 def run_hookd(tmp: Path, n: int, connections: int, tag: str,
-              process: bool = False) -> tuple[float, float]:
-    """Deliveries/s and CPU milliseconds per delivery (hookd and its worker process)."""
+              process: bool = False, store: str = "sqlite",
+              server_url: str | None = None) -> tuple[float, float, float]:
+    """Deliveries/s, CPU milliseconds per delivery (hookd and its worker process) and
+    the PostgreSQL server's CPU milliseconds per delivery (0 on SQLite)."""
     from hookd.callbacks.verify import sign
-    from hookd.store.sqlite.db import DB_NAME, open_db
-    from tests.ingest_launcher import make_config, subscription
+    from hookd.store.sqlite.db import open_db
+    from tests.ingest_launcher import store_server_secret, subscription
 
     state = tmp / "state"
     state.mkdir()
-    open_db(state).close()
     port = free_port()
-    config = make_config(state, f"http://127.0.0.1:{port}")
-    target = subscription(config, state, "push")
-    log = (tmp / "hookd.log").open("wb")
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--port", str(port),
-                             *(["--process"] if process else [])], stderr=log)
-    try:
-        wait_listening(port)
-        body = PAYLOAD.read_bytes()
-        headers = sign(target.verification, target.secret, body, now=time.time())
-        time.sleep(1.0)  # let the worker process (if any) finish starting
-        cpu_before = tree_cpu(proc.pid)
-        start, end_answers, ok = asyncio.run(burst(port, target.path, headers, body, n,
-                                                   connections, tag))
-        if ok != n:
-            raise SystemExit(f"hookd answered {ok}/{n} with 2xx")
-        deadline = time.monotonic() + 120
-        while processed(state / DB_NAME)[0] < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"hookd processed only {processed(state / DB_NAME)} of {n}")
-            time.sleep(0.005)
-        end = time.perf_counter()
-        runs, done, steps = processed(state / DB_NAME)
-        if (runs, done, steps) != (n, n, n):
-            raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
-        print(f"  hookd{' (worker process)' if process else ''}: answers {n / (end_answers - start):.0f}/s, processed "
-              f"{n / (end - start):.0f}/s; store: {done} deliveries done, {runs} runs "
-              f"succeeded, {steps} steps", flush=True)
-        cpu = stop_and_cpu(proc, signal.SIGINT, 30) - cpu_before
-        return n / (end - start), 1000 * cpu / n
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with Database(store, state, server_url) as db:
+        config = pipeline_config(state, port, store)
+        secret = None
+        if store == "sqlite":
+            open_db(state).close()
+        else:
+            secret = store_server_secret(config)  # migrates the new database too
+        target = subscription(config, state, "push", secret)
+        log = (tmp / "hookd.log").open("wb")
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--port",
+                                 str(port), "--store", store,
+                                 *(["--process"] if process else [])], stderr=log)
+        try:
+            wait_listening(port)
+            body = PAYLOAD.read_bytes()
+            headers = sign(target.verification, target.secret, body, now=time.time())
+            time.sleep(1.0)  # let the worker process (if any) finish starting
+            cpu_before = tree_cpu(proc.pid)
+            if db.cpu is not None:
+                db.cpu.start()
+            start, end_answers, ok = asyncio.run(burst(port, target.path, headers, body, n,
+                                                       connections, tag))
+            if ok != n:
+                raise SystemExit(f"hookd answered {ok}/{n} with 2xx")
+            deadline = time.monotonic() + 120
+            while processed(db.where)[0] < n:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"hookd processed only {processed(db.where)} of {n}")
+                time.sleep(0.005 if store == "sqlite" else 0.05)
+            end = time.perf_counter()
+            server_cpu = db.cpu.stop() if db.cpu is not None else 0.0
+            runs, done, steps = processed(db.where)
+            if (runs, done, steps) != (n, n, n):
+                raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
+            on = "" if store == "sqlite" else f" on {store}"
+            print(f"  hookd{on}{' (worker process)' if process else ''}: answers "
+                  f"{n / (end_answers - start):.0f}/s, processed "
+                  f"{n / (end - start):.0f}/s; store: {done} deliveries done, {runs} runs "
+                  f"succeeded, {steps} steps", flush=True)
+            cpu = stop_and_cpu(proc, signal.SIGINT, 30) - cpu_before
+            return n / (end - start), 1000 * cpu / n, 1000 * server_cpu / n
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
-def run_worker_only(tmp: Path, n: int) -> float:
+def run_worker_only(tmp: Path, n: int, store: str = "sqlite",
+                    server_url: str | None = None) -> float:
     """The pipeline alone: N deliveries already in the inbox (recorded in one transaction,
     as the inbox would), then the worker takes them, runs the one-`log`-step flow and
     records each run. Shows what the pipeline costs apart from HTTP ingest."""
-    from hookd.config import model
+    from hookd import store as stores
     from hookd.runs.worker import Worker
-    from hookd.store.sqlite.db import DB_NAME, open_db
+    from hookd.store.sqlite.db import open_db
     from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
-    from tests.ingest_launcher import make_config
 
     state = tmp / "state"
-    config = make_config(state, "http://127.0.0.1:1",
-                         workers=int(os.environ.get("BENCH_WORKERS", "8")))
-    push = dataclasses.replace(config.flows["push"], steps=(model.Step(
-        id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
-                                         fields={"after": "{{ trigger.body.after }}"})),))
-    config = dataclasses.replace(config, flows={**config.flows, "push": push})
+    config = pipeline_config(state, 1, store)
     body = PAYLOAD.read_bytes()
-    conn = open_db(state)
-    DeliveryStore(conn).record_many([
-        NewDelivery("sub", "push", time.time(), {"x-github-event": "push"}, body, "push")
-        for _ in range(n)])
-    conn.close()
+    new = [NewDelivery("sub", "push", time.time(), {"x-github-event": "push"}, body, "push")
+           for _ in range(n)]
+    state.mkdir(parents=True, exist_ok=True)
     logging.getLogger("hookd.flow").addHandler(logging.FileHandler(state / "flow.log"))
     logging.getLogger("hookd.flow").setLevel(logging.INFO)
     logging.getLogger("hookd.flow").propagate = False
+
+    async def record() -> None:
+        inbox = stores.open(config.settings, role="cli")
+        await inbox.start()
+        try:
+            await inbox.inbox.record(new)
+        finally:
+            await inbox.aclose()
 
     async def go() -> float:
         worker = Worker(lambda: config, poll_interval=0.01)
@@ -346,8 +397,15 @@ def run_worker_only(tmp: Path, n: int) -> float:
         await worker.stop(10)
         return took
 
-    took = asyncio.run(go())
-    runs, done, steps = processed(state / DB_NAME)
+    with Database(store, state, server_url) as db:
+        if store == "sqlite":
+            conn = open_db(state)
+            DeliveryStore(conn).record_many(new)
+            conn.close()
+        else:
+            asyncio.run(record())
+        took = asyncio.run(go())
+        runs, done, steps = processed(db.where)
     if (runs, done, steps) != (n, n, n):
         raise SystemExit(f"store check failed: runs={runs} done={done} steps={steps}, n={n}")
     return n / took
@@ -358,13 +416,22 @@ def main() -> int:
     parser.add_argument("--deliveries", "-n", type=int, default=2000)
     parser.add_argument("--connections", "-c", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite",
+                        help="hookd's store (both: SQLite and PostgreSQL in each round)")
+    parser.add_argument("--store-url", default=os.environ.get("HOOKD_TEST_POSTGRES_URL"),
+                        help="the PostgreSQL server (default $HOOKD_TEST_POSTGRES_URL); "
+                             "each run creates and drops a database of its own")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.process)
+        serve(args.serve, args.port, args.process, args.store)
         return 0
+    stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    if "postgresql" in stores and not args.store_url:
+        parser.error("--store postgresql needs --store-url or $HOOKD_TEST_POSTGRES_URL "
+                     "(export HOOKD_TEST_POSTGRES_URL=$(.ci/postgres), as root)")
     print(f"burst of {args.deliveries} signed {PAYLOAD.stat().st_size} B push payloads, "
           f"{args.connections} connections, {args.repeat} rounds", flush=True)
     # Each round brackets the hookd runs between two webhook runs and compares them with
@@ -374,26 +441,29 @@ def main() -> int:
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
             tmp = Path(tmp_name)
-            for name in ("webhook-a", "webhook-b", "hookd", "hookd-process", "worker"):
-                (tmp / name).mkdir()
-            wa, wa_cpu = run_webhook(tmp / "webhook-a", args.deliveries, args.connections,
-                                     f"wa{r}")
-            hk, hk_cpu = run_hookd(tmp / "hookd", args.deliveries, args.connections, f"h{r}")
-            hp, hp_cpu = run_hookd(tmp / "hookd-process", args.deliveries, args.connections,
-                                   f"p{r}", process=True)
-            wk = run_worker_only(tmp / "worker", args.deliveries)
-            wb, wb_cpu = run_webhook(tmp / "webhook-b", args.deliveries, args.connections,
-                                     f"wb{r}")
+            row: dict[str, float] = {}
+            wa, wa_cpu = run_webhook(_dir(tmp, "webhook-a"), args.deliveries,
+                                     args.connections, f"wa{r}")
+            for store in stores:
+                # SQLite's keys as they always were; PostgreSQL's with a "pg_" prefix.
+                key = "" if store == "sqlite" else "pg_"
+                on = "" if store == "sqlite" else "-pg"
+                for name, process in (("hookd", False), ("process", True)):
+                    rate, cpu, server = run_hookd(
+                        _dir(tmp, f"{'hookd-process' if process else 'hookd'}{on}"),
+                        args.deliveries, args.connections, f"{name[0]}{on}{r}",
+                        process=process, store=store, server_url=args.store_url)
+                    row |= {f"{key}{name}": rate, f"{key}{name}_cpu": cpu,
+                            f"{key}{name}_server_cpu": server}
+                row[f"{key}worker"] = run_worker_only(_dir(tmp, f"worker{on}"),
+                                                      args.deliveries, store, args.store_url)
+            wb, wb_cpu = run_webhook(_dir(tmp, "webhook-b"), args.deliveries,
+                                     args.connections, f"wb{r}")
             base = (wa + wb) / 2
-            rows.append({"webhook": base, "hookd": hk, "process": hp, "worker": wk,
-                         "webhook_cpu": (wa_cpu + wb_cpu) / 2, "hookd_cpu": hk_cpu,
-                         "process_cpu": hp_cpu})
-            print(f"  round {r + 1}: webhook {wa:.0f}/s and {wb:.0f}/s (fully processed: "
-                  f"answered after /bin/true ran); hookd {hk:.0f}/s ({hk / base:.2f}x); "
-                  f"hookd with worker process {hp:.0f}/s ({hp / base:.2f}x); pipeline alone "
-                  f"{wk:.0f}/s ({wk / base:.2f}x); CPU ms per delivery: webhook "
-                  f"{(wa_cpu + wb_cpu) / 2:.2f}, hookd {hk_cpu:.2f}, hookd+worker process "
-                  f"{hp_cpu:.2f}", flush=True)
+            row |= {"webhook": base, "webhook_cpu": (wa_cpu + wb_cpu) / 2}
+            rows.append(row)
+            for store in stores:
+                print(round_line(r + 1, wa, wb, row, store), flush=True)
 
     def median(key: str) -> float:
         return statistics.median(row[key] / row["webhook"] for row in rows)
@@ -403,22 +473,63 @@ def main() -> int:
 
     print(f"adnanh/webhook: median {statistics.median(r['webhook'] for r in rows):.0f} "
           "deliveries/s (nothing kept on disk)")
-    for key, label in (("hookd", "hookd (worker in the listener's process)"),
-                       ("process", "hookd (worker in a child process)")):
-        ratio = median(key)
-        print(f"{label}: median {statistics.median(r[key] for r in rows):.0f} deliveries/s, "
-              f"every delivery and run on disk; ratio {ratio:.2f}x "
-              f"(goal >= 1.0x, stretch 1.5x): {verdict(ratio)}")
-    cpu = {k: statistics.median(r[k] for r in rows)
-           for k in ("webhook_cpu", "hookd_cpu", "process_cpu")}
-    print(f"CPU per delivery (load-independent; includes child processes): webhook "
-          f"{cpu['webhook_cpu']:.2f} ms, hookd {cpu['hookd_cpu']:.2f} ms "
-          f"({cpu['webhook_cpu'] / cpu['hookd_cpu']:.2f}x webhook's efficiency), hookd with "
-          f"worker process {cpu['process_cpu']:.2f} ms")
-    print(f"pipeline alone (no HTTP ingest): median "
-          f"{statistics.median(r['worker'] for r in rows):.0f} deliveries/s, "
-          f"{median('worker'):.2f}x webhook")
+    if "sqlite" in stores:
+        for key, label in (("hookd", "hookd (worker in the listener's process)"),
+                           ("process", "hookd (worker in a child process)")):
+            ratio = median(key)
+            print(f"{label}: median {statistics.median(r[key] for r in rows):.0f} deliveries/s, "
+                  f"every delivery and run on disk; ratio {ratio:.2f}x "
+                  f"(goal >= 1.0x, stretch 1.5x): {verdict(ratio)}")
+        cpu = {k: statistics.median(r[k] for r in rows)
+               for k in ("webhook_cpu", "hookd_cpu", "process_cpu")}
+        print(f"CPU per delivery (load-independent; includes child processes): webhook "
+              f"{cpu['webhook_cpu']:.2f} ms, hookd {cpu['hookd_cpu']:.2f} ms "
+              f"({cpu['webhook_cpu'] / cpu['hookd_cpu']:.2f}x webhook's efficiency), hookd with "
+              f"worker process {cpu['process_cpu']:.2f} ms")
+        print(f"pipeline alone (no HTTP ingest): median "
+              f"{statistics.median(r['worker'] for r in rows):.0f} deliveries/s, "
+              f"{median('worker'):.2f}x webhook")
+    if "postgresql" in stores:
+        def mid(key: str) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        for key, label in (("pg_hookd", "hookd on PostgreSQL (worker in the listener's process)"),
+                           ("pg_process", "hookd on PostgreSQL (worker in a child process)")):
+            print(f"{label}: median {mid(key):.0f} deliveries/s, ratio {median(key):.2f}x "
+                  f"webhook; CPU per delivery: hookd {mid(key + '_cpu'):.2f} ms, PostgreSQL "
+                  f"server {mid(key + '_server_cpu'):.2f} ms")
+        print(f"pipeline alone on PostgreSQL: median {mid('pg_worker'):.0f} deliveries/s, "
+              f"{median('pg_worker'):.2f}x webhook")
+    if len(stores) == 2:
+        for key, label in (("hookd", "worker in the listener's process"),
+                           ("process", "worker in a child process"),
+                           ("worker", "pipeline alone")):
+            ratio = statistics.median(r[f"pg_{key}"] / r[key] for r in rows)
+            print(f"PostgreSQL/SQLite ({label}): median {ratio:.2f}x")
     return 0
+
+
+def round_line(n: int, wa: float, wb: float, row: dict[str, float], store: str) -> str:
+    """One round's figures for `store` (SQLite's line as it always was)."""
+    key = "" if store == "sqlite" else "pg_"
+    base = row["webhook"]
+    hk, hp, wk = row[f"{key}hookd"], row[f"{key}process"], row[f"{key}worker"]
+
+    def cpu(name: str) -> str:
+        own = f"{row[f'{key}{name}_cpu']:.2f}"
+        return own if store == "sqlite" else f"{own} + PostgreSQL {row[f'{key}{name}_server_cpu']:.2f}"
+
+    return (f"  round {n}{'' if store == 'sqlite' else ' on PostgreSQL'}: webhook {wa:.0f}/s "
+            f"and {wb:.0f}/s (fully processed: answered after /bin/true ran); hookd "
+            f"{hk:.0f}/s ({hk / base:.2f}x); hookd with worker process {hp:.0f}/s "
+            f"({hp / base:.2f}x); pipeline alone {wk:.0f}/s ({wk / base:.2f}x); CPU ms per "
+            f"delivery: webhook {row['webhook_cpu']:.2f}, hookd {cpu('hookd')}, "
+            f"hookd+worker process {cpu('process')}")
+
+
+def _dir(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    return tmp / name
 
 
 if __name__ == "__main__":

@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                          store=store_setting(args.store))
     if args.worker:
         config = with_log_step(config)
+        from hookd.telemetry import logs
+
+        logs.configure("json", "info")  # the `log` step's lines go to stderr, as to the journal
     launched = Launched(config, args.window, args.worker)
     app: Any = launched  # a stand-in: hookd's app is made on uvicorn's loop
     if args.mode == "bare":
@@ -377,13 +380,11 @@ class Launched:
 
 
 def with_log_step(config: Config) -> Config:
-    """The ``push`` flow with one ``log`` step (its lines go to stderr), as a real flow."""
+    """The ``push`` flow with one ``log`` step, as a real flow."""
     import dataclasses
 
     from hookd.config import model
-    from hookd.telemetry import logs
 
-    logs.configure("json", "info")
     push = dataclasses.replace(config.flows["push"], steps=(model.Step(
         id="log", action=model.LogAction(message="push to {{ trigger.body.repository.full_name }}",
                                          fields={"after": "{{ trigger.body.after }}"})),))

@@ -93,13 +93,17 @@ class ServerCpu:
     `stop`: sessions opened in between count whole; one that ended in between is lost
     (a pool keeps its sessions, so a benchmark loses none)."""
 
-    def __init__(self, url: str, database_url: str) -> None:
+    def __init__(self, url: str, database_url: str, *, exclude: Iterable[int] = ()) -> None:
         self.url, self.database_url = url, database_url
+        self.exclude = set(exclude)  # the benchmark's own sessions (its progress polls)
         self._before: dict[int, float] = {}
 
+    def _pids(self) -> list[int]:
+        return [p for p in server_pids(self.url, self.database_url) if p not in self.exclude]
+
     def start(self) -> None:
-        self._before = cpu_seconds(server_pids(self.url, self.database_url))
+        self._before = cpu_seconds(self._pids())
 
     def stop(self) -> float:
-        after = cpu_seconds(server_pids(self.url, self.database_url))
+        after = cpu_seconds(self._pids())
         return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
