@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hookd.cli import main as cli
-from hookd.reconcile.reconciler import PAUSE_ENV
+from hookd.reconcile.executor import PAUSE_ENV
 from hookd.store.sqlite.db import open_db
 from hookd.store.sqlite.subscriptions import SubscriptionStore
 from tests.fakes.github import FakeGitHub, serve, serve_app

@@ -13,7 +13,8 @@ import pytest
 from hookd import store as stores
 from hookd.config.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
 from hookd.connectors.model import Connector, DeleteStrategy, Operation, WebhookTrigger
-from hookd.reconcile.reconciler import Reconciler, Report
+from hookd.reconcile.reconciler import Reconciler
+from hookd.reconcile.report import Report
 from hookd.store.interface import Store
 from hookd.store.sqlite.db import open_db
 from hookd.store.sqlite.subscriptions import SubscriptionStore
