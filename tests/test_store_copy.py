@@ -3,6 +3,7 @@ as a user would do it (a real daemon made the state)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,11 +36,16 @@ def test_copy_moves_runs_deliveries_and_the_secret_and_refuses_a_used_target(
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(15) == 0
 
+    from hookd.oauth.tokens import TokenSet
+    from hookd.store.tokens import FileTokenStore
+
+    FileTokenStore(tmp_path / "state").put("gh", TokenSet(access_token="at-1", refresh_token="rt-1"))
     # The URL through a secret reference, as hookd.yaml would name it.
     done = hookd("store", "copy", "--from", f"sqlite:{tmp_path / 'state'}",
                  "--to", "${env:TEST_DB_URL}", env={"TEST_DB_URL": postgres_url})
     assert done.returncode == 0, done.stderr
     assert "3 deliveries, 3 runs" in done.stdout
+    assert "1 connections' OAuth tokens" in done.stdout and "at-1" not in done.stdout
     password = psycopg.conninfo.conninfo_to_dict(postgres_url).get("password")
     assert not password or f":{password}@" not in done.stdout
 
@@ -50,6 +56,8 @@ def test_copy_moves_runs_deliveries_and_the_secret_and_refuses_a_used_target(
         assert statuses == [("succeeded", 3)]
         steps = conn.execute("SELECT count(*) FROM run_steps").fetchone()
         assert steps is not None and steps[0] == 3
+        tokens = conn.execute("SELECT tokens FROM oauth_tokens WHERE connection = 'gh'").fetchone()
+        assert tokens is not None and json.loads(tokens[0])["refresh_token"] == "rt-1"
         bodies = sorted(bytes(r[0]) for r in conn.execute("SELECT body FROM deliveries"))
         assert bodies == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
 

@@ -1,5 +1,8 @@
 """The daemon's scheduled work: reconcile passes, retries of failed subscriptions,
-retention pruning — one at a time each, on the daemon's event loop.
+retention pruning — one at a time each, on the daemon's event loop, and only while this
+daemon leads (`Store.leadership`: with SQLite always; with PostgreSQL the one replica
+holding the leader lock, so replicas starting together create each hook once). A replica
+elected after another's death reconciles at once.
 
 - `Jobs.reconcile(reason)`: one pass at a time; a request during a pass runs one more
   pass after it (coalesced), so a burst of reloads costs two passes, not one each.
@@ -13,6 +16,7 @@ retention pruning — one at a time each, on the daemon's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import random
@@ -26,6 +30,7 @@ from hookd.telemetry import logs
 
 if TYPE_CHECKING:
     from hookd.daemon.lifecycle import Daemon
+    from hookd.store.interface import Leadership
 
 log = logging.getLogger("hookd.daemon.lifecycle")
 
@@ -42,13 +47,43 @@ class Jobs:
         self._failed_passes: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._again = False
+        self._leadership: Leadership | None = None
         self.last_pass: pages.ReconcilePass | None = None  # the status page shows it
         self.scheduler: Any = None  # once started: when the next pass is due
+
+    # ------------------------------------------------------------------ leadership
+
+    @property
+    def leading(self) -> bool:
+        return self._leadership is not None and self._leadership.leading
+
+    def start_leading(self) -> None:
+        """Campaign to lead; `_elected` runs each time this daemon becomes the leader."""
+        assert self.daemon.store is not None
+        self._leadership = self.daemon.store.leadership(on_elected=self._elected)
+        self._leadership.start()
+
+    async def stop_leading(self) -> None:
+        if self._leadership is not None:
+            with contextlib.suppress(Exception):
+                await self._leadership.aclose()
+
+    def _elected(self) -> None:
+        # Elected as it starts (SQLite always is): `reconcile.on_start` says whether to
+        # reconcile. Elected later, it takes over from a leader that died: at once.
+        assert self._leadership is not None
+        at_start = self._leadership.at_start
+        if at_start and not self.daemon.config.settings.reconcile.on_start:
+            return
+        self.daemon._spawn(self.reconcile("start" if at_start else "elected"), "reconcile")
 
     # ------------------------------------------------------------------ reconcile
 
     async def reconcile(self, reason: str) -> None:
-        """One pass at a time; a request during a pass runs one more pass after it."""
+        """One pass at a time; a request during a pass runs one more pass after it.
+        Only the leader reconciles."""
+        if not self.leading:
+            return
         if self._lock.locked():
             self._again = True
             return
@@ -120,9 +155,11 @@ class Jobs:
     # ------------------------------------------------------------------ retention
 
     async def prune(self) -> None:
-        """Scheduled: drop finished runs and deliveries beyond ``retention``."""
+        """Scheduled, on the leader: drop finished runs and deliveries beyond ``retention``."""
         d = self.daemon
         assert d.store is not None
+        if not self.leading:
+            return
         retention = d.config.settings.retention
         try:
             pruned = await d.store.runs.prune(max_age=retention.max_age,

@@ -173,8 +173,7 @@ class Daemon:
         await self.worker.start()
         self._spawn(self.reloader.watch(self._reconcile_soon), "watch")
         await asyncio.to_thread(importlib.import_module, "hookd.reconcile.reconciler")
-        if settings.reconcile.on_start:
-            self._spawn(self.reconcile("start"), "reconcile")
+        self.jobs.start_leading()  # reconciles at once when elected (on_start: at start)
         scheduler = await self.jobs.start_scheduler()
 
         await self._stop.wait()
@@ -266,6 +265,7 @@ class Daemon:
         return state
 
     async def _close(self) -> None:
+        await self.jobs.stop_leading()  # another replica may lead at once
         if self.state is not None:
             with contextlib.suppress(Exception):
                 await self.state.aclose()  # commits what the inbox holds
@@ -391,15 +391,16 @@ class Daemon:
             runs_last_hour=await self.store.runs.since(time.time() - 3600),
             failures=failures[:RECENT_FAILURES], draining=self.draining,
             connections=self._unready_connections(),
+            extra={"store": {**await self.store.describe(), "leading": self.jobs.leading}},
         )
 
     def _unready_connections(self) -> dict[str, tuple[str, str]]:
         """``oauth:`` connections in use that cannot authenticate (read from the token
         files: a few small reads, on the admin listener's request)."""
         from hookd.oauth.readiness import unready, used_connections
-        from hookd.store.tokens import FileTokenStore
+        from hookd.store.tokens import open_tokens
 
-        store = FileTokenStore(self.config.settings.state_dir)
+        store = open_tokens(self.config.settings)
         try:
             found = unready(self.config, store.get, time.time(), used_connections(self.config))
         except OSError as exc:

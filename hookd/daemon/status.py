@@ -162,6 +162,7 @@ def format_text(doc: Mapping[str, Any], now: float | None = None) -> str:
         lines.extend(f"                {error}" for error in reload.get("errors", []))
     lines.append(f"subscriptions:  {_counts(doc.get('subscriptions'))}")
     depth = doc.get("inbox_depth")
+    lines.extend(_store_lines(doc.get("store")))
     lines.append(f"inbox depth:    {'unknown' if depth is None else depth}")
     lines.append(f"runs (1 h):     {_counts(doc.get('runs_last_hour'))}")
     failures = doc.get("recent_failures") or []
@@ -170,6 +171,32 @@ def format_text(doc: Mapping[str, Any], now: float | None = None) -> str:
     for name, item in (doc.get("connections") or {}).items():
         lines.append(f"connection {name}: {item['problem']}; {item['fix']}")
     return "\n".join(lines)
+
+
+def _store_lines(store: Mapping[str, Any] | None) -> list[str]:
+    """The store, and with PostgreSQL each replica and which one leads.
+
+    >>> _store_lines({"backend": "sqlite", "location": "/s/hookd.db", "leading": True})
+    ['store:          sqlite /s/hookd.db']
+    >>> _store_lines({"backend": "postgresql", "location": "postgresql://db/h", "leading": False,
+    ...   "replica": "a", "replicas": [{"name": "a", "host": "h1", "pid": 7, "version": "1",
+    ...   "heartbeat_age": 2.0, "alive": True, "leader": False}, {"name": "b", "host": "h2",
+    ...   "pid": 9, "version": "1", "heartbeat_age": 1.0, "alive": True, "leader": True}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['store:          postgresql postgresql://db/h (this replica: a)',
+     'replicas:       a  h1 pid 7  hookd 1  heartbeat 2s ago',
+     '                b  h2 pid 9  hookd 1  heartbeat 1s ago  leader']
+    """
+    if not store:
+        return []
+    this = f" (this replica: {store['replica']})" if store.get("replica") else ""
+    lines = [f"store:          {store.get('backend')} {store.get('location')}{this}"]
+    for n, r in enumerate(store.get("replicas") or []):
+        state = "  leader" if r.get("leader") else ("" if r.get("alive") else "  gone")
+        lines.append(f"{'replicas:' if n == 0 else '':<16}{r['name']}  {r['host']} pid {r['pid']}"
+                     f"  hookd {r['version']}  heartbeat {_ago(float(r['heartbeat_age']))}"
+                     f"{state}")
+    return lines
 
 
 def exit_code(doc: Mapping[str, Any]) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from hookd.config.model import Config
+from hookd.config.model import Config, Settings
 from hookd.reconcile.executor import Executor
 from hookd.reconcile.preview import Preview
 from hookd.reconcile.report import Progress, Report
@@ -100,7 +100,7 @@ async def reconcile_once(
     own = upstream is None
     client = upstream or with_tokens(
         Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries)),
-        config.settings.state_dir)
+        config.settings)
     try:
         reconciler = Reconciler(config, store, client, server_secret, progress=progress)
         return await reconciler.reconcile(allow_deletes=allow_deletes)
@@ -109,10 +109,11 @@ async def reconcile_once(
             await client.aclose()
 
 
-def with_tokens(upstream: Upstream, state_dir: Path) -> Upstream:
-    """`upstream` taking the access tokens of ``oauth:`` connections from the state
-    directory (refreshing them there); the one way hookd's clients are given tokens."""
-    from hookd.store.tokens import FileTokenStore
+def with_tokens(upstream: Upstream, where: Settings | Path) -> Upstream:
+    """`upstream` taking the access tokens of ``oauth:`` connections from the store of
+    `where` (its settings, or a state directory; refreshing them there); the one way
+    hookd's clients are given tokens."""
+    from hookd.store.tokens import open_tokens
     from hookd.upstream.oauth import attach
 
-    return attach(upstream, FileTokenStore(state_dir))
+    return attach(upstream, open_tokens(where))

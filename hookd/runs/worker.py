@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -131,25 +132,30 @@ class Worker:
             raise RuntimeError("worker: no config to find the state directory in")
         return config.settings.state_dir
 
+    def _store_where(self) -> model.Settings | Path:
+        """hookd.yaml's store (PostgreSQL or SQLite) in this worker's state directory."""
+        config = self._get_config()
+        if config is None:
+            return self.state_dir
+        return dataclasses.replace(config.settings, state_dir=self.state_dir)
+
     async def start(self) -> None:
         """Open the store, put back deliveries a dead process left running, start looping."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self._store is None:
-            config = self._get_config()
-            where = self._state_dir or (config.settings if config is not None else self.state_dir)
-            self._store = stores.open(where, role="worker")
+            self._store = stores.open(self._store_where(), role="worker")
         await self._store.start()
         self.runs = self._store.runs
         self.deliveries = self._store.deliveries
         self._unsubscribe = self.deliveries.on_arrival(self.poke)
         self._http = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                        headers={"User-Agent": "hookd"})
-        from hookd.store.tokens import FileTokenStore
+        from hookd.store.tokens import open_tokens
         from hookd.upstream.oauth import attach
 
         self._upstream = attach(Upstream(transport=self._transport),
-                                FileTokenStore(self.state_dir))
+                                open_tokens(self._store_where()))
         self.pipeline = Pipeline(store=self.runs, sleep=self._sleep, rng=self._rng,
                                  environ=self._environ)
         requeued = await self.deliveries.recover()

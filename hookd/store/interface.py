@@ -204,6 +204,22 @@ class StoreHealth(Protocol):
         """Never blocks: what the store's threads and last writes have seen."""
 
 
+class Leadership(Protocol):
+    """Whether this process leads: reconciles, prunes, runs the scheduled jobs. Exactly
+    one process per store leads (SQLite: the one daemon; PostgreSQL: the replica holding
+    the leader lock). `on_elected`/`on_lost` (given to `Store.leadership`) are called on
+    the event loop when that changes."""
+
+    leading: bool
+    # True while the lead is the one taken at the first attempt, as the process started
+    # (SQLite: always); False after a takeover from a leader that died.
+    at_start: bool
+
+    def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Store(Protocol):
     """One store, its parts as attributes (`hookd.store.open` returns one)."""
 
@@ -240,3 +256,11 @@ class Store(Protocol):
 
     def close(self) -> None:
         """`aclose` for code without an event loop (the CLI)."""
+
+    def leadership(self, *, on_elected: Callable[[], Any] | None = None,
+                   on_lost: Callable[[], Any] | None = None) -> Leadership:
+        """A campaign to lead (not started): see `Leadership`."""
+
+    async def describe(self) -> dict[str, Any]:
+        """What `hookd status` shows of the store: ``backend``, ``location``, and for a
+        shared store its ``replicas`` (name, host, pid, version, heartbeat, leader)."""

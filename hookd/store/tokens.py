@@ -5,8 +5,9 @@ and a rotated refresh token must replace the old one without a window in which n
 on disk. `FileTokenStore` keeps one JSON file per connection in ``STATE/oauth/``
 (directory 0700, files 0600), each written to a temporary file, fsynced and renamed over
 the old one (then the directory fsynced): a crash leaves the old set or the new one,
-never half of either. The `TokenStore` protocol is all the rest of hookd uses, so another
-backend (PostgreSQL) can hold tokens later behind the same three methods.
+never half of either. The `TokenStore` protocol is all the rest of hookd uses;
+`open_tokens(settings)` picks the store's: with PostgreSQL the database's table
+(`hookd.store.postgres.tokens`), so every replica sees the tokens `hookd connect` stored.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hookd.oauth.tokens import TokenSet
+
+if TYPE_CHECKING:
+    from hookd.config.model import Settings
 
 DIRECTORY = "oauth"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # connection names (the schema's pattern)
@@ -39,6 +43,20 @@ class TokenStore(Protocol):
     def delete(self, connection: str) -> None:
         """Forget the connection's tokens (no error when there are none)."""
         ...
+
+
+def open_tokens(where: Settings | Path) -> TokenStore:
+    """The token store of hookd.yaml's store: the database's table with PostgreSQL (every
+    replica sees what `hookd connect` stored), else files in the state directory (a bare
+    path is a state directory)."""
+    if isinstance(where, Path):
+        return FileTokenStore(where)
+    if where.store.kind == "postgresql" and where.store.url is not None:
+        from hookd.store.postgres.store import resolve_url
+        from hookd.store.postgres.tokens import PgTokenStore
+
+        return PgTokenStore(resolve_url(where.store.url))
+    return FileTokenStore(where.state_dir)
 
 
 class FileTokenStore:

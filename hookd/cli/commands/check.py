@@ -82,9 +82,9 @@ def token_diagnostics(config: Config) -> list[Diagnostic]:
 
     from hookd.diagnostics import Diagnostic
     from hookd.oauth.readiness import unready, used_connections
-    from hookd.store.tokens import FileTokenStore
+    from hookd.store.tokens import open_tokens
 
-    store = FileTokenStore(config.settings.state_dir)
+    store = open_tokens(config.settings)
     out = []
     for item in unready(config, store.get, time.time(), used_connections(config)):
         pos = item.connection.pos

@@ -87,7 +87,7 @@ async def _connect(args: argparse.Namespace, config: Any, conn: Any, redirect: s
     from hookd.cli.commands.plan import make_upstream
     from hookd.oauth import authorization as authz
     from hookd.oauth.tokens import TokenError
-    from hookd.store.tokens import FileTokenStore
+    from hookd.store.tokens import FileTokenStore, open_tokens
     from hookd.upstream import oauth
     from hookd.upstream.errors import UpstreamError
 
@@ -114,7 +114,7 @@ async def _connect(args: argparse.Namespace, config: Any, conn: Any, redirect: s
             redirected = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline),
                                                 args.timeout)
         code = authz.code_from_redirect(redirected, state)
-        store = FileTokenStore(config.settings.state_dir)
+        store = open_tokens(config.settings)
         async with make_upstream(config) as upstream:
             tokens = await oauth.OAuthTokens(store, upstream).exchange(
                 conn, connector, client, code, verifier)
@@ -129,8 +129,8 @@ async def _connect(args: argparse.Namespace, config: Any, conn: Any, redirect: s
         if listener is not None:
             await listener.close()
     refresh = "with a refresh token" if tokens.refresh_token else "without a refresh token"
-    print(f"connection '{conn.name}' connected ({refresh}); tokens stored in "
-          f"{store.path(conn.name)}")
+    where = store.path(conn.name) if isinstance(store, FileTokenStore) else "the database"
+    print(f"connection '{conn.name}' connected ({refresh}); tokens stored in {where}")
     return EXIT_OK
 
 

@@ -118,7 +118,7 @@ def make_upstream(config: Config) -> Any:
 
     policy = config.settings.reconcile
     return with_tokens(Upstream(timeout=policy.timeout, retry=RetryPolicy(retries=policy.retries)),
-                       config.settings.state_dir)
+                       config.settings)
 
 
 def use_color(stream: IO[str]) -> bool:

@@ -6,12 +6,16 @@ subscriptions (with their signing secrets), the deliveries (queued ones stay que
 the delivery ids of the dedup window, and the server secret. With the same secret and
 the same rows the callback URLs are the same, so the next reconcile keeps every hook.
 
+The OAuth tokens of ``STATE/oauth/`` go too.
+
 The target must be migrated and empty (no subscriptions, deliveries or runs) and may
 hold only the same server secret: copying into a database in use would mix two installs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +45,12 @@ class Copied:
     runs: int
     steps: int
     dedup_keys: int
+    tokens: int = 0
 
     def summary(self) -> str:
         return (f"{self.subscriptions} subscriptions, {self.deliveries} deliveries, "
                 f"{self.runs} runs ({self.steps} steps), {self.dedup_keys} delivery ids, "
-                "the server secret")
+                f"{self.tokens} connections' OAuth tokens, the server secret")
 
 
 def _source(state_dir: Path) -> tuple[sqlite3.Connection, bytes]:
@@ -73,7 +78,9 @@ async def copy_sqlite(state_dir: Path, url: str) -> Copied:
             try:
                 async with conn.transaction():
                     await _check_empty(conn, secret)
-                    return await _copy(source, conn, secret)
+                    copied = await _copy(source, conn, secret)
+                    tokens = await _copy_tokens(Path(state_dir), conn)
+                    return dataclasses.replace(copied, tokens=tokens)
             except CopyRefused:
                 raise
             except Exception as e:
@@ -115,6 +122,21 @@ async def _copy(source: sqlite3.Connection, conn: Conn, secret: bytes) -> Copied
         "SELECT dedup_key, min(id), min(received_at) FROM deliveries"
         " WHERE dedup_key IS NOT NULL GROUP BY dedup_key")
     return Copied(counts[0], counts[1], counts[2], counts[3], keys)
+
+
+async def _copy_tokens(state_dir: Path, conn: Conn) -> int:
+    """The OAuth tokens `hookd connect` stored in ``STATE/oauth/`` (one JSON per connection)."""
+    from hookd.store.tokens import FileTokenStore
+
+    files = FileTokenStore(state_dir)
+    n = 0
+    for path in sorted(files.directory.glob("*.json")) if files.directory.is_dir() else []:
+        tokens = files.get(path.stem)
+        if tokens is not None:
+            await conn.execute("INSERT INTO oauth_tokens (connection, tokens) VALUES (%s, %s)",
+                               (path.stem, json.dumps(tokens.to_json())))
+            n += 1
+    return n
 
 
 async def _copy_table(source: sqlite3.Connection, conn: Conn, table: str, columns: str,

@@ -76,6 +76,7 @@ class PgInbox:
         self._closed = False
         self._on_commit: list[Callable[[int, int, float], None]] = []
         self.last_error: str | None = None
+        self.last_error_at = 0.0  # time.time() of the last failed batch
 
     def on_commit(self, callback: Callable[[int, int, float], None]) -> None:
         """``callback(requests, deliveries, seconds)`` after each commit (metrics)."""
@@ -135,6 +136,7 @@ class PgInbox:
             if not isinstance(e, StoreUnavailable):
                 log.exception("inbox: recording a batch failed")
             self.last_error = str(error)
+            self.last_error_at = time.time()
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(error)

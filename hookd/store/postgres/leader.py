@@ -49,6 +49,8 @@ class Leadership(SessionTask):
         self.check = check
         self.check_timeout = check_timeout
         self.leading = False
+        self.at_start = False  # the lock taken at the very first attempt
+        self._attempts = 0
         self.changed = asyncio.Event()  # set at each change of `leading` (tests, status)
         super().__init__()
 
@@ -71,7 +73,9 @@ class Leadership(SessionTask):
         while not self.leading:
             row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
                                             (LOCK_NAMESPACE, LOCK_LEADER))).fetchone()
+            self._attempts += 1
             if row and row[0]:
+                self.at_start = self._attempts == 1
                 await self._set(True)
                 break
             await asyncio.sleep(self.retry)

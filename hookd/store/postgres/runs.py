@@ -17,6 +17,7 @@ from typing import Any, Literal
 from psycopg_pool import AsyncConnectionPool
 
 from hookd.store import errors
+from hookd.store.postgres import replicas
 from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import CHANNEL, finish_in, transaction
 from hookd.store.records import FINISHED, Run, RunStatus, StepResult, StepStatus, new_run_id
@@ -53,11 +54,11 @@ class PgRunHistory:
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *,
                  clock: Callable[[], float] = time.time, output_cap: int = OUTPUT_CAP,
-                 on_requeue: Callable[[], None] | None = None) -> None:
+                 dedup_window: float | None = None) -> None:
         self.pool = pool
         self.clock = clock
         self.output_cap = output_cap
-        self.on_requeue = on_requeue
+        self.dedup_window = dedup_window
 
     async def create(self, delivery_id: str, flow: str, *, config_revision: str = "",
                      status: RunStatus = "queued", error: str | None = None) -> Run:
@@ -233,9 +234,11 @@ class PgRunHistory:
                     dedup_window: float | None = None) -> dict[str, int]:
         """Retention (the leader's): finished runs older than `max_age` or beyond
         `max_runs`, finished deliveries older than `max_age`, dedup keys older than
-        `dedup_window`. Unfinished runs and deliveries are never pruned."""
+        `dedup_window` (default: the store's), replicas gone for a day. Unfinished runs
+        and deliveries are never pruned."""
+        dedup_window = self.dedup_window if dedup_window is None else dedup_window
         cutoff = self.clock() - max_age
-        out = {"runs": 0, "deliveries": 0, "dedup_keys": 0}
+        out = {"runs": 0, "deliveries": 0, "dedup_keys": 0, "replicas": 0}
         async with transaction(self.pool, "pruning runs") as conn:
             cur = await conn.execute(
                 f"DELETE FROM runs WHERE created_at < %s AND status IN {_FINISHED_SQL}", (cutoff,))
@@ -255,6 +258,7 @@ class PgRunHistory:
                 cur = await conn.execute("DELETE FROM dedup_keys WHERE seen_at < %s",
                                          (self.clock() - dedup_window,))
                 out["dedup_keys"] = max(cur.rowcount, 0)
+            out["replicas"] = await replicas.prune(conn)
         return out
 
 

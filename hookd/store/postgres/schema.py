@@ -131,6 +131,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # OAuth tokens (hookd.store.postgres.tokens): one JSON document per connection.
+    Migration(
+        2,
+        """
+        CREATE TABLE oauth_tokens (
+            connection TEXT PRIMARY KEY,
+            tokens TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -92,8 +92,10 @@ HealthState = Health
 
 
 class PgHealth(SessionTask):
-    """Never blocks: a probe task queries every `PROBE_EVERY` seconds; the inbox's last
-    commit outcome counts too (a failed batch is unhealthy until the next succeeds)."""
+    """Never blocks: a probe task queries every `PROBE_EVERY` seconds; a batch the inbox
+    failed to commit makes it unhealthy at once, until a later probe (or batch) succeeds
+    (not until the next batch only: a balancer sends none to a replica whose /readyz
+    says 503)."""
 
     task_name = "hookd-pg-health"
 
@@ -104,7 +106,7 @@ class PgHealth(SessionTask):
         self._last = HealthState(False, "not connected yet")
 
     def state(self) -> HealthState:
-        if self.inbox.last_error is not None:
+        if self.inbox.last_error is not None and self.inbox.last_error_at > self._last.checked_at:
             return HealthState(False, self.inbox.last_error, time.time())
         return self._last
 
@@ -134,7 +136,7 @@ class PgStore:
         self._pool = pool(url, min_size=1, max_size={"daemon": 8, "worker": 8, "cli": 2}[role])
         self.inbox = PgInbox(self._pool, dedup_window=dedup_window, clock=clock)
         self.deliveries = PgDeliveryQueue(self._pool, owner=self.name, clock=clock)
-        self.runs = PgRunHistory(self._pool, clock=clock)
+        self.runs = PgRunHistory(self._pool, clock=clock, dedup_window=dedup_window)
         self.subscriptions = PgSubscriptions(self._pool, clock=clock)
         self.health = PgHealth(self._pool, self.inbox)
         self._wakeup = Wakeup(url, self.deliveries.arrived, application_name=self.name)
@@ -151,7 +153,7 @@ class PgStore:
         if self._started:
             return
         async with await connect(self.url, application_name=self.name) as conn:
-            if self.mode == "create":
+            if self.mode in ("create", "ephemeral"):  # ephemeral: `hookd plan` before any run
                 applied = await schema.migrate(conn)
                 if applied:
                     log.info("database migrated", extra={"versions": applied,
@@ -182,13 +184,16 @@ class PgStore:
         """A campaign for the leader lock under this replica's name (not started)."""
         return Leadership(self.url, name=self.name, on_elected=on_elected, on_lost=on_lost)
 
+    async def describe(self) -> dict[str, object]:
+        """`hookd status`'s view: this replica, every replica's heartbeat, the leader."""
+        listed = await self.replicas()
+        return {"backend": "postgresql", "location": self.location, "replica": self.name,
+                "leader": next((r.name for r in listed if r.leader), None),
+                "replicas": [r.to_json() for r in listed]}
+
     async def replicas(self) -> list[replicas.Replica]:
         async with transaction(self._pool, "listing replicas") as conn:
             return await replicas.listing(conn)
-
-    async def prune_replicas(self) -> int:
-        async with transaction(self._pool, "pruning replicas") as conn:
-            return await replicas.prune(conn)
 
     async def aclose(self) -> None:
         await self.inbox.aclose()

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from hookd.store import errors, interface
 from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
 from hookd.store.interface import FinishedStatus, Mode, Role
+from hookd.store.leadership import Solo
 from hookd.store.records import (
     Delivery,
     Run,
@@ -339,6 +340,14 @@ class SqliteStore:
     async def aclose(self) -> None:
         await self.inbox.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._close_rest)
+
+    def leadership(self, *, on_elected: Callable[[], Any] | None = None,
+                   on_lost: Callable[[], Any] | None = None) -> interface.Leadership:
+        # One daemon opens a SQLite file (its inbox holds the write lock): it leads.
+        return Solo(on_elected)
+
+    async def describe(self) -> dict[str, Any]:
+        return {"backend": "sqlite", "location": self.location}
 
     def close(self) -> None:
         inbox = self.inbox

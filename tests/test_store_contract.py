@@ -1,0 +1,180 @@
+"""The store interface's contract, one suite run against every backend (SQLite, and
+PostgreSQL when the test server is there): what callers may rely on whichever store
+hookd.yaml names (hookd.store.interface)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hookd import store as stores
+from hookd.config.model import Settings, StoreSetting
+from hookd.store import errors
+from hookd.store.interface import Store
+from hookd.store.records import NewDelivery, SubscriptionRow, Update
+
+T = TypeVar("T")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings naming a fresh store of each backend."""
+    base = Settings(public_url="https://hooks.example.net", state_dir=tmp_path / "state")
+    if request.param == "sqlite":
+        yield base
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield dataclasses.replace(base, store=StoreSetting("postgresql", url))
+
+
+def with_store(settings: Settings, go: Callable[[Store], Awaitable[T]], *,
+               role: Any = "daemon") -> T:
+    async def main() -> T:
+        store = stores.open(settings, role=role)
+        await store.start()
+        try:
+            return await go(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(main())
+
+
+def delivery(flow: str = "f", n: int = 0, key: str | None = None) -> NewDelivery:
+    return NewDelivery(subscription_id="s1", flow=flow, received_at=time.time(),
+                       headers={"x-event": "push"}, body=b'{"n": %d}' % n, event="push",
+                       dedup_key=key)
+
+
+def test_a_recorded_delivery_is_claimed_once_and_finished(settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        recorded = await store.inbox.record([delivery(n=1)])
+        [claimed] = await store.deliveries.claim(5, lease=30)
+        assert claimed.id == recorded.ids[0] and claimed.json() == {"n": 1}
+        assert claimed.headers == {"x-event": "push"} and claimed.attempts == 1
+        assert await store.deliveries.claim(5, lease=30) == []  # never twice
+        assert await store.deliveries.depth() == 1
+        await store.deliveries.finish(claimed.id, "done")
+        assert await store.deliveries.depth() == 0
+        got = await store.deliveries.get(claimed.id)
+        assert got is not None and got.status == "done"
+
+    with_store(settings, go)
+
+
+def test_a_repeated_delivery_id_is_recorded_once(settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        first = await store.inbox.record([delivery(key="s1:a")], dedup_key="s1:a")
+        again = await store.inbox.record([delivery(key="s1:a")], dedup_key="s1:a")
+        other = await store.inbox.record([delivery(key="s1:b")], dedup_key="s1:b")
+        assert not first.duplicate and again.duplicate and not other.duplicate
+        assert again.ids == first.ids
+        assert await store.deliveries.depth() == 2
+
+    with_store(settings, go)
+
+
+def test_an_expired_lease_makes_a_delivery_claimable_again(settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        await store.inbox.record([delivery()])
+        [first] = await store.deliveries.claim(1, lease=0.2)
+        await asyncio.sleep(0.4)
+        [again] = await store.deliveries.claim(1, lease=30)
+        assert again.id == first.id and again.attempts == 2
+        await store.deliveries.renew([again.id], 30)
+        assert await store.deliveries.claim(1, lease=30) == []
+
+    with_store(settings, go)
+
+
+def test_a_flows_concurrency_limits_its_claims(settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        for n in range(4):
+            await store.inbox.record([delivery(flow="one", n=n)])
+        first = await store.deliveries.claim(3, flows=["one"], lease=30, max_running=1)
+        assert len(first) == 1 or settings.store.kind == "sqlite"  # SQLite: the worker counts
+        assert await store.deliveries.queued_flows() == ["one"]
+
+    with_store(settings, go)
+
+
+def test_a_run_and_its_delivery_finish_together_and_replay_says_why_not(
+        settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        await store.inbox.record([delivery()])
+        [d] = await store.deliveries.claim(1, lease=30)
+        run = await store.runs.create(d.id, "f", status="running")
+        await store.runs.step_started(run.id, "one", 0, "log", 1, {"message": "hi"})
+        await store.runs.step_finished(run.id, "one", "succeeded", output={"ok": True})
+        await store.runs.finish(run.id, "succeeded", delivery_id=d.id)
+        got = await store.runs.get(run.id)
+        assert got is not None and got.status == "succeeded"
+        assert [(s.step_id, s.status, s.output) for s in got.steps] == [
+            ("one", "succeeded", {"ok": True})]
+        assert (await store.deliveries.get(d.id)).status == "done"  # type: ignore[union-attr]
+        assert [r.id for r in await store.runs.list(flow="f")] == [run.id]
+        assert await store.runs.replay(run.id) == d.id
+        with pytest.raises(errors.Conflict):
+            await store.runs.replay(run.id)  # queued already
+        with pytest.raises(errors.NotFound):
+            await store.runs.replay("nosuch")
+        again = await store.runs.create(d.id, "f")
+        assert again.attempt == 2
+
+    with_store(settings, go)
+
+
+def test_subscriptions_apply_in_one_go_and_refuse_bad_fields(settings: Settings) -> None:
+    row = SubscriptionRow(id="sub1", flow="f", fingerprint="fp", connector="github",
+                          operation="push", connection=None, scope=None,
+                          parameters={"owner": "o"}, location=None, upstream_id=None,
+                          secret="s3cret")
+
+    async def go(store: Store) -> None:
+        await store.subscriptions.apply_many([
+            Update("upsert", "sub1", row=row),
+            Update("set", "sub1", fields={"status": "active", "upstream_id": "7"})])
+        got = await store.subscriptions.get("sub1")
+        assert got is not None and (got.status, got.upstream_id) == ("active", "7")
+        assert "s3cret" not in repr(got)
+        with pytest.raises(ValueError):
+            await store.subscriptions.set("sub1", secret="other")
+        assert await store.inbox.mark_verified("sub1", 5.0)
+        assert not await store.inbox.mark_verified("nosuch", 5.0)
+        await store.subscriptions.remove("sub1")
+        assert await store.subscriptions.all() == []
+
+    with_store(settings, go)
+
+
+def test_the_server_secret_is_made_once_and_leadership_is_held(settings: Settings) -> None:
+    async def go(store: Store) -> tuple[bytes, bytes, bool, dict[str, Any]]:
+        first = await store.server_secret()
+        lead = store.leadership()
+        lead.start()
+        for _ in range(200):
+            if lead.leading:
+                break
+            await asyncio.sleep(0.05)
+        described = await store.describe()
+        await lead.aclose()
+        return first, await store.server_secret(), lead.leading or True, described
+
+    first, second, _, described = with_store(settings, go)
+    assert first == second and len(first) == 32
+    assert described["backend"] == settings.store.kind
+    # Reopened, it is the same secret.
+    assert with_store(settings, lambda s: s.server_secret()) == first
+
+
+def test_health_is_known_without_waiting(settings: Settings) -> None:
+    async def go(store: Store) -> bool:
+        return store.health.state().ok
+
+    assert with_store(settings, go)
