@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import socket
@@ -232,7 +233,7 @@ def main() -> int:
         worst = 0.0
         for path in pages:
             times = sorted(timings(client, path, args.n))
-            median, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
+            median, p95 = statistics.median(times), times[max(0, math.ceil(0.95 * len(times)) - 1)]
             worst = max(worst, p95 if path != "/healthz" else 0.0)
             print(f"{path[:58]:58} {median * 1000:7.1f}ms {p95 * 1000:7.1f}ms "
                   f"{median / base:9.1f}x")

@@ -311,3 +311,15 @@ def test_without_the_activity_part_the_page_says_what_it_needs() -> None:
         answer = httpx.get(url + "/", timeout=5)
     assert answer.status_code == 503 and "needs the SQLite store" in answer.text
     assert_valid_page(answer.text)
+
+
+def test_after_a_slow_replay_the_delivery_page_moves_on_to_the_new_run(served: Served) -> None:
+    """Replay waits a moment for the worker; when the run comes later, the delivery page
+    it landed on goes to the run (here: reloaded after the run exists)."""
+    client = served.client()
+    delivery_id, run_id = served.delivery_ids[2], served.run_ids[2]
+    waiting = client.get(f"/deliveries/{delivery_id}?replayed=1")  # attempt 1 is the latest
+    assert waiting.status_code == 200 and "Replay queued" in waiting.text
+    assert "data-replay-wait" in waiting.text
+    moved = client.get(f"/deliveries/{delivery_id}?replayed=0")  # a newer attempt exists
+    assert moved.status_code == 303 and moved.headers["location"] == f"/runs/{run_id}"

@@ -248,13 +248,19 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def delivery(request: Request, csrf: str) -> Response:
         config, delivery_id = site.config(), request.path_params["id"]
-        detail = await queries.delivery(site.store, config, delivery_id)
+        # The cursor first: a run created after it arrives as a live event, one created
+        # before it is found below. Nothing falls between the two.
         after = await site.store.activity.cursors()
+        replayed = request.query_params.get("replayed", "")
+        if replayed.isdigit():  # after a replay: the attempt it replaced
+            latest = await queries.latest_attempt(site.store, delivery_id)
+            if latest is not None and latest[1] > int(replayed):
+                return redirect(f"/runs/{latest[0]}")
+        detail = await queries.delivery(site.store, config, delivery_id)
         if detail is None:
             return error_page(404, f"No delivery {delivery_id} (pruned, or never received).")
         return page("delivery.html", d=detail, now=site.clock(), csrf=csrf, nav="deliveries",
-                    signed_in=True, replayed=bool(request.query_params.get("replayed")),
-                    live=live.cursor(*after))
+                    signed_in=True, replayed=bool(replayed), live=live.cursor(*after))
 
     async def delivery_body(request: Request, csrf: str) -> Response:
         delivery_id = request.path_params["id"]
@@ -294,7 +300,7 @@ def routes(site: Site) -> list[BaseRoute]:
             if latest is not None and latest[1] > attempt:
                 return redirect(f"/runs/{latest[0]}")
             await asyncio.sleep(0.05)
-        return redirect(f"/deliveries/{delivery_id}?replayed=1")
+        return redirect(f"/deliveries/{delivery_id}?replayed={attempt}")
 
     async def live_stream(request: Request, csrf: str) -> Response:
         return live.stream(request, site.store, draining=site.draining)
