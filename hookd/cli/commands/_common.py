@@ -286,6 +286,22 @@ def run_on(store: Store, call: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(go())
 
 
+def server_secret_for(settings: Settings, *, create: bool) -> bytes | None:
+    """The server secret the daemon derives callback tokens from: the store's under
+    ``store: postgresql`` (one row, shared by every replica), else the state directory's
+    file. None when hookd has made none yet and `create` is False (no callback URL can be
+    ours then). A command that read the state directory's file under PostgreSQL would mint
+    other tokens than the replicas, and `apply` would replace every hook."""
+    from hookd import store as stores
+    from hookd.subscriptions import tokens
+
+    if settings.store.kind == "postgresql":
+        return run_on(stores.open(settings, role="cli"), lambda s: s.server_secret())
+    if create:
+        return tokens.load_or_create_server_secret(Path(settings.state_dir))
+    return existing_server_secret(Path(settings.state_dir))
+
+
 def existing_server_secret(state_dir: Path) -> bytes | None:
     """The server secret, or None when hookd has not created one (no callback URL can
     be ours then). Raises ValueError when the file is damaged."""

@@ -31,10 +31,10 @@ from hookd.cli.commands._common import (
     add_format_arg,
     add_state_arg,
     config_dir,
-    existing_server_secret,
     load_valid_config,
     open_existing_store,
     run_on,
+    server_secret_for,
 )
 
 if TYPE_CHECKING:
@@ -81,14 +81,15 @@ def open_state(config: Config, *, create: bool) -> tuple[Store, bytes]:
     import secrets as pysecrets
 
     from hookd import store as stores
-    from hookd.subscriptions import tokens
 
     state = config.settings.state_dir
     if create:
+        made = server_secret_for(config.settings, create=True)
+        assert made is not None  # create=True always returns one
+        secret = made
         store = stores.open(config.settings, role="cli")
-        secret = tokens.load_or_create_server_secret(state)
     else:
-        secret = existing_server_secret(state) or pysecrets.token_bytes(32)
+        secret = server_secret_for(config.settings, create=False) or pysecrets.token_bytes(32)
         store = (open_existing_store(config.settings)
                  or stores.open(state, role="cli", mode="ephemeral"))
     return store, secret

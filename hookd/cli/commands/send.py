@@ -34,11 +34,11 @@ from hookd.cli.commands._common import (
     add_config_args,
     add_format_arg,
     add_state_arg,
-    existing_server_secret,
     load_valid_config,
     local_url,
     open_existing_store,
     run_on,
+    server_secret_for,
 )
 
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     state_dir = Path(config.settings.state_dir)
     try:
-        found_secret = existing_server_secret(state_dir)
-    except ValueError as exc:
+        found_secret = server_secret_for(config.settings, create=False)
+    except (ValueError, OSError) as exc:
         print(f"hookd send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if found_secret is None and not args.in_process:

@@ -29,10 +29,10 @@ from hookd.cli.commands._common import (
     add_dir_or_subcommands,
     add_format_arg,
     add_state_arg,
-    existing_server_secret,
     load_valid_config,
     open_existing_store,
     run_on,
+    server_secret_for,
     table_lines,
     unvalidated_state_dir,
     utc_time,
@@ -78,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_valid_config(args, "subscriptions", resolve_secrets=False)
     if config is None:
         return EXIT_ERRORS
-    state = config.settings.state_dir
     try:
         store = open_existing_store(config.settings)
         rows = run_on(store, lambda s: s.subscriptions.all()) if store is not None else []
-        secret = existing_server_secret(state)
+        secret = server_secret_for(config.settings, create=False)
     except (OSError, ValueError, StoreError) as exc:
         print(f"hookd subscriptions: cannot read the state: {exc}", file=sys.stderr)
         return EXIT_ERRORS
