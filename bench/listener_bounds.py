@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.test_daemon import free_port  # noqa: E402
-from tests.test_protocol import SECRET, closed_by_peer  # noqa: E402
+from tests.test_protocol import SECRET, big_header_request, closed_by_peer  # noqa: E402
 
 
 def write_config(tmp: Path, public: int, admin: int) -> Path:
@@ -104,28 +104,9 @@ class Run:
     def big_header(self, size: int) -> str:
         """A signed request with a `size`-byte header: the status line answered."""
         body = b'{"n": 2}'
-        head = f"POST {httpx.URL(self.url).raw_path.decode()} HTTP/1.1\r\nHost: x\r\n"
-        head += "Content-Type: application/json\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in self.headers(body).items())
-        sock = socket.create_connection(("127.0.0.1", self.public))
-        try:
-            sock.sendall((head + "X-Big: ").encode())
-            try:
-                for _ in range(size // 65536):
-                    sock.sendall(b"a" * 65536)
-                sock.sendall(b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            except OSError:
-                pass  # the server stopped reading: its answer is waiting
-            sock.settimeout(60)
-            answer = b""
-            try:
-                while chunk := sock.recv(65536):
-                    answer += chunk
-            except OSError:
-                pass
-            return answer.split(b"\r\n", 1)[0].decode()
-        finally:
-            sock.close()
+        answer = big_header_request(self.public, httpx.URL(self.url).raw_path.decode(), size,
+                                    body=body, headers=self.headers(body), timeout=60)
+        return answer.split(b"\r\n", 1)[0].decode()
 
     def stored_big(self) -> tuple[int, int]:
         conn = sqlite3.connect(self.tmp / "state" / "hookd.db")

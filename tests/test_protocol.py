@@ -157,20 +157,23 @@ def test_a_half_sent_body_is_dropped_after_the_body_timeout(daemon: Daemon, tmp_
     assert deliveries(tmp_path / "state") == 0
 
 
-def big_header_request(port: int, path: str, size: int) -> bytes:
-    """Send a request with a `size`-byte header; what the server answered."""
+def big_header_request(port: int, path: str, size: int, *, body: bytes = b"{}",
+                       headers: dict[str, str] | None = None, timeout: float = 10) -> bytes:
+    """Send a request with a `size`-byte header (and `headers`, e.g. a signature);
+    what the server answered."""
     sock = socket.create_connection(("127.0.0.1", port))
     try:
-        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Big: "
-        sock.sendall(head.encode())
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        sock.sendall((head + "X-Big: ").encode())
         chunk = b"a" * 65536
         try:
             for _ in range(size // len(chunk)):
                 sock.sendall(chunk)
-            sock.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
+            sock.sendall(b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         except OSError:
             pass  # the server stopped reading: its answer is waiting
-        sock.settimeout(10)
+        sock.settimeout(timeout)
         answer = b""
         try:
             while data := sock.recv(65536):

@@ -69,11 +69,16 @@ class Subscriptions(Protocol):
     async def apply_many(self, updates: Iterable[Update]) -> None:
         """All of `updates` in one transaction (one commit however many there are)."""
 
-    async def upsert(self, row: SubscriptionRow) -> None: ...
+    # One update each, through `apply_many`: a backend that subclasses this Protocol
+    # inherits them and implements only the transaction.
+    async def upsert(self, row: SubscriptionRow) -> None:
+        await self.apply_many([Update("upsert", row.id, row=row)])
 
-    async def set(self, sub_id: str, **fields: Any) -> None: ...
+    async def set(self, sub_id: str, **fields: Any) -> None:
+        await self.apply_many([Update("set", sub_id, fields=fields)])
 
-    async def remove(self, sub_id: str) -> None: ...
+    async def remove(self, sub_id: str) -> None:
+        await self.apply_many([Update("remove", sub_id)])
 
 
 class Inbox(Protocol):

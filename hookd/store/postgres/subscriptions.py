@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from hookd.store.interface import Subscriptions
 from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import transaction
 from hookd.store.records import SUBSCRIPTION_STATUSES as STATUSES
@@ -55,7 +56,7 @@ def subscription_values(row: SubscriptionRow, now: float) -> tuple[object, ...]:
             row.created_at or now, row.updated_at or now)
 
 
-class PgSubscriptions:
+class PgSubscriptions(Subscriptions):
     """`hookd.store.interface.Subscriptions` on PostgreSQL."""
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *,
@@ -102,12 +103,3 @@ class PgSubscriptions:
                         (*(u.fields[n] for n in names), now, u.sub_id))
                 else:
                     await conn.execute("DELETE FROM subscriptions WHERE id = %s", (u.sub_id,))
-
-    async def upsert(self, row: SubscriptionRow) -> None:
-        await self.apply_many([Update("upsert", row.id, row=row)])
-
-    async def set(self, sub_id: str, **fields: Any) -> None:
-        await self.apply_many([Update("set", sub_id, fields=fields)])
-
-    async def remove(self, sub_id: str) -> None:
-        await self.apply_many([Update("remove", sub_id)])

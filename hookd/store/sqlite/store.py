@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from hookd.store import errors, interface
 from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
-from hookd.store.interface import FinishedStatus, Mode, Role
+from hookd.store.interface import FinishedStatus, Mode, Role, Subscriptions
 from hookd.store.leadership import Solo
 from hookd.store.records import (
     Delivery,
@@ -79,7 +79,7 @@ class Arrivals:
                 log.exception("wake-up callback failed")
 
 
-class SqliteSubscriptions:
+class SqliteSubscriptions(Subscriptions):
     def __init__(self, x: Executor) -> None:
         self._x = x
 
@@ -92,15 +92,6 @@ class SqliteSubscriptions:
     async def apply_many(self, updates: Iterable[Update]) -> None:
         batch = list(updates)
         await self._x.run(lambda t: t.subscriptions.apply_many(batch))
-
-    async def upsert(self, row: SubscriptionRow) -> None:
-        await self.apply_many([Update("upsert", row.id, row=row)])
-
-    async def set(self, sub_id: str, **fields: Any) -> None:
-        await self.apply_many([Update("set", sub_id, fields=fields)])
-
-    async def remove(self, sub_id: str) -> None:
-        await self.apply_many([Update("remove", sub_id)])
 
 
 class SqliteDeliveries:
