@@ -204,7 +204,7 @@ def main() -> int:
             models.ReconcileView(now - 240, "scheduled", True, "7 keep, 1 create failed",
                                  next_at=now + 360))
         site = views.Site(config=lambda: config,
-                          store=reads.Reads.of(store, store.activity),
+                          store=reads.Reads.of(store),
                           server_secret=b"b" * 32,
                           admin_token=lambda: TOKEN, daemon=lambda: daemon,
                           token_ok=lambda t: t == TOKEN)

@@ -1,21 +1,24 @@
 """The status page over HTTP (no browser): sign-in, CSRF, masking, pagination, replay, live.
 
-A real uvicorn server on 127.0.0.1 serves the page routes over a real SQLite store
-filled through the store's own classes; a "worker" thread creates the new run when
-the page pokes it after a replay, as `hookd.runs.worker` does.
-The browser half (JavaScript, live updates, screenshots) is tests/test_pages_browser.py.
+A real uvicorn server on 127.0.0.1 serves the page routes over a real store of each
+backend (a SQLite file; a fresh PostgreSQL database when the test server is there,
+tests/pgserver.py), filled through the store interface; a "worker" creates the new run
+when the page pokes it after a replay, as `hookd.runs.worker` does.
+The browser half (JavaScript, live updates, screenshots; a real `hookd run` on both
+backends) is tests/test_pages_browser.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,15 +28,17 @@ from hookd import store as stores
 from hookd.admin.pages import chart, models, queries, reads, views
 from hookd.admin.pages.session import COOKIE
 from hookd.config.loader import load_config
-from hookd.store.sqlite import db
-from hookd.store.sqlite.activity import ActivityStore
-from hookd.store.sqlite.deliveries import DeliveryStore, NewDelivery
-from hookd.store.sqlite.runs import RunStore
+from hookd.config.model import Settings, StoreSetting
+from hookd.store.interface import Store
+from hookd.store.records import NewDelivery
 from hookd.telemetry import logs
+from tests import pgserver
 from tests.fakes.github import serve_app
+from tests.test_store_contract import with_store
 
 TOKEN = "admin.token-for-tests-0123456789"
 LEAKY = "sekrit-value-registered-with-the-logs"
+T = TypeVar("T")
 
 html5lib = pytest.importorskip("html5lib", reason="html5lib (test extra) validates the pages")
 
@@ -41,10 +46,11 @@ html5lib = pytest.importorskip("html5lib", reason="html5lib (test extra) validat
 @dataclass
 class Served:
     url: str
-    store: Path
+    settings: Settings
     delivery_ids: list[str]
     run_ids: list[str]
     pokes: list[float]
+    worker_ready: threading.Event
 
     def client(self, *, signed_in: bool = True) -> httpx.Client:
         client = httpx.Client(base_url=self.url, timeout=10, follow_redirects=False)
@@ -53,35 +59,47 @@ class Served:
             assert answer.status_code == 303, answer.text
         return client
 
+    def store(self, go: Callable[[Store], Awaitable[T]]) -> T:
+        return with_store(self.settings, go)
 
-def fill(conn: sqlite3.Connection, n: int, now: float) -> tuple[list[str], list[str]]:
+
+async def fill(store: Store, clock: list[float], n: int,
+               now: float) -> tuple[list[str], list[str]]:
     """`n` deliveries of flow `a` (every 5th run failed), newest last; one run each."""
-    deliveries = DeliveryStore(conn)
     dids, rids = [], []
     for i in range(n):
         at = now - (n - i) * 60
-        runs = RunStore(conn, clock=lambda at=at: at + 1)
+        clock[0] = at + 1
         body = {"n": i, "repository": {"full_name": "acme/app"}, "note": LEAKY}
-        (did,) = deliveries.record_many([NewDelivery(
+        (did,) = (await store.inbox.record([NewDelivery(
             "sub-a", "a", at,
             {"content-type": "application/json", "x-hub-signature-256": "sha256=deadbeef",
              "authorization": "Bearer upstream-credential", "x-github-event": "push"},
-            json.dumps(body).encode(), event="push")])
-        run = runs.create(did, "a", status="running")
+            json.dumps(body).encode(), event="push")])).ids
+        run = await store.runs.create(did, "a", status="running")
         ok = i % 5 != 0
-        runs.step_started(run.id, "fetch", 0, "http", 2, {"url": "https://example.net"})
-        runs.step_finished(run.id, "fetch", "succeeded" if ok else "failed",
-                           output={"status": 200 if ok else 500},
-                           error=None if ok else "HTTP 500 from example.net")
-        runs.finish(run.id, "succeeded" if ok else "failed", None if ok else "step fetch: 500")
-        deliveries.finish(did, "done" if ok else "failed")
+        await store.runs.step_started(run.id, "fetch", 0, "http", 2,
+                                      {"url": "https://example.net"})
+        await store.runs.step_finished(run.id, "fetch", "succeeded" if ok else "failed",
+                                       output={"status": 200 if ok else 500},
+                                       error=None if ok else "HTTP 500 from example.net")
+        await store.runs.finish(run.id, "succeeded" if ok else "failed",
+                                None if ok else "step fetch: 500", delivery_id=did)
         dids.append(did)
         rids.append(run.id)
     return dids, rids
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+async def work(store: Store) -> None:
+    """What the worker does when poked: claim the requeued deliveries, run each."""
+    for d in await store.deliveries.claim(10, lease=30):
+        run = await store.runs.create(d.id, d.flow, status="running")
+        await store.runs.finish(run.id, "succeeded", delivery_id=d.id)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("pages")
     (root / "flows").mkdir()
     (root / "hookd.yaml").write_text(
@@ -90,39 +108,68 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "name: a\ntrigger: {connector: http}\nsteps:\n  - id: fetch\n    log: {message: hi}\n")
     config, problems = load_config(root)
     assert config is not None, problems
-    conn = db.open_db(config.settings.state_dir, check_same_thread=False)
-    store = stores.open(config.settings)
-    now = time.time()
-    dids, rids = fill(conn, 60, now)
-    logs.register_secret(LEAKY)
-    pokes: list[float] = []
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            server = request.getfixturevalue("postgres_server")
+            url = pgserver.create_database(server)
+            stack.callback(pgserver.drop_database, server, url)
+            config = dataclasses.replace(config, settings=dataclasses.replace(
+                config.settings, store=StoreSetting("postgresql", url)))
+        settings = config.settings
+        now = time.time()
+        clock = [now]
+        dids, rids = with_store(settings, lambda s: fill(s, clock, 60, now),
+                                clock=lambda: clock[0])
+        logs.register_secret(LEAKY)
+        pokes: list[float] = []
+        worker_ready = threading.Event()
+        worker_ready.set()
 
-    def poke() -> None:
-        # What the worker does when poked: claim the requeued delivery, create its run.
-        def work() -> None:
-            own = db.connect(config.settings.state_dir / db.DB_NAME)
-            for d in DeliveryStore(own).claim(10):
-                run = RunStore(own).create(d.id, d.flow, status="running")
-                RunStore(own).finish(run.id, "succeeded")
-                DeliveryStore(own).finish(d.id, "done")
-            own.close()
-        pokes.append(time.time())
-        threading.Thread(target=work).start()
+        def poke() -> None:
+            pokes.append(time.time())
 
-    site = views.Site(
-        config=lambda: config,
-        store=reads.Reads.of(store, store.activity),
-        server_secret=b"s" * 32, admin_token=lambda: TOKEN,
-        daemon=lambda: models.DaemonView(
-            "0.1.0", now - 3600, "rev1234",
-            models.ReloadView(now - 60, "watch", False, "rev5678",
-                              ("flows/b.yaml:3:5: unknown key 'stpes'",)),
-            models.ReconcileView(now - 30, "scheduled", True, "1 keep", next_at=now + 30)),
-        token_ok=lambda presented: presented == TOKEN, poke=poke, replay_wait=5.0)
-    with serve_app(Starlette(routes=views.routes(site))) as url:
-        yield Served(url, config.settings.state_dir / db.DB_NAME, dids, rids, pokes)
-    store.close()
-    conn.close()
+            def run() -> None:
+                worker_ready.wait(30)
+                with_store(settings, work)
+
+            threading.Thread(target=run).start()
+
+        store = stores.open(settings)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await store.start()  # on the server's event loop, which uses it
+            yield
+            await store.aclose()
+
+        site = views.Site(
+            config=lambda: config,
+            store=reads.Reads.of(store),
+            server_secret=b"s" * 32, admin_token=lambda: TOKEN,
+            daemon=lambda: models.DaemonView(
+                "0.1.0", now - 3600, "rev1234",
+                models.ReloadView(now - 60, "watch", False, "rev5678",
+                                  ("flows/b.yaml:3:5: unknown key 'stpes'",)),
+                models.ReconcileView(now - 30, "scheduled", True, "1 keep", next_at=now + 30)),
+            token_ok=lambda presented: presented == TOKEN, poke=poke)
+        app = Starlette(routes=views.routes(site), lifespan=lifespan)
+        url = stack.enter_context(serve_app(app, lifespan="on"))
+        yield Served(url, settings, dids, rids, pokes, worker_ready)
+
+
+def new_run_of(client: httpx.Client, location: str) -> str:
+    """Where a replay's answer leads: the new run's id (its page at once, or the delivery's
+    page until the worker has created the run, which it then redirects to)."""
+    deadline = time.monotonic() + 20
+    while not location.startswith("/runs/"):
+        assert location.startswith("/deliveries/"), location
+        assert time.monotonic() < deadline, "the new run never came"
+        answer = client.get(location)
+        if answer.status_code == 303:
+            location = answer.headers["location"]
+        else:
+            time.sleep(0.1)
+    return location.removeprefix("/runs/")
 
 
 def assert_valid_page(html: str) -> None:
@@ -178,10 +225,7 @@ def test_sign_in_and_replay_refuse_cross_site_requests(served: Served) -> None:
         answer = client.post(target, data=data, headers=headers)
         assert answer.status_code == 403, (headers, data)
     # Nothing was queued by the refused requests.
-    conn = db.connect(served.store)
-    assert DeliveryStore(conn).get(
-        RunStore(conn).get(served.run_ids[1]).delivery_id).status == "done"  # type: ignore[union-attr]
-    conn.close()
+    assert served.store(lambda s: s.deliveries.get(served.delivery_ids[1])).status == "done"  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- pages
@@ -258,9 +302,9 @@ def test_run_page_shows_steps_and_replay_lands_on_the_new_run(served: Served) ->
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
     assert csrf is not None
     answer = client.post(f"/runs/{run_id}/replay", data={"csrf": csrf.group(1)})
-    assert answer.status_code == 303
-    new_run = answer.headers["location"].removeprefix("/runs/")
-    assert new_run != run_id and served.pokes
+    assert answer.status_code == 303 and served.pokes
+    new_run = new_run_of(client, answer.headers["location"])
+    assert new_run != run_id
     page = client.get(f"/runs/{new_run}").text
     assert "<dt>Attempt</dt><dd>2</dd>" in page
     assert run_id in page  # the earlier attempt is listed
@@ -268,11 +312,13 @@ def test_run_page_shows_steps_and_replay_lands_on_the_new_run(served: Served) ->
 
 def test_live_stream_sends_new_deliveries_as_rows(served: Served) -> None:
     client = served.client()
-    conn = db.connect(served.store)
-    after = "~".join(ActivityStore(conn).cursors())
-    (new_id,) = DeliveryStore(conn).record_many([NewDelivery(
-        "sub-a", "a", time.time(), {}, b'{"live": true}', event="ping")])
-    conn.close()
+    after = "~".join(served.store(lambda s: s.activity.cursors()))
+
+    async def record(store: Store) -> str:
+        return (await store.inbox.record([NewDelivery(
+            "sub-a", "a", time.time(), {}, b'{"live": true}', event="ping")])).ids[0]
+
+    new_id = served.store(record)
     with client.stream("GET", f"/live?after={after}") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
@@ -295,10 +341,12 @@ def test_chart_scales_each_panel_on_its_own() -> None:
 
 def test_a_big_body_is_cut_on_the_page_and_whole_in_the_download(served: Served) -> None:
     big = json.dumps({"items": [{"i": i, "text": "x" * 100} for i in range(2000)]}).encode()
-    conn = db.connect(served.store)
-    (big_id,) = DeliveryStore(conn).record_many([NewDelivery(
-        "sub-a", "a", time.time(), {}, big, event="push")])
-    conn.close()
+
+    async def record(store: Store) -> str:
+        return (await store.inbox.record([NewDelivery(
+            "sub-a", "a", time.time(), {}, big, event="push")])).ids[0]
+
+    big_id = served.store(record)
     client = served.client()
     page = client.get(f"/deliveries/{big_id}")
     assert "Only the beginning is shown." in page.text
@@ -306,20 +354,30 @@ def test_a_big_body_is_cut_on_the_page_and_whole_in_the_download(served: Served)
     assert client.get(f"/deliveries/{big_id}/body").content == big
 
 
-def test_without_the_activity_part_the_page_says_what_it_needs() -> None:
-    with serve_app(Starlette(routes=views.unsupported("needs the SQLite store"))) as url:
-        answer = httpx.get(url + "/", timeout=5)
-    assert answer.status_code == 503 and "needs the SQLite store" in answer.text
-    assert_valid_page(answer.text)
-
-
-def test_after_a_slow_replay_the_delivery_page_moves_on_to_the_new_run(served: Served) -> None:
-    """Replay waits a moment for the worker; when the run comes later, the delivery page
-    it landed on goes to the run (here: reloaded after the run exists)."""
+def test_replay_with_a_busy_worker_answers_at_once_and_moves_on_to_the_new_run(
+        served: Served) -> None:
+    """The worker takes long to pick the replay up (here: until the test lets it): the
+    button answers at once with the delivery's page, which says the replay is queued and
+    goes on to the new run as soon as it exists (live.js follows the stream; a reload
+    of the same address redirects)."""
     client = served.client()
     delivery_id, run_id = served.delivery_ids[2], served.run_ids[2]
-    waiting = client.get(f"/deliveries/{delivery_id}?replayed=1")  # attempt 1 is the latest
-    assert waiting.status_code == 200 and "Replay queued" in waiting.text
-    assert "data-replay-wait" in waiting.text
-    moved = client.get(f"/deliveries/{delivery_id}?replayed=0")  # a newer attempt exists
-    assert moved.status_code == 303 and moved.headers["location"] == f"/runs/{run_id}"
+    html = client.get(f"/runs/{run_id}").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert csrf is not None
+    served.worker_ready.clear()
+    try:
+        started = time.monotonic()
+        answer = client.post(f"/runs/{run_id}/replay", data={"csrf": csrf.group(1)})
+        assert time.monotonic() - started < 2  # no waiting for the worker
+        assert answer.status_code == 303
+        waiting_at = answer.headers["location"]
+        assert waiting_at == f"/deliveries/{delivery_id}?replayed=1"
+        waiting = client.get(waiting_at)
+        assert waiting.status_code == 200 and "Replay queued" in waiting.text
+        assert f'data-replay-wait="{delivery_id}"' in waiting.text
+    finally:
+        served.worker_ready.set()
+    new_run = new_run_of(client, waiting_at)
+    assert new_run != run_id
+    assert "<dt>Attempt</dt><dd>2</dd>" in client.get(f"/runs/{new_run}").text

@@ -34,9 +34,10 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
 
 
 def with_store(settings: Settings, go: Callable[[Store], Awaitable[T]], *,
-               role: Any = "daemon") -> T:
+               role: Any = "daemon", clock: Callable[[], float] = time.time) -> T:
+    """`go(store)` on a store of `settings` opened (and closed) on an event loop of its own."""
     async def main() -> T:
-        store = stores.open(settings, role=role)
+        store = stores.open(settings, role=role, clock=clock)
         await store.start()
         try:
             return await go(store)
@@ -178,3 +179,34 @@ def test_health_is_known_without_waiting(settings: Settings) -> None:
         return store.health.state().ok
 
     assert with_store(settings, go)
+
+
+def test_the_history_summaries_read_what_was_recorded(settings: Settings) -> None:
+    """`Store.activity` (the status page's reads) on every backend: the newest first,
+    keyset pages, what is new after a cursor, counts and each flow's facts."""
+    async def go(store: Store) -> None:
+        since = time.time() - 1
+        assert await store.activity.cursors() == ("", "")
+        ids = [(await store.inbox.record([delivery(flow, n)])).ids[0]
+               for n, flow in enumerate(["f", "g", "f"])]
+        for did, status in zip(ids, ["succeeded", "failed", "succeeded"], strict=True):
+            run = await store.runs.create(did, "f" if did != ids[1] else "g", status="running")
+            await store.runs.finish(run.id, status, delivery_id=did)  # type: ignore[arg-type]
+        newest = await store.activity.deliveries(limit=2)
+        assert [d.id for d in newest] == ids[:0:-1]
+        assert [d.id for d in await store.activity.deliveries(before=newest[-1].id)] == ids[:1]
+        assert [d.id for d in await store.activity.deliveries(status="failed")] == [ids[1]]
+        assert [d.id for d in await store.activity.deliveries_after(ids[0])] == ids[1:]
+        runs = await store.activity.runs_after("")
+        assert [r.delivery_id for r in runs] == ids
+        assert await store.activity.cursors() == (ids[-1], runs[-1].id)
+        counts = await store.activity.counts_since(since)
+        assert (counts.deliveries, counts.runs) == (3, {"succeeded": 2, "failed": 1})
+        facts = await store.activity.flow_facts(["f", "g"], 5)
+        assert facts["f"].outcomes == ["succeeded", "succeeded"]
+        assert facts["g"].last_delivery is not None and facts["g"].last_delivery.id == ids[1]
+        minute = since - since % 60
+        assert sum(m.deliveries for m in await store.activity.per_minute(minute, 3)) == 3
+        assert await store.activity.body(ids[0]) == b'{"n": 0}'
+
+    with_store(settings, go)

@@ -70,13 +70,8 @@ def routes(state: AppState, server_secret: bytes, facts: Callable[[], DaemonView
     from hookd.admin import auth
     from hookd.admin.pages import reads, views
 
-    activity = getattr(state.store, "activity", None)
-    if activity is None:
-        return views.unsupported(
-            "The status page needs the SQLite store for now (store: sqlite in hookd.yaml); "
-            "on PostgreSQL use the API (/api/runs) and hookd status.")
     site = views.Site(
-        config=lambda: state.config, store=reads.Reads.of(state.store, activity),
+        config=lambda: state.config, store=reads.Reads.of(state.store),
         server_secret=server_secret, admin_token=token, daemon=facts,
         token_ok=lambda presented: auth.token_matches(token(), f"Bearer {presented}"),
         poke=poke, draining=draining,

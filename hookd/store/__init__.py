@@ -2,15 +2,19 @@
 it ran.
 
 - `hookd.store.interface` — the Protocols every caller uses (`Store` and its parts:
-  `Subscriptions`, `Inbox`, `DeliveryQueue`, `RunHistory`, `StoreHealth`);
+  `Subscriptions`, `Inbox`, `DeliveryQueue`, `RunHistory`, `StoreHealth`, `Activity`);
 - `hookd.store.records` — the dataclasses that cross it (rows, deliveries, runs);
-- `hookd.store.activity` — the records of the history's summaries (the status page;
-  SQLite's ``store.activity``, not yet a part of the interface);
+- `hookd.store.activity` — the records of the history's summaries (the status page's
+  ``store.activity``, `hookd.store.interface.Activity`) and what both backends' queries
+  of them share (`id_at`, the summary's columns, the list filters);
 - `hookd.store.errors` — the domain errors it raises (`NotFound`, `Conflict`, `Gone`,
   `Unavailable`, `Busy`); the HTTP layer and the CLI choose statuses and exit codes;
-- `hookd.store.sqlite` — the only backend today: one WAL file in the state directory,
-  the group-commit inbox and every PRAGMA. Nothing outside this package imports
-  ``sqlite3`` or holds SQL.
+- `hookd.store.sqlite` — one WAL file in the state directory, the group-commit inbox and
+  every PRAGMA (the default);
+- `hookd.store.postgres` — one database that several replicas share (``store:
+  postgresql://…``); the only package that imports psycopg.
+
+Nothing outside this package imports ``sqlite3`` or holds SQL.
 
 `open(settings)` is the one way in.
 """

@@ -1,9 +1,10 @@
 """The store's interface: what the rest of hookd may ask of persistence, and nothing more.
 
 Every caller outside `hookd.store` (the ingest app, the worker, the reconciler, the admin
-API, the daemon, the CLI) holds a `Store` and uses these Protocols; only a backend
-(`hookd.store.sqlite` today) knows how they are kept. The shape is chosen so that a backend
-that talks to a server (PostgreSQL, issue 17) fits without changing a caller:
+API, the daemon, the status page, the CLI) holds a `Store` and uses these Protocols; only
+a backend (`hookd.store.sqlite`, `hookd.store.postgres`) knows how they are kept. The shape
+is chosen so that a backend that talks to a server (PostgreSQL, issue 17) fits without
+changing a caller:
 
 - **Async methods** wherever a server backend does network I/O. Only `StoreHealth.state`
   and the hook registrations are synchronous: they never wait for anything.
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
 from hookd.store.records import (
     Delivery,
     NewDelivery,
@@ -193,6 +195,41 @@ class RunHistory(Protocol):
         finished deliveries older than `max_age`; returns how many of each went."""
 
 
+class Activity(Protocol):
+    """Read-only summaries of the history (the status page): counts, per-minute activity,
+    filtered delivery lists, what is new since a cursor. Each is a few index seeks
+    whatever the history's size: delivery and run ids begin with their creation time
+    (`hookd.store.activity.id_at` turns a time into an id bound), lists are keyset
+    paginated on the id, newest first."""
+
+    async def counts_since(self, since: float) -> Counts:
+        """Deliveries and runs (by status) created since `since`."""
+
+    async def per_minute(self, start: float, minutes: int) -> list[Minute]:
+        """Deliveries received and failed runs created in each minute from `start`."""
+
+    async def deliveries(self, *, flow: str | None = None, status: str | None = None,
+                         since: float | None = None, until: float | None = None,
+                         before: str | None = None, limit: int = 50) -> list[DeliverySummary]:
+        """Newest first, filtered; `before` (a delivery id) pages further back."""
+
+    async def deliveries_after(self, after: str, limit: int = 100) -> list[DeliverySummary]:
+        """Deliveries recorded after the one with id `after` ("": all), oldest first."""
+
+    async def runs_after(self, after: str, limit: int = 100) -> list[Run]:
+        """Runs created after the one with id `after`, oldest first, without steps."""
+
+    async def flow_facts(self, flows: list[str], rate_of: int) -> dict[str, FlowFacts]:
+        """Each flow's newest delivery and run and its last `rate_of` finished runs'
+        statuses, in one call."""
+
+    async def cursors(self) -> tuple[str, str]:
+        """The newest delivery and run ids ("" when there is none)."""
+
+    async def body(self, delivery_id: str) -> bytes | None:
+        """A delivery's body as received (None: no such delivery)."""
+
+
 @dataclass(frozen=True)
 class Health:
     """The store's last known state. `ok` is False while it cannot record deliveries
@@ -243,6 +280,9 @@ class Store(Protocol):
 
     @property
     def health(self) -> StoreHealth: ...
+
+    @property
+    def activity(self) -> Activity: ...
 
     @property
     def location(self) -> str:

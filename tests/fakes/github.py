@@ -399,8 +399,9 @@ def serve_app(app: Any, port: int | None = None, **options: Any) -> Iterator[str
     """Run an ASGI app under uvicorn in a thread on 127.0.0.1; yields its base URL.
     `options` go to ``uvicorn.Config`` (``ssl_certfile``/``ssl_keyfile``: TLS)."""
     port = port or free_port()
+    options = {"lifespan": "off", **options}  # ``lifespan="on"``: the app starts a store
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
-                            lifespan="off", access_log=False, timeout_keep_alive=30, **options)
+                            access_log=False, timeout_keep_alive=30, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

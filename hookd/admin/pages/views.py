@@ -12,7 +12,6 @@ where the queries run, never on the event loop).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +39,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 MAX_FORM = 8192  # bytes of a form body (a token, a CSRF token)
-REPLAY_WAIT = 3.0  # seconds replay waits for the worker to create the new run
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,6 @@ class Site:
     poke: Callable[[], None] = lambda: None
     draining: Callable[[], bool] = lambda: False
     clock: Callable[[], float] = time.time
-    replay_wait: float = REPLAY_WAIT
 
     def keys(self) -> SessionKeys | None:
         token = self.admin_token()
@@ -122,15 +119,6 @@ def _time_param(text: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- routes
-
-
-def unsupported(message: str) -> list[BaseRoute]:
-    """In place of the pages when the store cannot serve them: ``/`` says why."""
-
-    async def why(request: Request) -> Response:
-        return error_page(503, message, signed_in=False)
-
-    return [Route("/", why, methods=["GET"])]
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -284,22 +272,23 @@ def routes(site: Site) -> list[BaseRoute]:
         if isinstance(data, Response):
             return data
         run_id = request.path_params["id"]
-
+        # The attempt this replay supersedes is read before the replay: once it commits,
+        # a worker (any replica's, woken at once) may create the new run at any moment.
+        before = await site.store.runs.get(run_id, steps=False)
+        previous = (await queries.latest_attempt(site.store, before.delivery_id)
+                    if before is not None else None)
         try:
             delivery_id = await site.store.runs.replay(run_id, kind="run")
         except errors.StoreError as exc:
             return error_page(status_of(exc), str(exc))
-        previous = await queries.latest_attempt(site.store, delivery_id)
         attempt = previous[1] if previous else 0
         site.poke()
-        # The worker creates the new run when it claims the delivery (at once when it is
-        # idle): wait a moment for it, so the button lands on the new run.
-        deadline = time.monotonic() + site.replay_wait
-        while time.monotonic() < deadline:
-            latest = await queries.latest_attempt(site.store, delivery_id)
-            if latest is not None and latest[1] > attempt:
-                return redirect(f"/runs/{latest[0]}")
-            await asyncio.sleep(0.05)
+        # No waiting here for the worker (it may be busy for long): the new run's page
+        # when the run exists already, else the delivery's page, which goes on to the
+        # new run as soon as it exists (live, or at the next load: `delivery`).
+        latest = await queries.latest_attempt(site.store, delivery_id)
+        if latest is not None and latest[1] > attempt:
+            return redirect(f"/runs/{latest[0]}")
         return redirect(f"/deliveries/{delivery_id}?replayed={attempt}")
 
     async def live_stream(request: Request, csrf: str) -> Response:

@@ -29,6 +29,7 @@ from hookd.config import secrets as config_secrets
 from hookd.config.model import MaybeSecret
 from hookd.store.interface import Health, Mode, Role
 from hookd.store.postgres import meta, replicas, schema
+from hookd.store.postgres.activity import PgActivity
 from hookd.store.postgres.connection import (
     Conn,
     SessionTask,
@@ -139,6 +140,7 @@ class PgStore:
         self.runs = PgRunHistory(self._pool, clock=clock, dedup_window=dedup_window)
         self.subscriptions = PgSubscriptions(self._pool, clock=clock)
         self.health = PgHealth(self._pool, self.inbox)
+        self.activity = PgActivity(self._pool)
         self._wakeup = Wakeup(url, self.deliveries.arrived, application_name=self.name)
         self._heartbeat = Heartbeat(self._pool, self.name)
         self._started = False

@@ -1,12 +1,14 @@
 """Store: read-only summaries of the history for the status page (counts, per-minute
-activity, filtered delivery lists, what is new since a cursor), over SQLite; the records
-they return are `hookd.store.activity`'s, the same for every backend.
+activity, filtered delivery lists, what is new since a cursor), over SQLite: the
+`hookd.store.interface.Activity` part (``store.activity``, `SqliteActivity` runs these
+off the event loop). The records, the summary's columns and `id_at` are
+`hookd.store.activity`'s, shared with `hookd.store.postgres.activity`.
 
 These are the reads no other part needs, kept here so that only the store knows the
 tables. Every query is a seek on an index whatever the history's size:
 
 - time ranges become id ranges: delivery and run ids start with their creation time in
-  hex milliseconds (`hookd.store.sqlite.deliveries.new_id`), never earlier, as the
+  hex milliseconds (`hookd.store.records.new_id`), never earlier, as the
   generator only moves forward; so "since T" is ``id >= id_at(T)`` on the primary key or
   on ``(status, id)`` (with the time column where it must be exact);
 - lists are keyset-paginated (``id < before``), newest first;
@@ -18,26 +20,20 @@ from __future__ import annotations
 
 import sqlite3
 
-from hookd.store.activity import Counts, DeliverySummary, FlowFacts, Minute
+from hookd.store.activity import (
+    SUMMARY_COLUMNS,
+    Counts,
+    DeliverySummary,
+    FlowFacts,
+    Minute,
+    by_minute,
+    delivery_filter,
+    id_at,
+    summary,
+)
 from hookd.store.sqlite.runs import _RUN_COLUMNS, FINISHED, RUN_STATUSES, Run, _run
 
-
-def id_at(ts: float) -> str:
-    """The smallest id created at `ts` or later (ids begin with 12 hex digits of ms).
-
-    >>> id_at(1.5)
-    '0000000005dc'
-    """
-    return f"{int(ts * 1000):012x}"
-
-
-_SUMMARY = ("id, flow, subscription_id, received_at, event, status, attempts,"
-            " length(body) AS size, error")
-
-
-def _summary(r: sqlite3.Row) -> DeliverySummary:
-    return DeliverySummary(r["id"], r["flow"], r["subscription_id"], r["received_at"],
-                           r["event"], r["status"], r["attempts"], r["size"], r["error"])
+__all__ = ["ActivityStore", "id_at"]
 
 
 class ActivityStore:
@@ -67,43 +63,25 @@ class ActivityStore:
         failed = dict(self.conn.execute(
             "SELECT CAST((created_at - ?) / 60 AS INTEGER) AS b, count(*) FROM runs"
             " WHERE status = 'failed' AND id >= ? GROUP BY b", (start, id_at(start))).fetchall())
-        return [Minute(start + i * 60, int(deliveries.get(i, 0)), int(failed.get(i, 0)))
-                for i in range(minutes)]
+        return by_minute(start, minutes, deliveries, failed)
 
     def deliveries(self, *, flow: str | None = None, status: str | None = None,
                    since: float | None = None, until: float | None = None,
                    before: str | None = None, limit: int = 50) -> list[DeliverySummary]:
         """Newest first; `before` (a delivery id) pages further back."""
-        clauses: list[str] = []
-        args: list[object] = []
-        if flow:
-            clauses.append("flow = ?")
-            args.append(flow)
-        if status:
-            clauses.append("status = ?")
-            args.append(status)
-        if since is not None:
-            # The id bound lets the primary key seek; received_at makes it exact.
-            clauses.append("id >= ? AND received_at >= ?")
-            args.extend((id_at(since), since))
-        if until is not None:
-            clauses.append("received_at < ?")
-            args.append(until)
-        if before:
-            clauses.append("id < ?")
-            args.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = delivery_filter(flow=flow, status=status, since=since, until=until,
+                                      before=before, mark="?")
         rows = self.conn.execute(
-            f"SELECT {_SUMMARY} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
+            f"SELECT {SUMMARY_COLUMNS} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
             (*args, max(0, limit))).fetchall()
-        return [_summary(r) for r in rows]
+        return [summary(r) for r in rows]
 
     def deliveries_after(self, after: str, limit: int = 100) -> list[DeliverySummary]:
         """Deliveries recorded after the one with id `after`, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_SUMMARY} FROM deliveries WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {SUMMARY_COLUMNS} FROM deliveries WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit)).fetchall()
-        return [_summary(r) for r in rows]
+        return [summary(r) for r in rows]
 
     def runs_after(self, after: str, limit: int = 100) -> list[Run]:
         """Runs created after the one with id `after`, oldest first, without steps."""

@@ -33,8 +33,10 @@ class LoopBatchingDb:
     loop is busy). Why it never waits for the write lock: see `_flush`.
     """
 
-    def __init__(self, open: Callable[[], sqlite3.Connection], *, max_batch: int = 512) -> None:
+    def __init__(self, open: Callable[[], sqlite3.Connection], *, max_batch: int = 512,
+                 clock: Callable[[], float] = time.time) -> None:
         self._open = open
+        self._clock = clock
         self.max_batch = max_batch
         self._raw: sqlite3.Connection | None = None
         self._conn: Nesting | None = None
@@ -50,7 +52,7 @@ class LoopBatchingDb:
         self._raw = self._open()
         self._raw.execute("PRAGMA busy_timeout=0")  # see _flush
         self._conn = Nesting(self._raw)
-        self._tables = Tables.over(self._conn)
+        self._tables = Tables.over(self._conn, self._clock)
         return self._conn
 
     async def run(self, fn: Callable[[Tables], T], *, write: bool = True) -> T:

@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -46,8 +47,10 @@ class Tables:
     subscriptions: SubscriptionStore
 
     @classmethod
-    def over(cls, conn: Any) -> Tables:
-        return cls(conn, DeliveryStore(conn), RunStore(conn), SubscriptionStore(conn))
+    def over(cls, conn: Any, clock: Callable[[], float] = time.time) -> Tables:
+        """The tables over `conn`, their times read from `clock` (the store's)."""
+        return cls(conn, DeliveryStore(conn, clock=clock), RunStore(conn, clock=clock),
+                   SubscriptionStore(conn))
 
 
 class Nesting:
@@ -92,8 +95,10 @@ def domain_error(exc: sqlite3.Error) -> errors.StoreError:
 class _Lane:
     """One thread and the connection it alone uses (opened there, at its first call)."""
 
-    def __init__(self, open: Callable[[], sqlite3.Connection], name: str) -> None:
+    def __init__(self, open: Callable[[], sqlite3.Connection], name: str,
+                 clock: Callable[[], float] = time.time) -> None:
         self._open = open
+        self._clock = clock
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
         self._tables: Tables | None = None
         self._raw: Any = None
@@ -102,7 +107,7 @@ class _Lane:
         try:
             if self._tables is None:
                 self._raw = self._open()
-                self._tables = Tables.over(Nesting(self._raw))
+                self._tables = Tables.over(Nesting(self._raw), self._clock)
             if not write:
                 return fn(self._tables)
             raw = self._raw
@@ -140,9 +145,9 @@ class ThreadExecutor:
     """
 
     def __init__(self, open: Callable[[], sqlite3.Connection], *, name: str = "hookd-store",
-                 split: bool = True) -> None:
-        self._writer = _Lane(open, f"{name}-write")
-        self._reader = _Lane(open, f"{name}-read") if split else self._writer
+                 split: bool = True, clock: Callable[[], float] = time.time) -> None:
+        self._writer = _Lane(open, f"{name}-write", clock)
+        self._reader = _Lane(open, f"{name}-read", clock) if split else self._writer
         self._closed = False
         self._lock = threading.Lock()
 

@@ -135,7 +135,8 @@ class SqliteDeliveries:
 
 
 class SqliteActivity:
-    """The history's summaries for the status page (`hookd.store.sqlite.activity`), reads."""
+    """`interface.Activity`: the history's summaries for the status page
+    (`hookd.store.sqlite.activity`), reads off the event loop."""
 
     def __init__(self, x: Executor) -> None:
         self._x = x
@@ -259,9 +260,9 @@ class SqliteStore:
                                   "state directory yet)")
         self._executor: LoopBatchingDb | ThreadExecutor
         if role == "worker":
-            self._executor = LoopBatchingDb(self._open_worker)
+            self._executor = LoopBatchingDb(self._open_worker, clock=clock)
         else:
-            self._executor = ThreadExecutor(self._open, split=mode != "ephemeral")
+            self._executor = ThreadExecutor(self._open, split=mode != "ephemeral", clock=clock)
         self._arrivals = Arrivals()
         inbox = Inbox(self.path, dedup_window=dedup_window, clock=clock,
                       **(inbox_options or {}))
@@ -274,8 +275,7 @@ class SqliteStore:
                                                                     self._arrivals)
         self.runs: interface.RunHistory = SqliteRuns(self._executor, self._arrivals, clock)
         self.health: interface.StoreHealth = self._health
-        # Not a part of the interface (yet): the status page's summaries.
-        self.activity = SqliteActivity(self._executor)
+        self.activity: interface.Activity = SqliteActivity(self._executor)
         self._started = False
 
     @property
