@@ -5,11 +5,15 @@ released; a manual apply can no longer race the leader's own pass."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any, cast
+
+import pytest
 
 from tests.test_daemon import wait_until
 from tests.test_scaleout import TOKEN, Cluster, cluster, github_flow
@@ -83,3 +87,58 @@ def test_apply_and_teardown_refuse_while_a_replica_leads_and_wait_for_the_lock(
     torn = hookd(cluster, "teardown", "--yes")  # no replica leads: it may
     assert torn.returncode == 0, torn.stderr
     assert cluster.gh.hooks == {}
+
+
+class LosingLead:
+    """A leadership that is granted at once and lost when `lose` is called (as when the
+    lock's database session ends), calling its `on_lost` as the real one does."""
+
+    def __init__(self, on_lost: Any) -> None:
+        self.on_lost, self.leading, self.at_start, self.attempts = on_lost, False, True, 0
+
+    def start(self) -> None:
+        self.leading, self.attempts = True, 1
+
+    def lose(self) -> None:
+        self.leading = False
+        self.on_lost()
+
+    async def aclose(self) -> None:
+        self.leading = False
+
+
+class OneStore:
+    def __init__(self) -> None:
+        self.lead: LosingLead | None = None
+
+    def leadership(self, *, on_elected: Any = None, on_lost: Any = None) -> LosingLead:
+        self.lead = LosingLead(on_lost)
+        return self.lead
+
+    async def describe(self) -> dict[str, object]:
+        return {"backend": "postgresql", "leader": None}
+
+
+def test_a_pass_that_loses_the_lock_half_way_stops_and_says_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from hookd.cli.commands._reconcile_lock import as_leader
+
+    store = OneStore()
+    done: list[str] = []
+
+    async def reconcile() -> str:
+        done.append("first item")
+        assert store.lead is not None
+        store.lead.lose()
+        await asyncio.sleep(5)  # cancelled here
+        done.append("second item")
+        return "report"
+
+    result = asyncio.run(as_leader(cast(Any, store), "apply", 0, reconcile))
+    assert result is None and done == ["first item"]
+    assert "lost the reconcile leader lock half-way" in capsys.readouterr().err
+
+    async def quick() -> str:
+        return "report"
+
+    assert asyncio.run(as_leader(cast(Any, OneStore()), "apply", 0, quick)) == "report"

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable, Coroutine
+
     from hookd.store.interface import Store
 
 T = TypeVar("T")
@@ -37,12 +39,25 @@ def add_wait_arg(parser: argparse.ArgumentParser) -> None:
 
 
 async def as_leader(store: Store, command: str, wait: float,
-                    call: Callable[[], Awaitable[T]]) -> T | None:
+                    call: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
     """`call()` while this process holds the store's leader lock; None after saying on
-    stderr who holds it (nothing was done)."""
+    stderr who holds it (nothing was done), or that the lock was lost half-way (its
+    database session ended: a replica may lead now, so the pass stops where it is; what
+    it did is recorded)."""
+    import asyncio
+
     from hookd.store.leadership import lead_within
 
-    leadership = store.leadership()
+    running: asyncio.Task[T] | None = None
+    lost = False
+
+    def on_lost() -> None:
+        nonlocal lost
+        if running is not None and not running.done():
+            lost = True
+            running.cancel()
+
+    leadership = store.leadership(on_lost=on_lost)
     leadership.start()
     try:
         if not await lead_within(leadership, 0):
@@ -53,7 +68,16 @@ async def as_leader(store: Store, command: str, wait: float,
             if wait <= 0 or not await lead_within(leadership, wait):
                 print(_refusal(command, await _holder(store), wait), file=sys.stderr)
                 return None
-        return await call()
+        running = asyncio.ensure_future(call())
+        try:
+            return await running
+        except asyncio.CancelledError:
+            if not lost:
+                raise
+            print(f"hookd {command}: lost the reconcile leader lock half-way (its database "
+                  "session ended), so it stopped: what it did is recorded; run it again "
+                  "(or let the replica that leads now reconcile)", file=sys.stderr)
+            return None
     finally:
         await leadership.aclose()
 
