@@ -1,5 +1,7 @@
-"""Replicas on one PostgreSQL database: throughput and CPU per delivery with 1, 2 and 3
-hookd replicas, and the time from a leader's ``kill -9`` to the next reconcile.
+"""1, 2 and 3 hookd replicas on one PostgreSQL database: throughput, CPU, failover time.
+
+Throughput and CPU per delivery with 1, 2 and 3 replicas, and the time from a leader's
+``kill -9`` to the next reconcile by another replica.
 
     python bench/bench_replicas.py [--deliveries 2000] [--connections 32] [--replicas 1,2,3]
                                    [--repeat 3] [--failovers 5] [--store-url URL] [--quick]
@@ -19,11 +21,12 @@ deliveries/s (until every run succeeded, checked in the database: N deliveries d
 runs and N steps succeeded), the ratio to 1 replica in the same round, and CPU
 milliseconds per delivery of the hookd processes (all replicas and their worker
 processes) and of the PostgreSQL server (`tests.pgserver.ServerCpu`: that database's
-sessions and the shared background processes), and the cores hookd and PostgreSQL kept
-busy together (the load generator, in this process, uses the rest). On this 2-core
-machine every setup is CPU-bound, so the replicas share the same two cores: the
-throughput ratio says what the coordination costs (more sessions, claims contending);
-CPU per delivery is the figure to plan hosts with. The rounds repeat the setups (``--repeat``); medians are printed.
+sessions and the shared background processes), and the cores kept busy by hookd with
+PostgreSQL and by the load generator (this process): near the machine's core count, a
+setup was CPU-bound. On one machine the replicas share its cores, so the throughput
+ratio says what running several costs or gains there (more sessions and claims
+contending, more processes to spread the work over); CPU per delivery is the figure to
+plan hosts with. The rounds repeat the setups (``--repeat``); medians are printed.
 
 Failover: 3 replicas, one GitHub flow with its hook. ``kill -9`` of the leader (the
 replica whose session holds the leader lock, the store's own query), then at once its
@@ -102,6 +105,7 @@ def throughput(server_url: str, replicas: int, n: int, connections: int,
                                         exclude=[conn.info.backend_pid])
             cpu_before = sum(tree_cpu(r.proc.pid) for r in started)
             server.start()
+            own_before = time.process_time()
             latencies: list[float] = []
             start, answered, ok = asyncio.run(burst(ports, path, headers, body, n,
                                                     connections, tag, latencies))
@@ -116,6 +120,7 @@ def throughput(server_url: str, replicas: int, n: int, connections: int,
                 time.sleep(0.05)
             end = time.perf_counter()
             server_cpu = server.stop()
+            own_cpu = time.process_time() - own_before
             hookd_cpu = sum(tree_cpu(r.proc.pid) for r in started) - cpu_before
             counts = [now - before for now, before in zip(processed(conn), base, strict=True)]
         if counts != [n, n, n]:
@@ -125,7 +130,7 @@ def throughput(server_url: str, replicas: int, n: int, connections: int,
     return {"acked": n / (answered - start), "processed": n / (end - start),
             "p99": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
             "hookd_cpu": 1000 * hookd_cpu / n, "server_cpu": 1000 * server_cpu / n,
-            "cores": (hookd_cpu + server_cpu) / (end - start)}
+            "cores": (hookd_cpu + server_cpu) / (end - start), "load": own_cpu / (end - start)}
 
 
 def failovers(server_url: str, kills: int) -> list[tuple[float, float]]:
@@ -173,26 +178,29 @@ def spread(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--deliveries", "-n", type=int, default=2000,
-                        help="deliveries per setup (default 2000)")
+    parser.add_argument("--deliveries", "-n", type=int,
+                        help="deliveries per setup (default 2000; --quick: 300)")
     parser.add_argument("--connections", "-c", type=int, default=32,
                         help="concurrent keep-alive connections, spread over the replicas")
     parser.add_argument("--replicas", default="1,2,3",
                         help="the setups, comma-separated (default 1,2,3; the first is the "
                              "ratios' baseline)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of every setup")
-    parser.add_argument("--failovers", type=int, default=5, help="kills of the leader")
+    parser.add_argument("--repeat", type=int,
+                        help="rounds of every setup (default 3; --quick: 1)")
+    parser.add_argument("--failovers", type=int,
+                        help="kills of the leader (default 5; --quick: 2; 0: none)")
     parser.add_argument("--store-url", default=os.environ.get("HOOKD_TEST_POSTGRES_URL"),
                         help="the PostgreSQL server (default $HOOKD_TEST_POSTGRES_URL); "
                              "each setup creates and drops a database of its own")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run (300 deliveries, 1 round, 2 kills; < 60 s)")
+                        help="a smoke run: smaller defaults (< 60 s)")
     args = parser.parse_args()
     if not args.store_url:
         parser.error("needs --store-url or $HOOKD_TEST_POSTGRES_URL "
                      "(export HOOKD_TEST_POSTGRES_URL=$(.ci/postgres), as root)")
-    if args.quick:
-        args.deliveries, args.repeat, args.failovers = 300, 1, 2
+    for name, full, quick in (("deliveries", 2000, 300), ("repeat", 3, 1), ("failovers", 5, 2)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     setups = [int(s) for s in args.replicas.split(",")]
     print(f"burst of {args.deliveries} signed {PAYLOAD.stat().st_size} B push payloads per "
           f"setup, {args.connections} connections round-robin over the replicas, "
@@ -207,7 +215,8 @@ def main() -> int:
                   f"{m['acked']:.0f}/s (p99 {m['p99']:.1f} ms), processed "
                   f"{m['processed']:.0f}/s ({m['processed'] / row[setups[0]]['processed']:.2f}x "
                   f"{setups[0]}); CPU ms per delivery: hookd {m['hookd_cpu']:.2f}, "
-                  f"PostgreSQL {m['server_cpu']:.2f}; busy cores {m['cores']:.2f}", flush=True)
+                  f"PostgreSQL {m['server_cpu']:.2f}; busy cores: hookd + PostgreSQL "
+                  f"{m['cores']:.2f}, load generator {m['load']:.2f}", flush=True)
     times = failovers(args.store_url, args.failovers) if args.failovers else []
 
     def mid(n: int, key: str) -> float:
