@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -67,12 +68,21 @@ from tests.test_scaleout import Cluster, github_flow, running  # noqa: E402
 
 @contextmanager
 def cluster_on(server_url: str) -> Iterator[Cluster]:
-    """A cluster (no replicas started yet) on a fresh database of `server_url`'s server."""
+    """A cluster (no replicas started yet) on a fresh database of `server_url`'s server;
+    its directory (the replicas' logs) is kept when the setup fails."""
     url = pgserver.create_database(server_url)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp, \
-                running(Path(tmp), url) as cluster:
+        with running(tmp, url) as cluster:
             yield cluster
+            # The replicas' worker processes, which must be gone before the next setup
+            # is measured (they die with their replica, a moment after it).
+            workers = [int(c) for r in cluster.replicas if r.proc.poll() is None
+                       for c in Path(f"/proc/{r.proc.pid}/task/{r.proc.pid}/children")
+                       .read_text().split()]
+        wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 20,
+                   "the replicas' worker processes to end")
+        shutil.rmtree(tmp)
     finally:
         pgserver.drop_database(server_url, url)
 
