@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -31,11 +30,11 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
-from hookd.callbacks import payload
 from hookd.callbacks.payload import SchemaCheck
+from hookd.store.bodies import examined
 from hookd.store.postgres.connection import Conn, StoreUnavailable
 from hookd.store.postgres.deliveries import CHANNEL, statement, transaction
-from hookd.store.records import FLAG_SCHEMA_WARNING, NewDelivery, Recorded
+from hookd.store.records import NewDelivery, Recorded
 from hookd.store.sqlite.deliveries import PreparedRow, prepare
 
 log = logging.getLogger("hookd.store.postgres.inbox")
@@ -215,19 +214,3 @@ def _first_by_key(batch: list[_Job]) -> tuple[dict[str, _Job], list[_Job]]:
         else:
             first[job.dedup_key] = job
     return first, repeats
-
-
-def examined(delivery: NewDelivery, check: SchemaCheck | None, policy: str,
-             batch: bool) -> list[NewDelivery]:
-    """The deliveries a raw body becomes (`payload.examine`: checked, a batch split, a
-    schema warning flagged); raises `payload.Refused`."""
-    result = payload.examine(delivery.body, check, policy, batch)
-    flags = delivery.flags
-    if result.problems:
-        flags = (*flags, FLAG_SCHEMA_WARNING)
-        log.warning("payload does not match the trigger's schema",
-                    extra={"flow": delivery.flow, "violations": result.problems})
-    if result.items == [None] and flags == delivery.flags:
-        return [delivery]
-    return [dataclasses.replace(delivery, body=body, item=item, flags=flags)
-            for body, item in zip(result.bodies, result.items, strict=True)]
