@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,8 +42,21 @@ COLUMNS = (
     " status, attempts, flags, error, updated_at"
 )
 
-# Claimable: queued, or running under a lease that has run out.
-_CLAIMABLE = "(status = 'queued' OR (status = 'running' AND lease_until < now()))"
+# Claimable: queued, or running under a lease that has run out. Two scans, each on an
+# index of its own (deliveries_claimable in id order, deliveries_leased by lease), each
+# locking what it takes: one `status = … OR …` condition can use neither index, and the
+# claim then stepped through the primary key over every finished delivery.
+_CLAIM = (
+    "WITH queued AS (SELECT id FROM deliveries WHERE status = 'queued'{flows}"
+    " ORDER BY id LIMIT {room} FOR UPDATE SKIP LOCKED),"
+    " expired AS (SELECT id FROM deliveries WHERE status = 'running'"
+    " AND lease_until < now(){flows} ORDER BY id LIMIT {room} FOR UPDATE SKIP LOCKED)"
+    " UPDATE deliveries SET status = 'running', attempts = attempts + 1,"
+    " lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),"
+    " updated_at = %(now)s WHERE id IN (SELECT id FROM (SELECT id FROM queued UNION ALL"
+    " SELECT id FROM expired) AS c ORDER BY id LIMIT {room})"
+    f" RETURNING {COLUMNS}"
+)
 
 
 def row_delivery(r: Sequence[Any]) -> Delivery:
@@ -90,22 +103,21 @@ class Batch:
     read their rows after the block with `rows`."""
 
     def __init__(self) -> None:
-        self._sql: list[str] = []
-        self._params: list[Any] = []
+        self._statements: list[tuple[str, Sequence[Any] | Mapping[str, Any]]] = []
         self._results: list[list[tuple[Any, ...]]] = []
 
-    def add(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Queue one statement (``%s`` placeholders); returns its index for `rows`."""
-        self._sql.append(sql)
-        self._params.extend(params)
-        return len(self._sql) - 1
+    def add(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
+        """Queue one statement (``%s`` or ``%(name)s`` placeholders); returns its index
+        for `rows`."""
+        self._statements.append((sql, params))
+        return len(self._statements) - 1
 
     def rows(self, index: int) -> list[tuple[Any, ...]]:
         """The rows statement `index` returned (after the block)."""
         return self._results[index]
 
     async def send(self, conn: Conn) -> None:
-        if not self._sql:
+        if not self._statements:
             return
         # Several statements in one simple-protocol query are one implicit transaction
         # (all or nothing; each statement still gets its own snapshot). Parameters are
@@ -113,7 +125,8 @@ class Batch:
         # one statement per message. psycopg's pipeline mode would also take one round
         # trip, but costs more CPU per statement than the round trips it saves (ADR 0010).
         cur = psycopg.AsyncClientCursor(conn)
-        await cur.execute("; ".join(self._sql), self._params)
+        await cur.execute("; ".join(cur.mogrify(sql, params) if params else sql
+                                    for sql, params in self._statements))
         while True:
             self._results.append(list(await cur.fetchall()) if cur.description else [])
             if not cur.nextset():
@@ -166,28 +179,25 @@ class PgDeliveryQueue:
         """
         if limit <= 0 or (flows is not None and not flows):
             return []
-        where, args = _CLAIMABLE, []
+        params: dict[str, object] = {"owner": self.owner, "lease": lease,
+                                     "now": self.clock(), "limit": limit}
+        flows_sql = ""
         if flows is not None:
-            where += " AND flow = ANY(%s)"
-            args.append(list(flows))
-        room: str = "%s"
-        room_args: list[object] = [limit]
+            flows_sql = " AND flow = ANY(%(flows)s)"
+            params["flows"] = list(flows)
+        room = "%(limit)s"
         lock: str | None = None
         if max_running is not None:
             if flows is None or len(flows) != 1:
                 raise ValueError("claim: max_running needs exactly one flow")
             # The room left under the flow's limit, counted after the lock (a statement
             # of its own, so its snapshot sees the claims committed while it waited).
-            room = ("least(%s, greatest(0, %s - (SELECT count(*) FROM deliveries WHERE"
-                    " flow = %s AND status = 'running' AND lease_until >= now())))")
-            room_args = [limit, max_running, flows[0]]
+            room = ("least(%(limit)s, greatest(0, %(max_running)s - (SELECT count(*) FROM"
+                    " deliveries WHERE flow = %(flow)s AND status = 'running'"
+                    " AND lease_until >= now())))")
+            params.update(max_running=max_running, flow=flows[0])
             lock = flows[0]
-        sql = ("UPDATE deliveries SET status = 'running', attempts = attempts + 1,"
-               " lease_owner = %s, lease_until = now() + make_interval(secs => %s),"
-               " updated_at = %s WHERE id IN (SELECT id FROM deliveries"
-               f" WHERE {where} ORDER BY id LIMIT {room} FOR UPDATE SKIP LOCKED)"
-               f" RETURNING {COLUMNS}")
-        params = (self.owner, lease, self.clock(), *args, *room_args)
+        sql = _CLAIM.format(flows=flows_sql, room=room)
         if lock is None:
             # One statement, one round trip.
             async with statement(self.pool, "claiming deliveries") as conn:

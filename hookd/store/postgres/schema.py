@@ -142,6 +142,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # Claims read the queue in id order (oldest first) through this index: through the
+    # primary key they stepped over every finished delivery kept for retention, each
+    # claim (hookd.store.postgres.deliveries, docs/adr/0010-pg-worker-round-trips.md).
+    Migration(
+        3,
+        """
+        CREATE INDEX deliveries_claimable ON deliveries (id) WHERE status = 'queued'
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
