@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +120,24 @@ def stop_and_cpu(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> flo
 # --------------------------------------------------------------------------- load
 
 
-async def burst(port: int, path: str, headers: dict[str, str], body: bytes, n: int,
-                connections: int, tag: str) -> tuple[float, float, int]:
+async def burst(port: int | Sequence[int], path: str, headers: dict[str, str], body: bytes,
+                n: int, connections: int, tag: str,
+                latencies: list[float] | None = None) -> tuple[float, float, int]:
     """Send `n` POSTs over `connections` keep-alive connections; returns (start, end of
-    the last answer, number of 2xx answers)."""
+    the last answer, number of 2xx answers). Several ports: the connections go to them
+    round-robin, as a load balancer spreads them over replicas. `latencies` gets each
+    answer's time in seconds."""
+    ports = [port] if isinstance(port, int) else list(port)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     counter = iter(range(n))
     ok = 0
 
-    async def one_connection() -> None:
+    async def one_connection(port: int) -> None:
         nonlocal ok
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in counter:
+                sent = time.perf_counter()
                 request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                            f"X-GitHub-Event: push\r\nX-GitHub-Delivery: {tag}-{i}\r\n{head}\r\n")
@@ -153,13 +159,15 @@ async def burst(port: int, path: str, headers: dict[str, str], body: bytes, n: i
                             break
                 elif length:
                     await reader.readexactly(length)
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - sent)
                 if status_line.split()[1].startswith(b"2"):
                     ok += 1
         finally:
             writer.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    await asyncio.gather(*(one_connection(ports[c % len(ports)]) for c in range(connections)))
     return start, time.perf_counter(), ok
 
 

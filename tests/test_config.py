@@ -366,3 +366,20 @@ def test_store_is_sqlite_unless_a_postgresql_url_or_reference_is_given(tmp_path:
     assert store is None
     [error] = messages
     assert "hookd.yaml:2:" in error and "postgresql://" in error and "s3cret" not in error
+
+
+def test_claim_lease_defaults_to_30s_and_refuses_less_than_20s(tmp_path: Path) -> None:
+    def lease_of(line: str) -> tuple[float | None, list[str]]:
+        root = write_config(tmp_path / str(abs(hash(line))),
+                            settings=f"public_url: https://hooks.example.net\n{line}\n")
+        config, diagnostics = load_config(root, connectors=connectors(), env={})
+        return (config.settings.claim_lease if config else None), [d.format() for d in diagnostics]
+
+    assert lease_of("") == (30.0, [])
+    assert lease_of("claim_lease: 1m") == (60.0, [])
+    assert lease_of("claim_lease: 20") == (20.0, [])
+    lease, [error] = lease_of("claim_lease: 10s")
+    assert lease is None
+    assert "hookd.yaml:2:14: error: claim_lease must be at least 20s" in error and "hint:" in error
+    lease, [error] = lease_of("claim_lease: soon")
+    assert lease is None and "hookd.yaml:2:" in error

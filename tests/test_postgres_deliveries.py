@@ -15,7 +15,7 @@ import pytest
 
 from hookd.store.postgres import connection, schema
 from hookd.store.postgres.connection import StoreUnavailable
-from hookd.store.postgres.deliveries import PgDeliveryQueue
+from hookd.store.postgres.deliveries import _CLAIM, PgDeliveryQueue
 from hookd.store.postgres.inbox import PgInbox
 from hookd.store.postgres.wakeup import Wakeup
 from hookd.store.sqlite.deliveries import NewDelivery
@@ -200,3 +200,33 @@ def test_a_database_that_is_down_acknowledges_nothing() -> None:
             await pool.close()
 
     asyncio.run(go())
+
+
+def test_a_claim_reads_the_queue_not_the_finished_deliveries_kept_for_retention(
+        postgres_url: str) -> None:
+    """A claim's cost must not grow with the deliveries kept after they ran (retention
+    keeps days of them): it reads the queue through its own index."""
+    async def go(url: str) -> int:
+        async with replica(url, "a") as r, r.queue.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO deliveries (id, subscription_id, flow, received_at, headers,"
+                " body, updated_at) SELECT lpad(i::text, 10, '0'), 's1', 'f', 0, '{}',"
+                " convert_to(repeat('x', 7000), 'UTF8'), 0 FROM generate_series(1, 5000) i")
+            await conn.execute("UPDATE deliveries SET status = 'done' WHERE id < '0000004990'")
+            await conn.execute("ANALYZE deliveries")  # as autovacuum does, soon
+            # What the claim's statement reads: its buffers (EXPLAIN ANALYZE, rolled back).
+            async with conn.transaction(force_rollback=True):
+                plan = await (await conn.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                    + _CLAIM.format(flows="", room="%(limit)s"),
+                    {"owner": "a", "lease": 30, "now": time.time(), "limit": 1},
+                )).fetchone()
+            assert plan is not None
+            top = plan[0][0]["Plan"]
+            claimed = await r.queue.claim(1, lease=30)
+            assert [d.id for d in claimed] == ["0000004990"]
+            return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
+
+    read = run(postgres_url, go)
+    # Through the primary key (one `queued OR expired` condition) it read ~10,000.
+    assert read < 1000, f"the claim read {read} blocks to take one of 11 queued deliveries"

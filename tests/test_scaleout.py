@@ -5,6 +5,7 @@ added afterwards within 15 s; a flow's ``concurrency: 1`` holds across replicas.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,30 +89,40 @@ class Cluster:
             wait_until(r.ready, 60, f"replica {r.admin} ready")
         return started
 
-    def leader(self) -> Replica:
-        def find() -> Replica | None:
-            with psycopg.connect(self.url) as conn:
-                row = conn.execute(
-                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
-                    " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-                    " AND l.objid = 2 AND l.objsubid = 2").fetchone()
-            if row is None:
-                return None
-            return next((r for r in self.replicas
-                         if r.proc.poll() is None and r.name == row[0]), None)
+    def leading(self) -> Replica | None:
+        """The live replica that holds the leader lock now, or None (between leaders)."""
+        name = leader_name(self.url)
+        return next((r for r in self.replicas if r.proc.poll() is None and r.name == name),
+                    None)
 
-        return wait_until(find, 20, "a leader")
+    def leader(self) -> Replica:
+        return wait_until(self.leading, 20, "a leader")
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url) as conn:
             return conn.execute(sql.encode()).fetchall()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
+def leader_name(url: str) -> str | None:
+    """The name of the replica holding the leader lock of `url`'s database (the store's
+    own query: the lock is looked up in this database only, not in the other tests')."""
+    from hookd.store.postgres.replicas import leader_name as read
+
+    async def go() -> str | None:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await read(conn)
+
+    return asyncio.run(go())
+
+
+@contextmanager
+def running(tmp: Path, url: str) -> Iterator[Cluster]:
+    """A cluster on `url`'s database: the fake GitHub, the balancer and the shared config
+    directory (no flows yet); its replicas are killed at the end. bench/bench_replicas.py
+    runs its replicas with it too."""
     balancer = Balancer([])
     with serve(FakeGitHub(token=TOKEN, ping=True)) as gh, serve_app(balancer.app()) as public:
-        config = tmp_path / "config"
+        config = tmp / "config"
         (config / "flows").mkdir(parents=True)
         (config / "connections").mkdir()
         shutil.copytree(CONNECTOR, config / "connectors" / "github")
@@ -122,7 +134,7 @@ def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
             """))
         (config / "connections" / "gh.yaml").write_text(
             f"connector: github\nbase_url: {gh.base_url}\nparameters:\n  token: ${{env:GH_TOKEN}}\n")
-        c = Cluster(config, postgres_url, gh, balancer, public, tmp=tmp_path)
+        c = Cluster(config, url, gh, balancer, public, tmp=tmp)
         try:
             yield c
         finally:
@@ -130,6 +142,12 @@ def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
                 if r.proc.poll() is None:
                     r.proc.kill()
                 r.proc.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
+    with running(tmp_path, postgres_url) as c:
+        yield c
 
 
 def test_replicas_starting_together_create_each_hook_once(cluster: Cluster) -> None:

@@ -81,6 +81,33 @@ def test_a_repeated_delivery_id_is_recorded_once(settings: Settings) -> None:
     with_store(settings, go)
 
 
+def test_concurrent_requests_are_deduplicated_as_if_one_by_one(settings: Settings) -> None:
+    async def go(store: Store) -> None:
+        earlier = await store.inbox.record([delivery(key="s1:old")], dedup_key="s1:old")
+        # Concurrent requests share group commits (which of two concurrent ones with the
+        # same key commits first is the database's call): a key twice, a key recorded
+        # before, a request of two deliveries (a batch body split), one without a key.
+        twice_a, twice_b, old, split, keyless = await asyncio.gather(
+            store.inbox.record([delivery(n=1, key="s1:x")], dedup_key="s1:x"),
+            store.inbox.record([delivery(n=2, key="s1:x")], dedup_key="s1:x"),
+            store.inbox.record([delivery(n=3, key="s1:old")], dedup_key="s1:old"),
+            store.inbox.record([delivery(n=4), delivery(n=5)], dedup_key="s1:split"),
+            store.inbox.record([delivery(n=6)]),
+        )
+        first, repeat = (twice_a, twice_b) if twice_b.duplicate else (twice_b, twice_a)
+        assert not first.duplicate and repeat.duplicate and repeat.ids == first.ids
+        assert old.duplicate and old.ids == earlier.ids
+        assert not split.duplicate and len(split.ids) == 2
+        assert not keyless.duplicate and len(keyless.ids) == 1
+        claimed = await store.deliveries.claim(10, lease=30)
+        n_first = 1 if first is twice_a else 2
+        assert sorted(d.json()["n"] for d in claimed) == sorted([0, n_first, 4, 5, 6])
+        again = await store.inbox.record([delivery(n=7)], dedup_key="s1:split")
+        assert again.duplicate and again.ids == [split.ids[0]]
+
+    with_store(settings, go)
+
+
 def test_an_expired_lease_makes_a_delivery_claimable_again(settings: Settings) -> None:
     async def go(store: Store) -> None:
         await store.inbox.record([delivery()])

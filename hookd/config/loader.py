@@ -39,6 +39,8 @@ from hookd.config.check import (
     unknown_connection,
 )
 from hookd.config.model import (
+    CLAIM_LEASE,
+    MIN_CLAIM_LEASE,
     Action,
     Admin,
     Config,
@@ -253,6 +255,12 @@ class _Loader:
         if problems:
             return None
         settings = build_settings(data, self.root, self.env, Pos(path, *doc.pos(())))
+        if settings.claim_lease < MIN_CLAIM_LEASE:
+            self.out.append(doc.diagnostic(
+                ("claim_lease",), f"claim_lease must be at least {MIN_CLAIM_LEASE:g}s",
+                hint="a renewal is due every third of the lease and may wait 10 s for the "
+                     f"store; {CLAIM_LEASE:g}s is the default"))
+            return None
         exposed = admin_exposure(settings)
         if exposed is not None:
             self.out.append(doc.diagnostic(
@@ -446,6 +454,7 @@ def build_settings(data: Mapping[str, Any], root: Path, env: Mapping[str, str], 
         admin_auth=_admin(data.get("admin") or {}, root),
         workers=data.get("workers", default.workers),
         shutdown_timeout=parse_duration(data.get("shutdown_timeout", default.shutdown_timeout)),
+        claim_lease=parse_duration(data.get("claim_lease", default.claim_lease)),
         env_allow=tuple(data.get("env") or ()),
         reconcile=ReconcilePolicy(
             interval=parse_duration(rec.get("interval", rp.interval)),

@@ -152,6 +152,18 @@ class Admin:
     open_metrics: bool = True  # /metrics without a token (Prometheus scrapers)
 
 
+# How long a worker's claim on a delivery lasts without renewal (hookd.yaml `claim_lease`;
+# the worker renews every third of it). It bounds how soon another replica resumes the
+# runs of one that died: between two thirds of it and all of it after the death. 30 s
+# keeps that under half a minute, while a renewal stays safe: once one is due, two
+# thirds of the lease (20 s) remain, room for a renewal that waits the longest any store
+# call waits (10 s: hookd.store.errors.LOCK_WAIT, the PostgreSQL pool's POOL_WAIT) and
+# fails, and another that succeeds. The lower bound keeps room for the one that waits:
+# at 20 s, 13 s remain once a renewal is due.
+CLAIM_LEASE = 30.0
+MIN_CLAIM_LEASE = 20.0
+
+
 @dataclass(frozen=True)
 class Settings:
     public_url: str  # base of callback URLs, e.g. https://hooks.example.net
@@ -165,6 +177,7 @@ class Settings:
     admin_auth: Admin = Admin()
     workers: int = 8  # global pipeline worker limit
     shutdown_timeout: float = 30.0
+    claim_lease: float = CLAIM_LEASE  # seconds; read when the worker starts
     env_allow: tuple[str, ...] = ()  # environment variables templates may read as env.X
     reconcile: ReconcilePolicy = ReconcilePolicy()
     retention: Retention = Retention()

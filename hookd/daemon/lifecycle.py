@@ -221,17 +221,19 @@ class Daemon:
         """The pipeline worker: in a child process of its own (`hookd.runs.worker_process`,
         ``worker.mode: process``, the default), which gives the pipelines a CPU core apart
         from the callback listener at the cost of a second interpreter, or in this process
-        (``inline``). ``HOOKD_WORKER`` overrides hookd.yaml. The mode is read at start."""
+        (``inline``). ``HOOKD_WORKER`` overrides hookd.yaml. The mode and ``claim_lease`` are
+        read at start."""
         assert self.state is not None
         mode = self.env.get("HOOKD_WORKER") or self.config.settings.worker_mode
         if mode == "process":
             module = await asyncio.to_thread(importlib.import_module, "hookd.runs.worker_process")
             settings = self.config.settings
             worker: WorkerHandle = module.ProcessWorker(
-                self.state, log_format=settings.log_format, log_level=settings.log_level)
+                self.state, lease=settings.claim_lease, log_format=settings.log_format,
+                log_level=settings.log_level)
             return worker
         module = await asyncio.to_thread(importlib.import_module, "hookd.runs.worker")
-        worker = module.Worker(self.state)
+        worker = module.Worker(self.state, lease=self.config.settings.claim_lease)
         return worker
 
     async def _open_store(self) -> None:

@@ -7,7 +7,8 @@ wake-up hook: the inbox committed something, a replay) or a short poll interval 
 poll is the fallback for what no wake-up reports (another process's write, a lease that
 expired).
 
-Claims are leases (`LEASE` seconds, renewed every third of that while the run goes on):
+Claims are leases (``claim_lease`` in hookd.yaml, the daemon passes it; renewed every
+third of that while the run goes on):
 when the worker cannot write a run's outcome (disk full), it stops renewing and the
 delivery is claimed again once the lease ran out, instead of staying ``running`` until
 a restart. A delivery claimed again while this worker still runs it (a renewal that
@@ -60,7 +61,7 @@ from hookd.upstream.client import Upstream
 
 log = logging.getLogger("hookd.runs.worker")
 
-LEASE = 60.0  # seconds a claim lasts without renewal (renewed every third of it)
+LEASE = model.CLAIM_LEASE  # seconds a claim lasts without renewal (hookd.yaml claim_lease)
 
 
 class Worker:

@@ -44,6 +44,7 @@ class ChildOptions(TypedDict):
     state_dir: Path | None
     limit: int | None
     poll_interval: float
+    lease: float
     log_format: str | None
     log_level: str | None
 
@@ -53,14 +54,14 @@ class ProcessWorker:
 
     def __init__(self, source: ConfigSource, *,
                  state_dir: Path | None = None, limit: int | None = None,
-                 poll_interval: float = 0.5, log_format: str | None = None,
-                 log_level: str | None = None) -> None:
+                 poll_interval: float = 0.5, lease: float = model.CLAIM_LEASE,
+                 log_format: str | None = None, log_level: str | None = None) -> None:
         if callable(source):
             self._get_config: Callable[[], model.Config | None] = source
         else:
             self._get_config = lambda: source.config
         self._options: ChildOptions = {"state_dir": state_dir, "limit": limit,
-                                       "poll_interval": poll_interval,
+                                       "poll_interval": poll_interval, "lease": lease,
                          "log_format": log_format, "log_level": log_level}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -176,7 +177,8 @@ async def _child_loop(stream: IO[bytes], config: model.Config, options: ChildOpt
 
     holder = {"config": config}
     worker = Worker(lambda: holder["config"], state_dir=options["state_dir"],
-                    limit=options["limit"], poll_interval=options["poll_interval"] or 0.5)
+                    limit=options["limit"], poll_interval=options["poll_interval"] or 0.5,
+                    lease=options["lease"])
     await worker.start()
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[float] = loop.create_future()

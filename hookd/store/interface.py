@@ -256,6 +256,9 @@ class Leadership(Protocol):
     # True while the lead is the one taken at the first attempt, as the process started
     # (SQLite: always); False after a takeover from a leader that died.
     at_start: bool
+    # Tries to take the lead so far: a command that may wait only so long for it
+    # (`hookd apply --wait`) gives up after its deadline once it has tried at least once.
+    attempts: int
 
     def start(self) -> None: ...
 

@@ -25,12 +25,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from hookd.config.model import Config, Listener, Settings
+    from hookd.config.yamlpos import Document
     from hookd.store.interface import Store
 
 T = TypeVar("T")
@@ -206,6 +207,75 @@ def unvalidated_state_dir(args: argparse.Namespace) -> Path:
     root = config_dir(args)
     state = (_raw_settings(root) or {}).get("state_dir")
     return state_dir_setting(state or None, root, os.environ).absolute()
+
+
+def unvalidated_store(args: argparse.Namespace, command: str) -> Settings | Path | None:
+    """The store of commands that must work while the config is broken (`hookd runs`,
+    `hookd replay`, `hookd subscriptions forget`), from hookd.yaml's ``store:`` alone:
+    its settings under ``store: postgresql://…`` (or a secret reference to one; the
+    settings' `pos` is where ``store:`` is written, for error messages), else the SQLite
+    state directory (`unvalidated_state_dir`). None after printing, as `hookd check`
+    would, why hookd.yaml says nothing usable (it does not parse, ``store:`` is not a
+    store, its secret cannot be resolved).
+
+    Reading only ``store:`` (and ``state_dir``) keeps the run history reachable from any
+    replica while a flow file or a connection is broken."""
+    from hookd.config.loader import store_setting
+    from hookd.config.model import Pos, Settings
+
+    root = config_dir(args)
+    doc = _store_document(root, command)
+    if doc is False:
+        return None
+    raw = doc.data.get("store") if doc is not None else None
+    setting = store_setting(raw, root.absolute())
+    state_dir = unvalidated_state_dir(args)
+    if setting.kind == "sqlite" or doc is None:
+        return state_dir
+    from hookd.config.secrets import SecretError
+    from hookd.store.postgres.store import resolve_url
+
+    line, col = doc.pos(("store",))
+    assert setting.url is not None
+    try:
+        resolve_url(setting.url)  # the store resolves it again: here the error has a place
+    except (SecretError, ValueError) as exc:
+        print(doc.diagnostic(("store",), str(exc), hint="provide the secret on this host, or "
+                             "name the database in store: (docs/scale-out.md)")
+              .format(relative_to=root.absolute()), file=sys.stderr)
+        print(f"hookd {command}: cannot open the store hookd.yaml names", file=sys.stderr)
+        return None
+    return Settings(public_url="", state_dir=state_dir, store=setting,
+                    pos=Pos(doc.file, line, col))
+
+
+def _store_document(root: Path, command: str) -> Document | None | Literal[False]:
+    """hookd.yaml parsed with positions (None when absent), or False after printing its
+    syntax errors or what is wrong with its ``store:`` (the schema's own words)."""
+    from hookd.config import schema, yamlpos
+
+    path = root / "hookd.yaml"
+    if not path.is_file():
+        return None
+    try:
+        doc, problems = yamlpos.load(path)
+    except OSError as exc:
+        print(f"hookd {command}: {path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return False
+    if doc is not None and not isinstance(doc.data, dict):
+        problems = [doc.diagnostic((), "hookd.yaml is not a mapping of settings",
+                                   hint="start from public_url: https://…")]
+    elif doc is not None and "store" in doc.data:
+        problems = [d for d in schema.validate("hookd", doc.data, doc)
+                    if d.key == "store" or d.key.startswith("store.")]
+    errors = [d for d in problems if d.is_error]
+    if doc is not None and not errors:
+        return doc
+    base = root.absolute()
+    for d in errors:
+        print(d.format(relative_to=base), file=sys.stderr)
+    print(f"hookd {command}: {path}: cannot tell which store to open", file=sys.stderr)
+    return False
 
 
 def unvalidated_admin_listener(args: argparse.Namespace) -> Listener | str:

@@ -5,8 +5,11 @@ Same pass as the daemon's: validate the config (an invalid one changes nothing),
 ``--allow-deletes N`` raises ``reconcile.max_deletes`` for this run only. With many items a
 progress line goes to stderr.
 
-Exit codes: 0 everything done, 1 invalid config or some step failed, 2 usage error,
-3 done but deletes were blocked by ``max_deletes``.
+It reconciles only as the leader (`_reconcile_lock`): while a running daemon (on
+PostgreSQL: a replica) leads it refuses, or waits ``--wait SECONDS`` for the lock.
+
+Exit codes: 0 everything done, 1 invalid config, some step failed, or another process
+holds the reconcile lock, 2 usage error, 3 done but deletes were blocked by ``max_deletes``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hookd.cli.commands._common import (
     add_state_arg,
     run_on,
 )
+from hookd.cli.commands._reconcile_lock import add_wait_arg, as_leader
 from hookd.cli.commands.plan import (
     SYMBOLS,
     config_and_state,
@@ -58,6 +62,7 @@ def register(subparsers: Any) -> None:
     add_state_arg(parser)
     parser.add_argument("--allow-deletes", type=int, metavar="N", default=None,
                         help="allow up to N deletes in this run (overrides reconcile.max_deletes once)")
+    add_wait_arg(parser)
     add_format_arg(parser)
     parser.set_defaults(func=run)
 
@@ -72,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     color = use_color(sys.stdout)
-    report = run_on(store, lambda s: _apply(config, s.subscriptions, secret, args.allow_deletes,
-                                            None if args.format == "json" else sys.stderr))
+    report = run_on(store, lambda s: as_leader(s, "apply", args.wait, lambda: _apply(
+        config, s.subscriptions, secret, args.allow_deletes,
+        None if args.format == "json" else sys.stderr)))
+    if report is None:
+        return EXIT_ERRORS
     if args.format == "json":
         data = report.to_json()
         data["plan"] = [item_json(i) for i in report.plan.changes]

@@ -2,8 +2,9 @@
 
 The delivery goes back into the durable queue and the worker (the running daemon, or the
 next one to start) creates a new run for it — the next attempt — on the current config;
-the earlier runs stay in the history. Works on the state directory directly, so no
-daemon is needed to queue it. Exit codes: 0 queued; 1 unknown, still queued/running, or
+the earlier runs stay in the history. Works on the store hookd.yaml's ``store:`` names
+directly (the state directory's SQLite file, or the shared PostgreSQL database, where any
+replica's worker picks it up), so no daemon is needed to queue it. Exit codes: 0 queued; 1 unknown, still queued/running, or
 pruned; 2 usage or I/O error.
 """
 

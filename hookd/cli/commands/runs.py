@@ -1,12 +1,15 @@
-"""`hookd runs`: the run history, read straight from the state directory's SQLite file,
-so it works whether or not the daemon is running (and on a copy of the state).
+"""`hookd runs`: the run history, read straight from the store hookd.yaml's ``store:``
+names (the state directory's SQLite file, or the PostgreSQL database every replica
+shares), so it works whether or not a daemon is running, from any replica, and while the
+rest of the config is broken.
 
     hookd runs [DIR] [--config DIR] [--state-dir DIR] [--flow F] [--status S] [--limit N]
                [--format text|json]
     hookd runs show RUN [--config DIR] [--state-dir DIR] [--format text|json]
 
 RUN may be a unique prefix of a run id. Exit codes: 0 success; 1 the run was not found;
-2 usage or I/O error (no state yet, unreadable file).
+2 usage or I/O error (no state yet, unreadable file, hookd.yaml's ``store:`` unusable,
+the database not answering).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hookd.cli.commands._common import (
@@ -26,7 +30,6 @@ from hookd.cli.commands._common import (
     add_state_arg,
     run_on,
     table_lines,
-    unvalidated_state_dir,
     utc_time,
 )
 
@@ -42,10 +45,10 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 def add_location_args(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     """``--config`` and ``--state-dir``: the store of `hookd runs` and `hookd replay`
-    is found without validating the config (see `_common.unvalidated_state_dir`)."""
+    is found without validating the config (see `_common.unvalidated_store`)."""
     add_config_args(parser, positional=False, nested=nested,
-                    help="config directory whose state_dir holds the store "
-                    "(default: $HOOKD_CONFIG, else the current directory)")
+                    help="config directory whose hookd.yaml names the store (store:, "
+                    "state_dir; default: $HOOKD_CONFIG, else the current directory)")
     add_state_arg(parser, nested=nested)
 
 
@@ -69,29 +72,33 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=run_show)
 
 
-def open_store(args: argparse.Namespace) -> Store | None:
-    """The store, or None after saying there is none (hookd has not run there yet)."""
-    from hookd import store as stores
-    from hookd.store.errors import NotFound
-
-    try:
-        return stores.open(unvalidated_state_dir(args), role="cli", mode="existing")
-    except NotFound as exc:
-        print(f"hookd {args.command}: {exc}", file=sys.stderr)
-        return None
-
-
 def with_store(args: argparse.Namespace,
                call: Callable[[Store], Coroutine[Any, Any, T]]) -> T | int:
-    """`call(store)` on the command's store, closed afterwards; an exit code when there is
-    no store or it cannot answer (said on stderr)."""
-    from hookd.store.errors import StoreError
+    """`call(store)` on the store hookd.yaml's ``store:`` names (PostgreSQL, or the state
+    directory's SQLite file), closed afterwards; an exit code, said on stderr, when there
+    is none (2: hookd has not run there, hookd.yaml does not say), it cannot answer (2;
+    for a database, with where ``store:`` is written) or it refuses (1)."""
+    from hookd import store as stores
+    from hookd.cli.commands._common import unvalidated_store
+    from hookd.store.errors import NotFound, StoreError, Unavailable
 
-    store = open_store(args)
-    if store is None:
+    where = unvalidated_store(args, args.command)
+    if where is None:
+        return EXIT_USAGE
+    try:
+        store = stores.open(where, role="cli", mode="existing")
+    except NotFound as exc:
+        print(f"hookd {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return run_on(store, call)
+    except Unavailable as exc:
+        hint = ""
+        if not isinstance(where, Path) and where.pos is not None:
+            hint = (f"; hint: is the database that store: ({where.pos}) names up and "
+                    "reachable from this host?")
+        print(f"hookd {args.command}: {exc}{hint}", file=sys.stderr)
+        return EXIT_USAGE
     except StoreError as exc:
         print(f"hookd {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERRORS

@@ -35,6 +35,7 @@ from hookd.cli.commands._common import (
     server_secret_for,
     table_lines,
     unvalidated_state_dir,
+    unvalidated_store,
     utc_time,
 )
 
@@ -120,10 +121,12 @@ def run(args: argparse.Namespace) -> int:
 def run_forget(args: argparse.Namespace) -> int:
     from hookd.store.errors import StoreError
 
-    state = unvalidated_state_dir(args)
-    store = open_existing_store(state)
+    where = unvalidated_store(args, "subscriptions forget")
+    if where is None:
+        return EXIT_USAGE
+    store = open_existing_store(where)
     if store is None:
-        print(f"hookd subscriptions forget: no store in {state} "
+        print(f"hookd subscriptions forget: no store in {unvalidated_state_dir(args)} "
               "(has hookd run with this config?)", file=sys.stderr)
         return EXIT_USAGE
 

@@ -6,8 +6,11 @@ touched). It prints the plan and asks for confirmation, unless ``--yes``; withou
 terminal it refuses to proceed without ``--yes``. ``max_deletes`` does not apply: the
 confirmation is the safety.
 
-Exit codes: 0 everything deleted (or nothing to delete), 1 invalid config or a delete
-failed, 2 usage error or not confirmed.
+It runs only as the leader, as `hookd apply` does: while a daemon (a replica) runs and
+leads it refuses, since the leader would create the hooks again.
+
+Exit codes: 0 everything deleted (or nothing to delete), 1 invalid config, a delete
+failed or another process holds the reconcile lock, 2 usage error or not confirmed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hookd.cli.commands._common import (
     add_state_arg,
     run_on,
 )
+from hookd.cli.commands._reconcile_lock import add_wait_arg, as_leader
 from hookd.cli.commands.apply import render_report
 from hookd.cli.commands.plan import config_and_state, make_upstream, render_plan, use_color
 
@@ -44,6 +48,7 @@ def register(subparsers: Any) -> None:
     add_config_args(parser)
     add_state_arg(parser)
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    add_wait_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     config, store, secret = loaded
     empty = dataclasses.replace(config, flows={}, empty_flow_files=())
-    return run_on(store, lambda s: _teardown(empty, s.subscriptions, secret, args.yes))
+    code = run_on(store, lambda s: as_leader(
+        s, "teardown", args.wait, lambda: _teardown(empty, s.subscriptions, secret, args.yes)))
+    return EXIT_ERRORS if code is None else code
 
 
 async def _teardown(config: Config, store: Subscriptions, secret: bytes, yes: bool) -> int:

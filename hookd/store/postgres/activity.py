@@ -9,14 +9,14 @@ Every read is a seek on an index whatever the history's size (100,000 runs and m
   is a range of the primary key, or of ``(status, id)``;
 - lists are keyset paginated (``id < before``) newest first, ``ORDER BY id DESC LIMIT``;
   with a flow on ``deliveries_flow (flow, id)``, with a status on that status's partial
-  index (``deliveries_failed``, ``deliveries_queued``, ``deliveries_leased``; done
+  index (``deliveries_failed``, ``deliveries_claimable``, ``deliveries_leased``; done
   deliveries are most rows, the primary key finds them at once);
 - the per-minute counts read ``deliveries_received`` and ``runs_failed`` (failed runs'
   ids with their ``created_at``) as index-only scans;
 - each flow's facts are three ``LIMIT`` seeks on ``(flow, id)``, all flows in one
   transaction.
 
-The indexes the history needed beyond the first schema are migration 3
+The indexes the history needed beyond the first schema are migration 4
 (`hookd.store.postgres.schema`).
 """
 

@@ -4,9 +4,11 @@ The same promise as the SQLite inbox (a 2xx only for what survives a crash) and 
 idea to make it cheap: group commit. Requests that arrive while a transaction is in
 flight wait together, and the next transaction records all of them: one COMMIT (one WAL
 flush: the sessions run with ``synchronous_commit = on``) for a batch of concurrent
-requests, not one per request. Each batch is one round of statements whatever its size:
-the dedup keys in one INSERT, the rows in one COPY, one NOTIFY (sent by the server at
-COMMIT, so a worker woken by it always finds the rows).
+requests, not one per request. Each batch is ONE statement whatever its size, its own
+transaction (one round trip): the dedup keys and the rows inserted from arrays, and the
+NOTIFY (sent by the server at COMMIT, so a worker woken by it always finds the rows).
+Where it was BEGIN, an INSERT, a COPY, a NOTIFY and COMMIT, the statement takes half the
+server's CPU per request (docs/adr/0010-pg-worker-round-trips.md).
 
 Dedup is the primary key of ``dedup_keys``: two replicas recording the same redelivery
 at once serialize on that key, and the second finds the first's row (``ON CONFLICT``);
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,18 +30,35 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
-from hookd.callbacks import payload
 from hookd.callbacks.payload import SchemaCheck
+from hookd.store.bodies import examined
 from hookd.store.postgres.connection import Conn, StoreUnavailable
-from hookd.store.postgres.deliveries import CHANNEL, transaction
-from hookd.store.records import FLAG_SCHEMA_WARNING, NewDelivery, Recorded
+from hookd.store.postgres.deliveries import CHANNEL, statement, transaction
+from hookd.store.records import NewDelivery, Recorded
 from hookd.store.sqlite.deliveries import PreparedRow, prepare
 
 log = logging.getLogger("hookd.store.postgres.inbox")
 
-_COPY = (
-    "COPY deliveries (id, subscription_id, flow, received_at, headers, body, event,"
-    " dedup_key, item, flags, updated_at) FROM STDIN"
+# One batch: the dedup keys taken (new, or older than the window), then the rows whose
+# key was taken or that have none; the server's snapshot is the statement's, so the
+# rows see `keys` through its RETURNING only. The NOTIFY is sent when a row went in.
+# The arrays go in binary (%b): psycopg escapes each element of a text-format array
+# with a regular expression, which for 7 KB bodies cost more than the round trips saved.
+_RECORD = (
+    "WITH keys AS (INSERT INTO dedup_keys (key, delivery_id, seen_at)"
+    " SELECT k, d, %(now)s FROM unnest(%(keys)b::text[], %(originals)b::text[]) AS t(k, d)"
+    " ON CONFLICT (key) DO UPDATE SET delivery_id = EXCLUDED.delivery_id,"
+    " seen_at = EXCLUDED.seen_at WHERE dedup_keys.seen_at < %(stale)s RETURNING key),"
+    " fresh AS (INSERT INTO deliveries (id, subscription_id, flow, received_at, headers,"
+    " body, event, dedup_key, item, flags, updated_at)"
+    " SELECT r.id, r.sub, r.flow, r.received_at, r.headers, r.body, r.event, r.dedup_key,"
+    " r.item, r.flags, %(now)s FROM unnest(%(ids)b::text[], %(subs)b::text[],"
+    " %(flows)b::text[], %(received)b::float8[], %(headers)b::text[], %(bodies)b::bytea[],"
+    " %(events)b::text[], %(dedup)b::text[], %(items)b::int[], %(flags)b::text[])"
+    " AS r(id, sub, flow, received_at, headers, body, event, dedup_key, item, flags)"
+    " WHERE r.dedup_key IS NULL OR r.dedup_key IN (SELECT key FROM keys) RETURNING 1)"
+    " SELECT array(SELECT key FROM keys),"
+    " (SELECT pg_notify(%(channel)s, '')::text FROM (SELECT 1 FROM fresh LIMIT 1) AS one)"
 )
 
 
@@ -155,62 +173,44 @@ class PgInbox:
         now = self.clock()
         for job in batch:
             job.rows = [prepare(d, job.dedup_key) for d in job.deliveries]
-        async with transaction(self.pool, "recording deliveries") as conn:
-            fresh = await self._dedup(conn, batch, now)
-            if fresh:
-                cur = conn.cursor()
-                async with cur.copy(_COPY) as copy:
-                    for job in fresh:
-                        for row in job.rows:
-                            await copy.write_row((*row, now))
-                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-
-    async def _dedup(self, conn: Conn, batch: list[_Job], now: float) -> list[_Job]:
-        """The jobs to record; the others' futures get their original's ids (duplicate)."""
-        first: dict[str, _Job] = {}
-        repeats: list[_Job] = []
-        for job in batch:
-            if job.dedup_key is None or not job.ids:
-                continue
-            if job.dedup_key in first:
-                repeats.append(job)
-            else:
-                first[job.dedup_key] = job
-        if not first:
-            return batch
+        first, repeats = _first_by_key(batch)
+        later = {id(job) for job in repeats}
+        rows = [row for job in batch if id(job) not in later for row in job.rows]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 10
         keys = list(first)
-        taken = {r[0] for r in await (await conn.execute(
-            "INSERT INTO dedup_keys (key, delivery_id, seen_at)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])"
-            " ON CONFLICT (key) DO UPDATE SET delivery_id = EXCLUDED.delivery_id,"
-            " seen_at = EXCLUDED.seen_at WHERE dedup_keys.seen_at < %s RETURNING key",
-            (keys, [first[k].ids[0] for k in keys], [now] * len(keys),
-             now - self.dedup_window))).fetchall()}
-        originals = {k: first[k].ids[0] for k in taken}
-        seen = [k for k in keys if k not in taken]
-        if seen:
-            for key, delivery_id in await (await conn.execute(
-                    "SELECT key, delivery_id FROM dedup_keys WHERE key = ANY(%s)",
-                    (seen,))).fetchall():
-                originals[key] = delivery_id
-        duplicates = [first[k] for k in seen] + repeats
-        for job in duplicates:
+        async with statement(self.pool, "recording deliveries") as conn:
+            r = await (await conn.execute(_RECORD, {
+                "now": now, "stale": now - self.dedup_window, "channel": CHANNEL,
+                "keys": keys, "originals": [first[k].ids[0] for k in keys],
+                "ids": list(columns[0]), "subs": list(columns[1]), "flows": list(columns[2]),
+                "received": list(columns[3]), "headers": list(columns[4]),
+                "bodies": list(columns[5]), "events": list(columns[6]),
+                "dedup": list(columns[7]), "items": list(columns[8]),
+                "flags": list(columns[9]),
+            })).fetchone()
+            taken = set(r[0]) if r else set()
+            seen = [k for k in keys if k not in taken]
+            originals = {k: first[k].ids[0] for k in taken}
+            if seen:  # redeliveries: the ids they were first recorded under
+                for key, delivery_id in await (await conn.execute(
+                        "SELECT key, delivery_id FROM dedup_keys WHERE key = ANY(%s)",
+                        (seen,))).fetchall():
+                    originals[key] = delivery_id
+        for job in [first[k] for k in seen] + repeats:
             original = originals.get(job.dedup_key or "", job.ids[0])
             job.future.set_result(Recorded([original], duplicate=True))
-        return [job for job in batch if not job.future.done()]
 
 
-def examined(delivery: NewDelivery, check: SchemaCheck | None, policy: str,
-             batch: bool) -> list[NewDelivery]:
-    """The deliveries a raw body becomes (`payload.examine`: checked, a batch split, a
-    schema warning flagged); raises `payload.Refused`."""
-    result = payload.examine(delivery.body, check, policy, batch)
-    flags = delivery.flags
-    if result.problems:
-        flags = (*flags, FLAG_SCHEMA_WARNING)
-        log.warning("payload does not match the trigger's schema",
-                    extra={"flow": delivery.flow, "violations": result.problems})
-    if result.items == [None] and flags == delivery.flags:
-        return [delivery]
-    return [dataclasses.replace(delivery, body=body, item=item, flags=flags)
-            for body, item in zip(result.bodies, result.items, strict=True)]
+def _first_by_key(batch: list[_Job]) -> tuple[dict[str, _Job], list[_Job]]:
+    """The first job of each dedup key in the batch (it may be recorded) and the later
+    ones (duplicates of it, whatever the database says)."""
+    first: dict[str, _Job] = {}
+    repeats: list[_Job] = []
+    for job in batch:
+        if job.dedup_key is None or not job.ids:
+            continue
+        if job.dedup_key in first:
+            repeats.append(job)
+        else:
+            first[job.dedup_key] = job
+    return first, repeats

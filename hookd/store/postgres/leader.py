@@ -50,7 +50,7 @@ class Leadership(SessionTask):
         self.check_timeout = check_timeout
         self.leading = False
         self.at_start = False  # the lock taken at the very first attempt
-        self._attempts = 0
+        self.attempts = 0  # tries of the lock so far (`hookd apply --wait 0`: one)
         self.changed = asyncio.Event()  # set at each change of `leading` (tests, status)
         super().__init__()
 
@@ -73,9 +73,9 @@ class Leadership(SessionTask):
         while not self.leading:
             row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
                                             (LOCK_NAMESPACE, LOCK_LEADER))).fetchone()
-            self._attempts += 1
+            self.attempts += 1
             if row and row[0]:
-                self.at_start = self._attempts == 1
+                self.at_start = self.attempts == 1
                 await self._set(True)
                 break
             await asyncio.sleep(self.retry)

@@ -1,10 +1,21 @@
 """Run history in PostgreSQL: what `hookd runs` shows from any replica, and what makes a
 run resumable on another replica after its own died.
 
-Same rows as the SQLite tables (`hookd.store.sqlite.runs`): every write is its own short
-transaction, committed as the run goes, so a replica that takes over an expired claim
-finds the steps already done and resumes at the first unfinished one. `finish` with a
-delivery id finishes the run and its delivery in one transaction.
+Same rows as the SQLite tables (`hookd.store.sqlite.runs`), written as the run goes, so a
+replica that takes over an expired claim finds the steps already done and resumes at the
+first unfinished one. `finish` with a delivery id finishes the run and its delivery in one
+transaction.
+
+Each write the worker makes per delivery is one round trip (a statement, or a transaction
+in pipeline mode), and a step's result is not written alone: `step_finished` keeps it and
+the run's next write (the next step's `step_started`, or `finish`) commits it in the same
+transaction. That next write comes before the next step's side effect, and nothing but
+rendering runs in between, so "a step's result is committed before the next step acts"
+holds — which is what lets a replica resume at the first unfinished step. Writes that
+carry no step result (a run created running, a step started) commit without waiting for
+the WAL flush: losing them in a crash of the server re-runs the run's unfinished step,
+which it would re-run anyway. docs/adr/0010-pg-worker-round-trips.md has the reasoning
+and the numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +30,14 @@ from psycopg_pool import AsyncConnectionPool
 from hookd.store import errors
 from hookd.store.postgres import replicas
 from hookd.store.postgres.connection import Conn
-from hookd.store.postgres.deliveries import CHANNEL, finish_in, transaction
+from hookd.store.postgres.deliveries import (
+    CHANNEL,
+    Batch,
+    batch,
+    finish_args,
+    statement,
+    transaction,
+)
 from hookd.store.records import FINISHED, Run, RunStatus, StepResult, StepStatus, new_run_id
 from hookd.store.sqlite.runs import OUTPUT_CAP, encode
 
@@ -33,6 +51,17 @@ STEP_COLUMNS = "step_id, idx, kind, status, attempt, started_at, ended_at, input
 DELIVERY_STATUS = {"succeeded": "done", "failed": "failed", "cancelled": "failed",
                    "queued": "queued"}
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+
+# A step's result, one statement: the row `step_started` wrote keeps its index, kind,
+# attempt, start and input; a step that never started (skipped) gets a row of its own.
+_STEP_FINISHED = (
+    "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at, ended_at,"
+    " input, output, error) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (run_id, step_id) DO UPDATE SET status = EXCLUDED.status,"
+    " ended_at = EXCLUDED.ended_at, output = EXCLUDED.output, error = EXCLUDED.error"
+)
+
+Write = tuple[str, tuple[Any, ...]]  # a statement and its parameters, not sent yet
 
 
 def row_run(r: Sequence[Any], steps: tuple[StepResult, ...] = ()) -> Run:
@@ -59,31 +88,67 @@ class PgRunHistory:
         self.clock = clock
         self.output_cap = output_cap
         self.dedup_window = dedup_window
+        # Step results not sent yet, by run: the run's next write carries them.
+        self._unsent: dict[str, list[Write]] = {}
+
+    def _take(self, run_id: str) -> list[Write]:
+        return self._unsent.pop(run_id, [])
+
+    def _give_back(self, run_id: str, writes: list[Write]) -> None:
+        """Writes of a transaction that failed: the run's next write tries them again."""
+        if writes:
+            self._unsent[run_id] = writes + self._unsent.get(run_id, [])
+
+    async def flush(self, run_id: str | None = None) -> None:
+        """Commit the step results kept for `run_id` (all runs: None). Every read does this
+        first, so this store never shows an older state than it was told."""
+        for rid in [run_id] if run_id is not None else list(self._unsent):
+            writes = self._take(rid)
+            if writes:
+                await self._send(rid, writes, "recording a step")
+
+    async def _send(self, run_id: str, writes: list[Write], what: str, *,
+                    durable: bool = True) -> Batch:
+        """`writes` (the run's kept ones first) as one transaction; on failure the kept
+        ones go back, for the run's next write."""
+        kept = [w for w in writes if w[0] is _STEP_FINISHED]
+        try:
+            async with batch(self.pool, what, durable=durable) as b:
+                for sql, params in writes:
+                    b.add(sql, params)
+        except BaseException:
+            self._give_back(run_id, kept)
+            raise
+        return b
 
     async def create(self, delivery_id: str, flow: str, *, config_revision: str = "",
                      status: RunStatus = "queued", error: str | None = None) -> Run:
         now = self.clock()
-        async with transaction(self.pool, "creating a run") as conn:
+        run_id = new_run_id(now)
+        finished = now if status in FINISHED else None
+        started = now if status == "running" else finished
+        # A run created running may be lost in a crash of the server (no WAL flush
+        # awaited): none of its steps' results can have been committed after it, so the
+        # delivery, claimed again, starts a run afresh — as it would resume this one.
+        async with batch(self.pool, "creating a run", durable=status != "running") as b:
             # The delivery's row is locked so that two replicas (a lease expired while
-            # its first holder still ran) never number two runs alike.
-            await conn.execute("SELECT 1 FROM deliveries WHERE id = %s FOR UPDATE",
-                               (delivery_id,))
-            r = await (await conn.execute(
-                "SELECT coalesce(max(attempt), 0) FROM runs WHERE delivery_id = %s",
-                (delivery_id,))).fetchone()
-            attempt = int(r[0] if r else 0) + 1
-            run_id = new_run_id(now)
-            finished = now if status in FINISHED else None
-            started = now if status == "running" else finished
-            await conn.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (run_id, delivery_id, flow, status, attempt, config_revision, now, started,
-                 finished, error))
+            # its first holder still ran) never number two runs alike; the INSERT, a
+            # statement of its own, counts after the lock.
+            b.add("SELECT 1 FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,))
+            inserted = b.add(
+                f"INSERT INTO runs ({RUN_COLUMNS}) SELECT %s::text, %s::text, %s::text,"
+                " %s::text, coalesce(max(attempt), 0) + 1, %s::text, %s::float8, %s::float8,"
+                " %s::float8, %s::text FROM runs WHERE delivery_id = %s RETURNING attempt",
+                (run_id, delivery_id, flow, status, config_revision, now, started, finished,
+                 error, delivery_id))
+        rows = b.rows(inserted)
+        attempt = int(rows[0][0]) if rows else 1
         return Run(run_id, delivery_id, flow, status, attempt, config_revision, now, started,
                    finished, error)
 
     async def start(self, run_id: str) -> None:
-        async with transaction(self.pool, "starting a run") as conn:
+        await self.flush(run_id)
+        async with statement(self.pool, "starting a run") as conn:
             await conn.execute("UPDATE runs SET status = 'running',"
                                " started_at = coalesce(started_at, %s) WHERE id = %s",
                                (self.clock(), run_id))
@@ -91,15 +156,17 @@ class PgRunHistory:
     async def finish(self, run_id: str, status: RunStatus, error: str | None = None, *,
                      delivery_id: str | None = None) -> None:
         now = self.clock()
-        async with transaction(self.pool, "finishing a run") as conn:
-            await conn.execute(
-                "UPDATE runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
-                (status, error, now if status in FINISHED else None, run_id))
-            if delivery_id is not None:
-                await finish_in(conn, delivery_id, DELIVERY_STATUS[status], error, now)
+        writes = self._take(run_id)
+        writes.append((
+            "UPDATE runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
+            (status, error, now if status in FINISHED else None, run_id)))
+        if delivery_id is not None:
+            writes.append(finish_args(delivery_id, DELIVERY_STATUS[status], error, now))
+        await self._send(run_id, writes, "finishing a run")
 
     async def latest_for_delivery(self, delivery_id: str) -> Run | None:
-        async with transaction(self.pool, "reading runs") as conn:
+        await self.flush()
+        async with statement(self.pool, "reading runs") as conn:
             r = await (await conn.execute(
                 f"SELECT {RUN_COLUMNS} FROM runs WHERE delivery_id = %s"
                 " ORDER BY attempt DESC LIMIT 1", (delivery_id,))).fetchone()
@@ -107,6 +174,7 @@ class PgRunHistory:
 
     async def get(self, run_id: str, *, steps: bool = True) -> Run | None:
         """The run with its steps in flow order; a unique id prefix (4+) is accepted too."""
+        await self.flush()
         async with transaction(self.pool, "reading a run") as conn:
             r = await (await conn.execute(
                 f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))).fetchone()
@@ -132,39 +200,46 @@ class PgRunHistory:
             clauses.append("id < %s")
             args.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with transaction(self.pool, "listing runs") as conn:
+        await self.flush()
+        async with statement(self.pool, "listing runs") as conn:
             rows = await (await conn.execute(
                 f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT %s",
                 (*args, max(0, limit)))).fetchall()
         return [row_run(r) for r in rows]
 
     async def since(self, when: float) -> dict[str, int]:
-        async with transaction(self.pool, "counting runs") as conn:
+        await self.flush()
+        async with statement(self.pool, "counting runs") as conn:
             rows = await (await conn.execute(
                 "SELECT status, count(*) FROM runs WHERE created_at >= %s GROUP BY status",
                 (when,))).fetchall()
         return {str(s): int(n) for s, n in rows}
 
     async def steps(self, run_id: str) -> tuple[StepResult, ...]:
-        async with transaction(self.pool, "reading steps") as conn:
+        await self.flush()
+        async with statement(self.pool, "reading steps") as conn:
             return await _steps(conn, run_id)
 
     async def step_started(self, run_id: str, step_id: str, index: int, kind: str,
                            attempt: int, input: Any) -> float:
         now = self.clock()
-        async with transaction(self.pool, "recording a step") as conn:
-            await conn.execute(
-                "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
-                " input) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)"
-                " ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'running',"
-                " attempt = EXCLUDED.attempt, input = EXCLUDED.input, ended_at = NULL,"
-                " output = NULL, error = NULL, idx = EXCLUDED.idx, kind = EXCLUDED.kind",
-                (run_id, step_id, index, kind, attempt, now, encode(input, self.output_cap)))
+        writes = self._take(run_id)
+        # Durable when it carries the previous step's result (see the module's doc).
+        durable = bool(writes)
+        writes.append((
+            "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
+            " input) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)"
+            " ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'running',"
+            " attempt = EXCLUDED.attempt, input = EXCLUDED.input, ended_at = NULL,"
+            " output = NULL, error = NULL, idx = EXCLUDED.idx, kind = EXCLUDED.kind",
+            (run_id, step_id, index, kind, attempt, now, encode(input, self.output_cap))))
+        await self._send(run_id, writes, "recording a step", durable=durable)
         return now
 
     async def step_retrying(self, run_id: str, step_id: str, error: str,
                             output: Any = None) -> None:
-        async with transaction(self.pool, "recording a step") as conn:
+        await self.flush(run_id)
+        async with statement(self.pool, "recording a step") as conn:
             await conn.execute(
                 "UPDATE run_steps SET error = %s, output = %s WHERE run_id = %s AND step_id = %s",
                 (error, encode(output, self.output_cap), run_id, step_id))
@@ -172,24 +247,18 @@ class PgRunHistory:
     async def step_finished(self, run_id: str, step_id: str, status: StepStatus, *,
                             output: Any = None, error: str | None = None, index: int = 0,
                             kind: str = "", input: Any = None) -> float:
+        """Kept, not sent: the run's next write commits it (the module's doc says why
+        that is soon enough); a read of this store sends it first."""
         now = self.clock()
-        out = encode(output, self.output_cap)
-        async with transaction(self.pool, "recording a step") as conn:
-            cur = await conn.execute(
-                "UPDATE run_steps SET status = %s, ended_at = %s, output = %s, error = %s"
-                " WHERE run_id = %s AND step_id = %s", (status, now, out, error, run_id, step_id))
-            if cur.rowcount == 0:  # a step that never started (skipped)
-                await conn.execute(
-                    "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt,"
-                    " started_at, ended_at, input, output, error)"
-                    " VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s)",
-                    (run_id, step_id, index, kind, status, now, now,
-                     encode(input, self.output_cap), out, error))
+        self._unsent.setdefault(run_id, []).append((_STEP_FINISHED, (
+            run_id, step_id, index, kind, status, now, now, encode(input, self.output_cap),
+            encode(output, self.output_cap), error)))
         return now
 
     async def replay(self, ident: str, *,
                      kind: Literal["run", "delivery"] | None = None) -> str:
         """Queue the delivery of run (or delivery) `ident` again; returns the delivery id."""
+        await self.flush()
         async with transaction(self.pool, "replaying") as conn:
             delivery_id = None
             if kind in (None, "delivery"):
@@ -238,6 +307,7 @@ class PgRunHistory:
         and deliveries are never pruned."""
         dedup_window = self.dedup_window if dedup_window is None else dedup_window
         cutoff = self.clock() - max_age
+        await self.flush()
         out = {"runs": 0, "deliveries": 0, "dedup_keys": 0, "replicas": 0}
         async with transaction(self.pool, "pruning runs") as conn:
             cur = await conn.execute(

@@ -142,12 +142,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # Claims read the queue in id order (oldest first) through this index: through the
+    # primary key they stepped over every finished delivery kept for retention, each
+    # claim (hookd.store.postgres.deliveries, docs/adr/0010-pg-worker-round-trips.md).
+    Migration(
+        3,
+        """
+        CREATE INDEX deliveries_claimable ON deliveries (id) WHERE status = 'queued'
+        """,
+    ),
     # The status page's history reads (hookd.store.postgres.activity): the failed
     # deliveries newest first (queued and running ones have their partial indexes, done
     # ones are most rows), and the failed runs' times for the per-minute chart as an
     # index-only scan. Partial: only a delivery or run that fails pays for them on writes.
     Migration(
-        3,
+        4,
         """
         CREATE INDEX deliveries_failed ON deliveries (id) WHERE status = 'failed';
         CREATE INDEX runs_failed ON runs (id) INCLUDE (created_at) WHERE status = 'failed'

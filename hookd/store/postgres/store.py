@@ -40,6 +40,7 @@ from hookd.store.postgres.connection import (
     pool,
     redact,
 )
+from hookd.store.postgres.connection import replica_name as connection_name
 from hookd.store.postgres.deliveries import PgDeliveryQueue, transaction
 from hookd.store.postgres.inbox import PgInbox
 from hookd.store.postgres.leader import Callback, Leadership
@@ -183,8 +184,12 @@ class PgStore:
 
     def leadership(self, *, on_elected: Callback | None = None,
                    on_lost: Callback | None = None) -> Leadership:
-        """A campaign for the leader lock under this replica's name (not started)."""
-        return Leadership(self.url, name=self.name, on_elected=on_elected, on_lost=on_lost)
+        """A campaign for the leader lock under this replica's name (not started); a
+        command's (`hookd apply` and `teardown` lead while they reconcile) under its
+        process's, ``hookd:<host>:<pid>``, so that it is never taken for a replica that
+        shares its state directory."""
+        name = connection_name() if self.role == "cli" else self.name
+        return Leadership(self.url, name=name, on_elected=on_elected, on_lost=on_lost)
 
     async def describe(self) -> dict[str, object]:
         """`hookd status`'s view: this replica, every replica's heartbeat, the leader."""

@@ -41,7 +41,6 @@ intervals, no checkpoints), are in docs/adr/0001-0004.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import queue
@@ -55,10 +54,10 @@ from typing import Any
 
 from hookd.callbacks import payload
 from hookd.store import errors
+from hookd.store.bodies import examined
 from hookd.store.records import Recorded
 from hookd.store.sqlite import db
 from hookd.store.sqlite.deliveries import (
-    FLAG_SCHEMA_WARNING,
     DeliveryStore,
     NewDelivery,
     PreparedRow,
@@ -490,18 +489,8 @@ class Engine:
 
 
 def _examine(job: Job) -> None:
-    """Replace the job's raw delivery by what `hookd.callbacks.payload.examine` makes of it."""
-    template = job.deliveries[0]
-    examined = payload.examine(template.body, job.check, job.policy, job.batch)
-    flags = template.flags
-    if examined.problems:
-        flags = (*flags, FLAG_SCHEMA_WARNING)
-        log.warning("payload does not match the trigger's schema",
-                    extra={"flow": template.flow, "violations": examined.problems})
-    if examined.items == [None] and flags == template.flags:
-        return  # the body as received: the common case
-    job.deliveries = [dataclasses.replace(template, body=body, item=item, flags=flags)
-                      for body, item in zip(examined.bodies, examined.items, strict=True)]
+    """Replace the job's raw delivery by the deliveries it becomes (`hookd.store.bodies`)."""
+    job.deliveries = examined(job.deliveries[0], job.check, job.policy, job.batch)
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
