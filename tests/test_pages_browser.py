@@ -1,8 +1,10 @@
 """The status page in a real browser: headless Chromium (Debian's package) driven by
-Playwright, against a real `hookd run` registered with the fake GitHub.
+Playwright, against a real `hookd run` registered with the fake GitHub, on each store
+backend (SQLite; PostgreSQL in a fresh database when the test server is there,
+tests/pgserver.py: skipped without it, failing under ``CI=true``).
 
-One hookd process and one browser serve every test of the module (module-scoped
-fixtures), so the whole file takes a few seconds. The tests skip, saying why, where
+One hookd process and one browser serve every test of the module for a backend
+(module-scoped fixtures), so the whole file takes a few seconds a backend. The tests skip, saying why, where
 chromium or Playwright is missing, and fail instead under ``CI=true`` (.ci/run installs
 both). A screenshot of each page lands in the module's temporary directory
 (``…/browser0/shots/*.png``).
@@ -10,7 +12,9 @@ both). A screenshot of each page lands in the module's temporary directory
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -28,12 +32,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from hookd.store.sqlite import db
-from hookd.store.sqlite.runs import Run, RunStore
+from hookd.config.model import Settings, StoreSetting
+from hookd.store.records import Run
+from tests import pgserver
 from tests.fakes.github import FakeGitHub, Hook, serve, serve_app
 from tests.fakes.sink import Sink
 from tests.pipeline_util import push_payload
 from tests.test_daemon import free_port, wait_until
+from tests.test_store_contract import with_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -64,15 +70,14 @@ class Hookd:
     github: FakeGitHub
     hook: Hook
     shots: Path
-    state: Path
+    settings: Settings  # the store hookd runs on (for the tests' own look at it)
     proc: subprocess.Popen[bytes]
 
     def runs(self) -> list[Run]:
-        conn = db.connect(self.state / db.DB_NAME)
-        try:
-            return RunStore(conn).list(limit=1000)
-        finally:
-            conn.close()
+        # In a thread of its own: Playwright's sync API runs an event loop in this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(with_store, self.settings, lambda s: s.runs.list(limit=1000),
+                               role="cli").result(30)
 
     def shot(self, page: Any, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -80,7 +85,8 @@ class Hookd:
         return path
 
 
-def write_config(root: Path, github_url: str, sink_url: str) -> tuple[int, int]:
+def write_config(root: Path, github_url: str, sink_url: str, *,
+                 postgres: bool = False) -> tuple[int, int]:
     public, admin = free_port(), free_port()
     (root / "flows").mkdir(parents=True)
     (root / "connections").mkdir()
@@ -91,7 +97,7 @@ def write_config(root: Path, github_url: str, sink_url: str) -> tuple[int, int]:
           admin: {{host: 127.0.0.1, port: {admin}}}
         state_dir: {root / 'state'}
         shutdown_timeout: 5s
-    """))
+    """) + ("store: ${env:HOOKD_DB}\n" if postgres else ""))
     (root / "connections" / "github.yaml").write_text(textwrap.dedent(f"""
         connector: github
         base_url: {github_url}
@@ -118,17 +124,26 @@ def write_config(root: Path, github_url: str, sink_url: str) -> tuple[int, int]:
     return public, admin
 
 
-@pytest.fixture(scope="module")
-def hookd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hookd]:
-    _need_browser()
-    tmp = tmp_path_factory.mktemp("browser")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def hookd(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hookd]:
+    tmp = tmp_path_factory.mktemp(f"browser-{request.param}")
     with contextlib.ExitStack() as stack:
+        state = tmp / "config" / "state"
+        settings = Settings(public_url="https://hooks.example.net", state_dir=state)
+        env = {**os.environ, "GITHUB_TOKEN": GITHUB_TOKEN}
+        if request.param == "postgresql":
+            server = request.getfixturevalue("postgres_server")
+            env["HOOKD_DB"] = pgserver.create_database(server)
+            stack.callback(pgserver.drop_database, server, env["HOOKD_DB"])
+            settings = dataclasses.replace(
+                settings, store=StoreSetting("postgresql", env["HOOKD_DB"]))
         github = stack.enter_context(serve(FakeGitHub(token=GITHUB_TOKEN, ping=True)))
         sink = Sink(responses=[503])  # the first notify attempt fails: a retry to show
         stack.callback(sink.close)
-        _, admin = write_config(tmp / "config", github.base_url, sink.url)
+        _, admin = write_config(tmp / "config", github.base_url, sink.url,
+                                postgres=request.param == "postgresql")
         log = stack.enter_context((tmp / "hookd.log").open("wb"))
-        env = {**os.environ, "GITHUB_TOKEN": GITHUB_TOKEN}
         env.pop("NOTIFY_SOCKET", None)
         proc = subprocess.Popen([sys.executable, "-m", "hookd", "run", "--config",
                                  str(tmp / "config")], env=env, stdout=subprocess.DEVNULL,
@@ -148,11 +163,23 @@ def hookd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hookd]:
                    timeout=20, what="hookd ready")
         (hook,) = wait_until(lambda: github.hooks_of("acme", "app"), timeout=20,
                              what="the hook created upstream")
-        token = wait_until(lambda: (tmp / "config" / "state" / "admin.token").read_text().strip(),
+        token = wait_until(lambda: (state / "admin.token").read_text().strip(),
                            what="the admin token")
         shots = tmp / "shots"
         shots.mkdir()
-        yield Hookd(url, token, github, hook, shots, tmp / "config" / "state", proc)
+        yield Hookd(url, token, github, hook, shots, settings, proc)
+
+
+def test_the_page_is_served_on_the_store_backend(hookd: Hookd) -> None:
+    """Without a browser: `hookd run` serves the page on this backend (PostgreSQL's once
+    answered 503 there), signed in with the admin token."""
+    with httpx.Client(base_url=hookd.admin, timeout=10) as client:
+        assert client.get("/").status_code == 303  # to the sign-in form
+        signed = client.post("/signin", data={"token": hookd.token, "next": "/"})
+        assert signed.status_code == 303
+        overview = client.get("/")
+        assert overview.status_code == 200 and "Last 24 hours" in overview.text
+        assert "deploy" in client.get("/flows").text
 
 
 @pytest.fixture(scope="module")
