@@ -11,14 +11,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from tests.test_daemon import wait_until
+from tests.test_daemon import Running, daemon_on, wait_until
 from tests.test_scaleout import TOKEN, Cluster, cluster, github_flow
 
-__all__ = ["cluster"]  # the fixture, used by name
+__all__ = ["cluster", "daemon_on"]  # the fixtures, used by name
 
 # A replica as far as the lock and `hookd status` can tell: its heartbeat row, then the
 # leader lock (hookd.store.postgres.leader), held until it is killed.
@@ -60,11 +62,11 @@ def test_apply_and_teardown_refuse_while_a_replica_leads_and_wait_for_the_lock(
 
         refused = hookd(cluster, "apply")
         assert refused.returncode == 1, refused.stderr
-        assert "replica replica-x holds the reconcile leader lock" in refused.stderr
+        assert "replica replica-x holds the reconcile lock" in refused.stderr
         assert "nothing was changed" in refused.stderr and "--wait SECONDS" in refused.stderr
         assert cluster.gh.hooks == {}
         down = hookd(cluster, "teardown", "--yes")
-        assert down.returncode == 1 and "Stop every replica first" in down.stderr, down.stderr
+        assert down.returncode == 1 and "Stop the daemon (every replica) first" in down.stderr, down.stderr
 
         err = cluster.tmp / "apply.err"
         waiting = subprocess.Popen(
@@ -136,9 +138,29 @@ def test_a_pass_that_loses_the_lock_half_way_stops_and_says_so(
 
     result = asyncio.run(as_leader(cast(Any, store), "apply", 0, reconcile))
     assert result is None and done == ["first item"]
-    assert "lost the reconcile leader lock half-way" in capsys.readouterr().err
+    assert "lost the reconcile lock half-way" in capsys.readouterr().err
 
     async def quick() -> str:
         return "report"
 
     assert asyncio.run(as_leader(cast(Any, OneStore()), "apply", 0, quick)) == "report"
+
+
+def test_on_sqlite_apply_refuses_next_to_the_running_daemon_and_waits_for_its_stop(
+        daemon_on: Callable[..., Running], tmp_path: Path) -> None:
+    daemon = daemon_on(flows=("a",))
+    daemon.notify.wait_for("READY")
+    config = tmp_path / "config"
+    refused = subprocess.run([sys.executable, "-m", "hookd", "apply", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused.stderr
+    assert "the daemon running on this state directory" in refused.stderr
+    assert "nothing was changed" in refused.stderr
+
+    err = tmp_path / "apply.err"
+    waiting = subprocess.Popen([sys.executable, "-m", "hookd", "apply", str(config), "--wait",
+                                "60"], stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    wait_until(lambda: "waiting up to 60 s" in err.read_text(), 30, "apply waiting")
+    assert daemon.stop() == 0  # the daemon lets go of the lock as it stops
+    waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err.read_text()

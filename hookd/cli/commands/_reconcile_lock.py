@@ -1,19 +1,18 @@
 """`hookd apply` and `hookd teardown` reconcile as the leader, or not at all.
 
-A store several replicas share (PostgreSQL) has one reconciler at a time: the replica
-holding the leader lock (`hookd.store.postgres.leader`). A manual apply that did not take
-that lock could plan against the same records as the leader's pass, in the same
-minute, and both would create the same hook. So the command campaigns for the same lock
-and reconciles only while it holds it: while a running replica leads, it refuses (or,
-with ``--wait SECONDS``, waits that long for the lock: a replica stopping, another
-apply finishing), and the replicas do not lead until it is done (the next leader then
+A store has one reconciler at a time: with PostgreSQL the replica holding the leader
+lock (`hookd.store.postgres.leader`), with SQLite the daemon holding the state
+directory's ``reconcile.lock`` (`hookd.store.leadership.Solo`). A manual apply that did
+not take that lock could plan against the same records as the daemon's pass, in the
+same minute, and both would create the same hook. So the command takes the same lock
+and reconciles only while it holds it: while a running daemon (replica) leads, it
+refuses (or, with ``--wait SECONDS``, waits that long for the lock: a daemon stopping,
+another apply finishing), and no daemon leads until it is done (the next leader then
 reconciles at once and finds everything as the command left it).
 
-Refusing is the default because a replica that leads keeps the lock for as long as it
+Refusing is the default because a daemon that leads keeps the lock for as long as it
 runs and reconciles by itself on every config change; an operator who runs `hookd apply`
-there wants to know that, not to wait for a lock that is never released. With SQLite
-the one store has one daemon, and the command leads at once (`hookd.store.leadership.Solo`):
-it does not coordinate with a running daemon (docs/reconcile.md).
+next to it wants to know that, not to wait for a lock that is never released.
 """
 
 from __future__ import annotations
@@ -33,9 +32,8 @@ T = TypeVar("T")
 
 def add_wait_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="with a shared store (PostgreSQL): wait up to SECONDS for the "
-                        "reconcile leader lock when another process holds it (default 0: "
-                        "refuse at once)")
+                        help="wait up to SECONDS for the reconcile lock when a running "
+                        "daemon (or another apply) holds it (default 0: refuse at once)")
 
 
 async def as_leader(store: Store, command: str, wait: float,
@@ -63,7 +61,7 @@ async def as_leader(store: Store, command: str, wait: float,
         if not await lead_within(leadership, 0):
             holder = await _holder(store)
             if wait > 0:
-                print(f"hookd {command}: {holder} holds the reconcile leader lock; waiting "
+                print(f"hookd {command}: {holder} holds the reconcile lock; waiting "
                       f"up to {wait:g} s for it", file=sys.stderr)
             if wait <= 0 or not await lead_within(leadership, wait):
                 print(_refusal(command, await _holder(store), wait), file=sys.stderr)
@@ -74,7 +72,7 @@ async def as_leader(store: Store, command: str, wait: float,
         except asyncio.CancelledError:
             if not lost:
                 raise
-            print(f"hookd {command}: lost the reconcile leader lock half-way (its database "
+            print(f"hookd {command}: lost the reconcile lock half-way (its database "
                   "session ended), so it stopped: what it did is recorded; run it again "
                   "(or let the replica that leads now reconcile)", file=sys.stderr)
             return None
@@ -84,20 +82,23 @@ async def as_leader(store: Store, command: str, wait: float,
 
 async def _holder(store: Store) -> str:
     """Who leads, as a person would name it."""
-    leader = (await store.describe()).get("leader")
-    if leader:
-        return f"replica {leader}"
+    described = await store.describe()
+    if described.get("leader"):
+        return f"replica {described['leader']}"
+    if described.get("backend") == "sqlite":
+        return ("the daemon running on this state directory (or another `hookd apply` or "
+                "`hookd teardown`)")
     return "another process (a `hookd apply` or `hookd teardown`, or a replica just starting)"
 
 
 def _refusal(command: str, holder: str, wait: float) -> str:
     waited = f" after waiting {wait:g} s" if wait > 0 else ""
     if command == "teardown":
-        advice = ("stop every replica first (the leader would create the hooks again), "
+        advice = ("stop the daemon (every replica) first: it would create the hooks again; "
                   "then run it again")
     else:
-        advice = ("a running replica reconciles by itself on every config change, on "
-                  "SIGHUP and every reconcile.interval; to apply by hand, stop the replicas "
-                  "or pass --wait SECONDS")
-    return (f"hookd {command}: {holder} holds the reconcile leader lock{waited}; nothing "
-            f"was changed. {advice[0].upper()}{advice[1:]}.")
+        advice = ("a running daemon (the replica that leads) reconciles by itself on every "
+                  "config change, on SIGHUP and every reconcile.interval; to apply by hand, "
+                  "stop it or pass --wait SECONDS")
+    return (f"hookd {command}: {holder} holds the reconcile lock{waited}; nothing was "
+            f"changed. {advice[0].upper()}{advice[1:]}.")

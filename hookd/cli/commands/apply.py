@@ -5,8 +5,8 @@ Same pass as the daemon's: validate the config (an invalid one changes nothing),
 ``--allow-deletes N`` raises ``reconcile.max_deletes`` for this run only. With many items a
 progress line goes to stderr.
 
-On a shared store (PostgreSQL) it reconciles only as the leader (`_reconcile_lock`):
-while a running replica leads it refuses, or waits ``--wait SECONDS`` for the lock.
+It reconciles only as the leader (`_reconcile_lock`): while a running daemon (on
+PostgreSQL: a replica) leads it refuses, or waits ``--wait SECONDS`` for the lock.
 
 Exit codes: 0 everything done, 1 invalid config, some step failed, or another process
 holds the reconcile lock, 2 usage error, 3 done but deletes were blocked by ``max_deletes``.

@@ -6,8 +6,8 @@ touched). It prints the plan and asks for confirmation, unless ``--yes``; withou
 terminal it refuses to proceed without ``--yes``. ``max_deletes`` does not apply: the
 confirmation is the safety.
 
-On a shared store (PostgreSQL) it runs only as the leader, as `hookd apply` does: while
-a replica runs (and leads) it refuses, since the leader would create the hooks again.
+It runs only as the leader, as `hookd apply` does: while a daemon (a replica) runs and
+leads it refuses, since the leader would create the hooks again.
 
 Exit codes: 0 everything deleted (or nothing to delete), 1 invalid config, a delete
 failed or another process holds the reconcile lock, 2 usage error or not confirmed.

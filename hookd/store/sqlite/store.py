@@ -47,6 +47,9 @@ from hookd.store.sqlite.runs import replay
 
 log = logging.getLogger("hookd.store.sqlite")
 
+# Beside the database: held by whoever reconciles this state directory (`Solo`).
+LOCK_FILE = "reconcile.lock"
+
 _DELIVERY_STATUS: dict[str, FinishedStatus] = {
     "succeeded": "done", "failed": "failed", "cancelled": "failed", "queued": "queued"}
 
@@ -334,8 +337,9 @@ class SqliteStore:
 
     def leadership(self, *, on_elected: Callable[[], Any] | None = None,
                    on_lost: Callable[[], Any] | None = None) -> interface.Leadership:
-        # One daemon opens a SQLite file (its inbox holds the write lock): it leads.
-        return Solo(on_elected)
+        # One daemon opens a SQLite file (its inbox holds the write lock): it leads while
+        # no `hookd apply` holds the reconcile lock beside the database, and holds it.
+        return Solo(on_elected, lock_file=self.state_dir / LOCK_FILE)
 
     async def describe(self) -> dict[str, Any]:
         return {"backend": "sqlite", "location": self.location}
