@@ -14,8 +14,10 @@ rendering runs in between, so "a step's result is committed before the next step
 holds — which is what lets a replica resume at the first unfinished step. Writes that
 carry no step result (a run created running, a step started) commit without waiting for
 the WAL flush: losing them in a crash of the server re-runs the run's unfinished step,
-which it would re-run anyway. docs/adr/0010-pg-worker-round-trips.md has the reasoning
-and the numbers.
+which it would re-run anyway. A run created ``running`` after this process's claim of
+its delivery needs no read either (the claim noted the latest attempt: `ClaimNotes`): its
+row is kept like a step's result and goes with its first step's start.
+docs/adr/0010-pg-worker-round-trips.md has the reasoning and the numbers.
 """
 
 from __future__ import annotations
