@@ -40,10 +40,15 @@ def run_with(url: str, go):  # type: ignore[no-untyped-def]
     return asyncio.run(main())
 
 
-def test_a_run_written_on_one_replica_resumes_on_another(postgres_url: str) -> None:
+@pytest.mark.parametrize("claim_notes", [True, False], ids=["as-a-store", "runs-alone"])
+def test_a_run_written_on_one_replica_resumes_on_another(postgres_url: str,
+                                                        claim_notes: bool) -> None:
+    """As a store wires them (the claim's notes shared: a run's row goes with its first
+    step's start), and a run history alone (it reads the attempt number itself)."""
     async def go(a, b):  # type: ignore[no-untyped-def]
         inbox, queue_a, queue_b = PgInbox(a), PgDeliveryQueue(a, owner="a"), PgDeliveryQueue(b, owner="b")
-        runs_a, runs_b = PgRunHistory(a), PgRunHistory(b)
+        runs_a = PgRunHistory(a, notes=queue_a.notes if claim_notes else None)
+        runs_b = PgRunHistory(b, notes=queue_b.notes if claim_notes else None)
         [did] = (await inbox.record([NewDelivery("s", "f", time.time(), {}, b"{}")])).ids
         [d] = await queue_a.claim(1, lease=0.3)
         run = await runs_a.create(d.id, "f", status="running")
@@ -72,6 +77,25 @@ def test_a_run_written_on_one_replica_resumes_on_another(postgres_url: str) -> N
             await runs_a.replay(second.id)
         with pytest.raises(errors.NotFound):
             await runs_a.replay("nosuchrun")
+        # The replayed delivery's run on a: attempt 3. Replica a dies before that run's
+        # first step started: b finds the run without steps (or none: its row had not
+        # been sent), numbers its own next, and its run's steps are there for a to read.
+        [replayed] = await queue_a.claim(1, lease=0.3)
+        third = await runs_a.create(replayed.id, "f", status="running")
+        assert third.attempt == 3
+        await asyncio.sleep(0.4)
+        [again] = await queue_b.claim(1, lease=30)
+        latest = await runs_b.latest_for_delivery(again.id)
+        assert latest is not None and latest.attempt in (2, 3)
+        fourth = await runs_b.create(again.id, "f", status="running")
+        assert fourth.attempt == latest.attempt + 1
+        await runs_b.step_started(fourth.id, "one", 0, "log", 1, {"message": "hi"})
+        await runs_b.step_finished(fourth.id, "one", "succeeded", output={"ok": 1})
+        await runs_b.finish(fourth.id, "succeeded", delivery_id=again.id)
+        got = await runs_a.get(fourth.id)
+        assert got is not None and got.status == "succeeded" and got.attempt == fourth.attempt
+        assert [(s.step_id, s.status, s.output) for s in got.steps] == [
+            ("one", "succeeded", {"ok": 1})]
 
     run_with(postgres_url, go)
 

@@ -55,8 +55,16 @@ _CLAIM = (
     " lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),"
     " updated_at = %(now)s WHERE id IN (SELECT id FROM (SELECT id FROM queued UNION ALL"
     " SELECT id FROM expired) AS c ORDER BY id LIMIT {room})"
-    f" RETURNING {COLUMNS}"
+    f" RETURNING {COLUMNS}, (SELECT coalesce(max(r.attempt), 0) FROM runs r"
+    " WHERE r.delivery_id = deliveries.id)"
 )
+
+# Claim notes: the latest run's attempt number of each delivery this process claimed
+# (0: none), until the run history creates its next run (`PgRunHistory.create`), which
+# then needs no read of its own. Bounded: past this many, the notes are dropped (a
+# create without a note reads, as before).
+NOTES_MAX = 10_000
+ClaimNotes = dict[str, int]
 
 
 def row_delivery(r: Sequence[Any]) -> Delivery:
@@ -158,10 +166,12 @@ class PgDeliveryQueue:
     and one round trip where the worker calls it per delivery)."""
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *, owner: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 notes: ClaimNotes | None = None) -> None:
         self.pool = pool
         self.owner = owner
         self.clock = clock
+        self.notes: ClaimNotes = {} if notes is None else notes
         self._arrival: list[Callable[[], None]] = []
 
     async def get(self, delivery_id: str) -> Delivery | None:
@@ -208,6 +218,10 @@ class PgDeliveryQueue:
                       (LOCK_NAMESPACE + LOCK_FLOW, lock))
                 claimed = b.add(sql, params)
             rows = b.rows(claimed)
+        if len(self.notes) + len(rows) > NOTES_MAX:
+            self.notes.clear()
+        for r in rows:
+            self.notes[r[0]] = int(r[-1])
         return sorted((row_delivery(r) for r in rows), key=lambda d: d.id)
 
     async def renew(self, delivery_ids: Sequence[str], lease: float) -> None:
@@ -222,6 +236,7 @@ class PgDeliveryQueue:
     async def finish(self, delivery_id: str, status: str, error: str | None = None) -> None:
         if status not in ("done", "failed", "queued"):
             raise ValueError(f"finish: status must be done, failed or queued, not {status!r}")
+        self.notes.pop(delivery_id, None)
         async with statement(self.pool, "finishing a delivery") as conn:
             await conn.execute(*finish_args(delivery_id, status, error, self.clock()))
 

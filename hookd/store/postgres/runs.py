@@ -14,8 +14,10 @@ rendering runs in between, so "a step's result is committed before the next step
 holds — which is what lets a replica resume at the first unfinished step. Writes that
 carry no step result (a run created running, a step started) commit without waiting for
 the WAL flush: losing them in a crash of the server re-runs the run's unfinished step,
-which it would re-run anyway. docs/adr/0010-pg-worker-round-trips.md has the reasoning
-and the numbers.
+which it would re-run anyway. A run created ``running`` after this process's claim of
+its delivery needs no read either (the claim noted the latest attempt: `ClaimNotes`): its
+row is kept like a step's result and goes with its first step's start.
+docs/adr/0010-pg-worker-round-trips.md has the reasoning and the numbers.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hookd.store.postgres.connection import Conn
 from hookd.store.postgres.deliveries import (
     CHANNEL,
     Batch,
+    ClaimNotes,
     batch,
     finish_args,
     statement,
@@ -83,8 +86,10 @@ class PgRunHistory:
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *,
                  clock: Callable[[], float] = time.time, output_cap: int = OUTPUT_CAP,
-                 dedup_window: float | None = None) -> None:
+                 dedup_window: float | None = None, notes: ClaimNotes | None = None) -> None:
         self.pool = pool
+        # Shared with the queue's claims (`hookd.store.postgres.deliveries.ClaimNotes`).
+        self.notes: ClaimNotes = {} if notes is None else notes
         self.clock = clock
         self.output_cap = output_cap
         self.dedup_window = dedup_window
@@ -108,16 +113,16 @@ class PgRunHistory:
                 await self._send(rid, writes, "recording a step")
 
     async def _send(self, run_id: str, writes: list[Write], what: str, *,
-                    durable: bool = True) -> Batch:
-        """`writes` (the run's kept ones first) as one transaction; on failure the kept
-        ones go back, for the run's next write."""
-        kept = [w for w in writes if w[0] is _STEP_FINISHED]
+                    durable: bool = True, kept: int | None = None) -> Batch:
+        """`writes` as one transaction, the run's kept ones first (`kept` of them: all,
+        by default); on failure those go back, for the run's next write."""
+        kept = len(writes) if kept is None else kept
         try:
             async with batch(self.pool, what, durable=durable) as b:
                 for sql, params in writes:
                     b.add(sql, params)
         except BaseException:
-            self._give_back(run_id, kept)
+            self._give_back(run_id, writes[:kept])
             raise
         return b
 
@@ -127,6 +132,20 @@ class PgRunHistory:
         run_id = new_run_id(now)
         finished = now if status in FINISHED else None
         started = now if status == "running" else finished
+        previous = self.notes.pop(delivery_id, None)
+        if status == "running" and previous is not None:
+            # This process's claim read the delivery's latest attempt: the row is kept
+            # and goes with the run's next write (its first step's start, or its finish),
+            # before any side effect. Another replica could number a run alike only by
+            # claiming the delivery again in between — after this claim's lease ran out.
+            attempt = previous + 1
+            self._unsent.setdefault(run_id, []).append((
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (run_id, delivery_id, flow, status, attempt, config_revision, now, started,
+                 finished, error)))
+            return Run(run_id, delivery_id, flow, status, attempt, config_revision, now,
+                       started, finished, error)
         # A run created running may be lost in a crash of the server (no WAL flush
         # awaited): none of its steps' results can have been committed after it, so the
         # delivery, claimed again, starts a run afresh — as it would resume this one.
@@ -156,13 +175,16 @@ class PgRunHistory:
     async def finish(self, run_id: str, status: RunStatus, error: str | None = None, *,
                      delivery_id: str | None = None) -> None:
         now = self.clock()
+        if delivery_id is not None:
+            self.notes.pop(delivery_id, None)
         writes = self._take(run_id)
+        kept = len(writes)
         writes.append((
             "UPDATE runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
             (status, error, now if status in FINISHED else None, run_id)))
         if delivery_id is not None:
             writes.append(finish_args(delivery_id, DELIVERY_STATUS[status], error, now))
-        await self._send(run_id, writes, "finishing a run")
+        await self._send(run_id, writes, "finishing a run", kept=kept)
 
     async def latest_for_delivery(self, delivery_id: str) -> Run | None:
         await self.flush()
@@ -224,8 +246,10 @@ class PgRunHistory:
                            attempt: int, input: Any) -> float:
         now = self.clock()
         writes = self._take(run_id)
-        # Durable when it carries the previous step's result (see the module's doc).
-        durable = bool(writes)
+        kept = len(writes)
+        # Durable when it carries the previous step's result (see the module's doc); the
+        # run's own row (kept by `create`) is no result.
+        durable = any(sql is _STEP_FINISHED for sql, _ in writes)
         writes.append((
             "INSERT INTO run_steps (run_id, step_id, idx, kind, status, attempt, started_at,"
             " input) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)"
@@ -233,7 +257,7 @@ class PgRunHistory:
             " attempt = EXCLUDED.attempt, input = EXCLUDED.input, ended_at = NULL,"
             " output = NULL, error = NULL, idx = EXCLUDED.idx, kind = EXCLUDED.kind",
             (run_id, step_id, index, kind, attempt, now, encode(input, self.output_cap))))
-        await self._send(run_id, writes, "recording a step", durable=durable)
+        await self._send(run_id, writes, "recording a step", durable=durable, kept=kept)
         return now
 
     async def step_retrying(self, run_id: str, step_id: str, error: str,

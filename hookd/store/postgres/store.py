@@ -138,7 +138,8 @@ class PgStore:
         self._pool = pool(url, min_size=1, max_size={"daemon": 8, "worker": 8, "cli": 2}[role])
         self.inbox = PgInbox(self._pool, dedup_window=dedup_window, clock=clock)
         self.deliveries = PgDeliveryQueue(self._pool, owner=self.name, clock=clock)
-        self.runs = PgRunHistory(self._pool, clock=clock, dedup_window=dedup_window)
+        self.runs = PgRunHistory(self._pool, clock=clock, dedup_window=dedup_window,
+                                 notes=self.deliveries.notes)
         self.subscriptions = PgSubscriptions(self._pool, clock=clock)
         self.health = PgHealth(self._pool, self.inbox)
         self.activity = PgActivity(self._pool)
