@@ -80,9 +80,11 @@ def test_apply_and_teardown_refuse_while_a_replica_leads_and_wait_for_the_lock(
         assert waiting.returncode == 0, err.read_text()
         assert "created" in stdout
         assert [h.repo for h in cluster.gh.hooks.values()] == ["repo"]
-        # The command let go of the lock when it was done: a replica may lead again.
-        assert cluster.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                             " AND objid = 2 AND objsubid = 2") == [(0,)]
+        # The command let go of the lock when it was done: a replica may lead again (the
+        # server ends the command's session on its own time after the disconnect).
+        wait_until(lambda: cluster.query(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND objid = 2 AND objsubid = 2") == [(0,)], 10, "the lock released")
     finally:
         holder.kill()
         holder.wait()

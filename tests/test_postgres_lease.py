@@ -55,6 +55,7 @@ def test_a_killed_replicas_run_is_resumed_by_another_after_the_configured_lease(
     # when the other may resume (a renewal every third: more than 2/3 of it is left).
     remaining = wait_until(lambda: (r := left()) > lease - 1.5 and r, 3 * lease,
                            "a renewal of the claim")
+    assert remaining <= lease + 0.5, remaining  # the claim's lease is claim_lease's
     first.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     first.proc.wait(10)
@@ -63,7 +64,7 @@ def test_a_killed_replicas_run_is_resumed_by_another_after_the_configured_lease(
     resumed = time.monotonic() - killed
     # Not before the claim ran out, and soon after (the other worker polls twice a
     # second). The default lease (30 s) or the old fixed one (60 s) would take longer.
-    assert remaining - 1.5 <= resumed <= remaining + 5, (remaining, resumed)
+    assert remaining - 1.5 <= resumed <= remaining + 8, (remaining, resumed)
     assert log.read_text() == "start\nstart\nend\n"  # the interrupted step ran again
     runs = cluster.query("SELECT status, attempt FROM runs")
     assert runs == [("succeeded", 1)]  # the same run, resumed: not a new attempt
