@@ -16,8 +16,9 @@ Every read is a seek on an index whatever the history's size (100,000 runs and m
 - each flow's facts are three ``LIMIT`` seeks on ``(flow, id)``, all flows in one
   transaction.
 
-The indexes the history needed beyond the first schema are migration 4
-(`hookd.store.postgres.schema`).
+The indexes the history needed beyond the others are migration 4
+(`hookd.store.postgres.schema`; why partial, and the plans with 100,000 runs:
+docs/adr/0011-pg-status-page-indexes.md).
 """
 
 from __future__ import annotations
