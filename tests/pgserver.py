@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -45,11 +46,26 @@ def create_database(url: str) -> str:
     return with_database(url, name)
 
 
-def drop_database(url: str, database_url: str) -> None:
-    """Drop the database of `database_url` (disconnecting whoever is still on it)."""
+def drop_database(url: str, database_url: str, *, within: float = 30.0) -> None:
+    """Drop the database of `database_url` (disconnecting whoever is still on it).
+
+    PostgreSQL 15 refuses ``WITH (FORCE)`` to a role without ``pg_signal_backend`` while
+    an autovacuum worker is on the database (the worker has no role the caller is a
+    member of); the worker leaves within moments, so the drop is tried again until
+    `within` seconds have passed. `.ci/postgres` grants the role ``pg_signal_backend``.
+    """
     name = urlsplit(database_url).path.lstrip("/")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                             .format(sql.Identifier(name)))
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # polling for the autovacuum worker to leave
 
 
 def server_pids(url: str, database_url: str) -> list[int]:
