@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hookd import store as stores
 from hookd.config.model import Config, Connection, Flow, ReconcilePolicy, Settings, Trigger
 from hookd.connectors.model import Connector, DeleteStrategy, Operation, WebhookTrigger
+from hookd.daemon.status import shown_state
 from hookd.reconcile.reconciler import Reconciler
 from hookd.reconcile.report import Report
 from hookd.store.interface import Store
@@ -177,6 +180,45 @@ def test_permanent_failure_is_recorded_and_reported(gh: FakeGitHub, store: Subsc
     assert row.status == "failed" and "401" in (row.last_error or "")
     report = reconcile(config, store)  # credentials fixed: retried and created
     assert [o.result for o in report.outcomes] == ["ok"] and store.all()[0].status == "active"
+
+
+def test_a_failed_subscription_shows_failing_while_its_retry_runs(
+        gh: FakeGitHub, store: SubscriptionStore, tmp_path: Path) -> None:
+    """`hookd status` must not call a failing subscription healthy for the length of the
+    pass that retries it: the retry's intent row keeps the last error ("retrying")."""
+    config = make_config(gh, {"a": {}})
+    bad = replace(config, connections={"gh": replace(config.connections["gh"],
+                                                     parameters={"token": "wrong"})})
+    reconcile(bad, store)
+    assert store.all()[0].status == "failed"
+    seen: list[tuple[str, str | None]] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # as `hookd status` would, from another connection
+        rows = SubscriptionStore(open_db(tmp_path))
+        while not stop.is_set():
+            (row,) = rows.all()
+            if row.status != "failed":
+                seen.append((row.status, row.last_error))
+            if row.status == "active":
+                return
+            time.sleep(0.005)  # polling the file for the pass's writes
+
+    gh.latency = 0.3  # every upstream answer waits: the retry's intent is visible meanwhile
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        report = reconcile(config, store)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert [o.result for o in report.outcomes] == ["ok"]
+    pending = [(status, error) for status, error in seen if status == "pending"]
+    assert pending, f"the pass's pending row was never seen: {seen}"
+    assert all(shown_state(status, error) == "retrying" and "401" in (error or "")
+               for status, error in pending), pending
+    (row,) = store.all()
+    assert row.status == "active" and row.last_error is None
 
 
 def test_create_that_timed_out_but_happened_is_adopted_not_duplicated(

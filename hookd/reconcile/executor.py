@@ -69,7 +69,8 @@ class Executor(Observer):
         intents: list[Update] = []
         for item in the_plan.items:
             if item.action in ("create", "replace") and item.desired is not None:
-                intents.append(Update("upsert", item.sub_id, row=_pending_row(item.desired)))
+                intents.append(Update("upsert", item.sub_id, row=_pending_row(
+                    item.desired, last_error=_still_failing(item.row))))
             # Not for a replace: its old hook keeps delivering (the server answers 410 for
             # "deleting") until the new one exists.
             if item.action == "delete" and item.row is not None:
@@ -302,13 +303,23 @@ class Executor(Observer):
         return "failed", why
 
 
-def _pending_row(d: DesiredSubscription) -> SubscriptionRow:
+def _still_failing(row: SubscriptionRow | None) -> str | None:
+    """The error a retried create keeps while it runs: a subscription that failed stays
+    shown as failing ("retrying", `hookd.daemon.status.shown_state`) until the create
+    succeeds, rather than looking healthy for the length of the pass."""
+    if row is None or row.status not in ("failed", "pending"):
+        return None
+    return row.last_error
+
+
+def _pending_row(d: DesiredSubscription, *, last_error: str | None = None) -> SubscriptionRow:
     return SubscriptionRow(
         id=d.id, flow=d.flow, fingerprint=d.fingerprint, connector=d.connector,
         operation=d.operation, connection=d.connection, scope=d.scope,
         parameters={k: str(v) if not isinstance(v, str | int | float | bool) else v
                     for k, v in d.public_parameters.items()},
         location=None, upstream_id=None, secret=d.secret, status="pending",
+        last_error=last_error,
     )
 
 
