@@ -62,3 +62,31 @@ def test_an_older_replica_refuses_to_start_on_a_newer_schema(postgres_url: str) 
             await PgStore(postgres_url).start()
 
     asyncio.run(go())
+
+
+def test_a_step_result_kept_for_the_next_write_is_committed_when_the_store_closes(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A run stopped between two steps (a drain that timed out): the finished step's
+    result, kept to ride on the run's next write, is committed by `aclose`, so the run
+    resumes after that step instead of repeating it."""
+    async def go() -> None:
+        a = PgStore(postgres_url, state_dir=tmp_path / "a")
+        await a.start()
+        try:
+            await a.inbox.record([NewDelivery("s", "f", time.time(), {}, b"{}")])
+            [d] = await a.deliveries.claim(1, lease=30)
+            run = await a.runs.create(d.id, "f", status="running")
+            await a.runs.step_started(run.id, "one", 0, "log", 1, {"message": "hi"})
+            await a.runs.step_finished(run.id, "one", "succeeded", output={"ok": True})
+        finally:
+            await a.aclose()
+        b = PgStore(postgres_url, state_dir=tmp_path / "b")
+        await b.start()
+        try:
+            steps = await b.runs.steps(run.id)
+            assert [(s.step_id, s.status, s.output) for s in steps] == [
+                ("one", "succeeded", {"ok": True})]
+        finally:
+            await b.aclose()
+
+    asyncio.run(go())

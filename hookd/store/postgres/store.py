@@ -204,6 +204,10 @@ class PgStore:
             return await replicas.listing(conn)
 
     async def aclose(self) -> None:
+        # Step results the run history still keeps (a run stopped between two steps, as
+        # a drain that timed out stops it): committed, so the run resumes after them.
+        with contextlib.suppress(StoreUnavailable):
+            await self.runs.flush()
         await self.inbox.aclose()
         await self._wakeup.aclose()
         await self.health.aclose()
